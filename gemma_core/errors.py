@@ -1,0 +1,11 @@
+"""Errors a user can act on.
+
+A ``UserError`` carries one line that names the file, line or field at fault and
+what to do. The command line prints it without a traceback and exits with 2.
+"""
+
+
+class UserError(Exception):
+    """A mistake in the user's input or environment, explained in one line."""
+
+    exit_code = 2

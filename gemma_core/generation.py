@@ -1,0 +1,151 @@
+"""Text generation: prefill once, then decode token by token from a KV cache.
+
+``generate_tokens`` yields token ids; ``stream_text`` turns them into text
+pieces as soon as they form whole UTF-8 characters, and stops at EOS or at a
+user's stop string. The command line and the studio's chat pane both use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from gemma_core.model import Gemma3Model
+from gemma_core.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 128
+    temperature: float = 0.8  # 0 means greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop_strings: tuple[str, ...] = field(default_factory=tuple)
+    stop_at_eos: bool = True
+
+    def validate(self) -> None:
+        from gemma_core.errors import UserError
+
+        if self.max_new_tokens < 0:
+            raise UserError(f"--max_new_tokens must be 0 or more, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise UserError(f"--temperature must be 0 (greedy) or more, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise UserError(f"--top_k must be 1 or more, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise UserError(f"--top_p must be in (0, 1], got {self.top_p}")
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """Pick the next token from last-position logits of shape (B, vocab)."""
+    if params.temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / params.temperature
+    if params.top_k is not None and params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if params.top_p is not None and params.top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest set whose mass reaches top_p (the first token always stays).
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= params.top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def generate_tokens(model: Gemma3Model, prompt_ids: list[int], params: SamplingParams,
+                    eos_id: int | None = None,
+                    cancel: threading.Event | None = None) -> Iterator[int]:
+    """Yield new token ids one at a time (EOS is not yielded)."""
+    device = model.embed_tokens.weight.device
+    was_training = model.training
+    model.eval()
+    try:
+        context = model.cfg.context_length
+        budget = max(1, context - params.max_new_tokens)
+        prompt_ids = list(prompt_ids)[-budget:] or ([eos_id] if eos_id is not None else [0])
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=device).manual_seed(params.seed)
+        cache = model.new_cache(capacity=min(context, len(prompt_ids) + params.max_new_tokens))
+        ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+        with _autocast(device):
+            logits = model(ids, cache)[:, -1]
+            for _ in range(params.max_new_tokens):
+                if cancel is not None and cancel.is_set():
+                    return
+                token = sample_next(logits, params, generator)
+                token_id = int(token.item())
+                if params.stop_at_eos and eos_id is not None and token_id == eos_id:
+                    return
+                yield token_id
+                if cache.position >= context:
+                    return
+                logits = model(token.view(1, 1), cache)[:, -1]
+    finally:
+        model.train(was_training)
+
+
+class Utf8Stream:
+    """Turns token bytes into text, holding back bytes of a half-finished character."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.pending = b""
+
+    def push(self, token_id: int) -> str:
+        self.pending += self.tokenizer.token_bytes(token_id)
+        for cut in range(len(self.pending), max(len(self.pending) - 4, -1), -1):
+            try:
+                text = self.pending[:cut].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            self.pending = self.pending[cut:]
+            return text
+        # Not UTF-8 even allowing a partial tail: emit with replacement characters.
+        text, self.pending = self.pending.decode("utf-8", errors="replace"), b""
+        return text
+
+    def flush(self) -> str:
+        text, self.pending = self.pending.decode("utf-8", errors="replace"), b""
+        return text
+
+
+def stream_text(model: Gemma3Model, tokenizer: Tokenizer, prompt: str, params: SamplingParams,
+                cancel: threading.Event | None = None) -> Iterator[str]:
+    """Yield pieces of the continuation of ``prompt``, stopping at EOS or a stop string."""
+    prompt_ids = tokenizer.encode(prompt)
+    decoder = Utf8Stream(tokenizer)
+    held = ""  # text that might be the start of a stop string
+    longest_stop = max((len(s) for s in params.stop_strings), default=0)
+    for token_id in generate_tokens(model, prompt_ids, params, tokenizer.eos_id, cancel):
+        held += decoder.push(token_id)
+        if longest_stop:
+            hits = [held.find(s) for s in params.stop_strings if s in held]
+            if hits:
+                yield held[:min(hits)]
+                return
+            safe = len(held) - (longest_stop - 1)
+            if safe > 0:
+                yield held[:safe]
+                held = held[safe:]
+        elif held:
+            yield held
+            held = ""
+    held += decoder.flush()
+    if held:
+        yield held
