@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--attention", default=None, help="attention kernel: auto, eager, sdpa, flex")
     generate.set_defaults(func=cmd_generate)
 
+    from gemma_core import train_cli
+    train_cli.add_commands(commands)
     return parser
 
 
