@@ -66,12 +66,18 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-@torch.inference_mode()
 def generate_tokens(model: Gemma3Model, prompt_ids: list[int], params: SamplingParams,
                     eos_id: int | None = None,
                     cancel: threading.Event | None = None) -> Iterator[int]:
     """Yield new token ids one at a time (EOS is not yielded)."""
     device = model.embed_tokens.weight.device
+
+    def forward(ids: torch.Tensor, cache) -> torch.Tensor:
+        # Inference mode and autocast are entered per call, not around the generator's
+        # body: a suspended generator must not leave them on (or off) for its caller.
+        with torch.inference_mode(), _autocast(device):
+            return model(ids, cache)[:, -1]
+
     was_training = model.training
     model.eval()
     try:
@@ -82,20 +88,18 @@ def generate_tokens(model: Gemma3Model, prompt_ids: list[int], params: SamplingP
         if params.seed is not None:
             generator = torch.Generator(device=device).manual_seed(params.seed)
         cache = model.new_cache(capacity=min(context, len(prompt_ids) + params.max_new_tokens))
-        ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-        with _autocast(device):
-            logits = model(ids, cache)[:, -1]
-            for _ in range(params.max_new_tokens):
-                if cancel is not None and cancel.is_set():
-                    return
-                token = sample_next(logits, params, generator)
-                token_id = int(token.item())
-                if params.stop_at_eos and eos_id is not None and token_id == eos_id:
-                    return
-                yield token_id
-                if cache.position >= context:
-                    return
-                logits = model(token.view(1, 1), cache)[:, -1]
+        logits = forward(torch.tensor([prompt_ids], dtype=torch.long, device=device), cache)
+        for _ in range(params.max_new_tokens):
+            if cancel is not None and cancel.is_set():
+                return
+            token = sample_next(logits, params, generator)
+            token_id = int(token.item())
+            if params.stop_at_eos and eos_id is not None and token_id == eos_id:
+                return
+            yield token_id
+            if cache.position >= context:
+                return
+            logits = forward(token.view(1, 1), cache)
     finally:
         model.train(was_training)
 

@@ -89,7 +89,10 @@ def config_to_hf(cfg: GemmaConfig, *, eos_token_id: int | None = None,
         "hidden_activation": "gelu_pytorch_tanh",
         "max_position_embeddings": cfg.context_length,
         "rms_norm_eps": 1e-6,
-        "query_pre_attn_scalar": cfg.query_pre_attn_scalar,
+        # transformers validates this field as an int.
+        "query_pre_attn_scalar": (int(cfg.query_pre_attn_scalar)
+                                  if float(cfg.query_pre_attn_scalar).is_integer()
+                                  else cfg.query_pre_attn_scalar),
         "sliding_window": cfg.sliding_window,
         "layer_types": list(cfg.layer_types),
         "rope_parameters": {

@@ -100,11 +100,14 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = self.rope(self.q_norm(q), start), self.rope(self.k_norm(k), start)
-        q_offset = 0
+        q_offset, kernel = 0, self.kernel
         if cache is not None:
             k, v, q_offset = cache.update(k, v)
+            # FlexAttention compiles per shape: right for training's fixed length, wrong
+            # for prompts of every length, so cached decoding always uses SDPA.
+            kernel = "sdpa" if kernel == "flex" else kernel
         out = attend(q, k, v, scale=self.scale, window=self.window, q_offset=q_offset,
-                     kernel=self.kernel)
+                     kernel=kernel)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
 
 

@@ -122,6 +122,7 @@ def _checkpoint_settings(output_dir: Path) -> dict:
 def cmd_train(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.text import Text
 
     from gemma_core.events import (CheckpointSaved, EvalResult, LogMessage, RunFailed, RunFinished,
                                    SampleProduced, StepMetrics)
@@ -169,23 +170,26 @@ def cmd_train(args) -> int:
                         f"step {event.step}: val loss {event.val_loss:.4f}  perplexity "
                         f"{event.perplexity:.2f}  bits/byte {event.bits_per_byte:.4f}")
                 elif isinstance(event, SampleProduced):
-                    progress.console.print(f"[dim]sample @ {event.step}:[/dim] "
-                                           + printable(event.prompt + event.text), markup=False)
+                    line = Text(f"sample @ {event.step}: ", style="dim")
+                    line.append(printable(event.prompt + event.text))
+                    progress.console.print(line)
                 elif isinstance(event, CheckpointSaved):
                     progress.console.print(f"[dim]checkpoint saved at step {event.step}[/dim]")
                 elif isinstance(event, LogMessage) and event.level != "info":
-                    progress.console.print(f"{event.level}: {printable(event.text)}", markup=False)
+                    progress.console.print(Text(f"{event.level}: {printable(event.text)}"))
                 elif isinstance(event, LogMessage):
-                    progress.console.print(f"[dim]{printable(event.text)}[/dim]")
+                    progress.console.print(Text(printable(event.text), style="dim"))
                 elif isinstance(event, RunFailed):
                     failure = event.message
                 elif isinstance(event, RunFinished):
                     if event.reason == "stopped":
                         progress.console.print(
                             f"stopped at step {event.step}; checkpoint in {event.checkpoint}\n"
-                            f"resume with: gemma-core train --resume --output_dir {settings.output_dir}")
+                            f"resume with: gemma-core train --resume --output_dir {settings.output_dir}",
+                            soft_wrap=True)
                     else:
-                        progress.console.print(f"finished {event.step} steps; outputs in {settings.output_dir}")
+                        progress.console.print(f"finished {event.step} steps; outputs in {settings.output_dir}",
+                                               soft_wrap=True)
     except KeyboardInterrupt:
         request_stop()
     finally:

@@ -118,7 +118,7 @@ PRESET_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "seed-270m": {},  # the seed's defaults, exactly
     "gemma-3-270m": {},
     # Tuned for learning speed on two CPU cores (see BENCHMARKS.md).
-    "demo": dict(learning_rate=2e-3, max_steps=800, warmup_steps=50, eval_iters=100,
+    "demo": dict(learning_rate=3e-3, max_steps=900, warmup_steps=50, eval_iters=100,
                  gradient_accumulation_steps=1, train_batch_size=8, val_batch_size=16,
                  max_length=256, stride=256, weight_decay=0.1, eval_batches=10, save_steps=200,
                  sample_tokens=48),

@@ -368,6 +368,7 @@ class TrainingEngine:
                             f"{cfg.context_length}; lower --max_length")
         self.model_config = cfg
 
+        self._progress_quarters: dict[str, int] = {}
         self._log(f"preparing data (tokenizer {self.tokenizer.name}, max_length {s.max_length})")
         self.data = prepare_datasets(
             s.train_dataset_path, s.val_dataset_path, s.test_dataset_path, self.tokenizer,
@@ -394,9 +395,7 @@ class TrainingEngine:
         self.byte_lengths = torch.from_numpy(token_byte_lengths(self.tokenizer))
         self.flops_per_token = training_flops_per_token(cfg, s.max_length)
         self.peak_flops = device_peak_flops(self.device)
-        self.forward = model
-        if s.compile:
-            self.forward = torch.compile(model)
+        self.loss_fn = torch.compile(model.loss) if s.compile else model.loss
         self._consecutive_bad = 0
         self._best_val = math.inf
 
@@ -418,8 +417,11 @@ class TrainingEngine:
         return {"training": self.settings.to_dict()}
 
     def _data_progress(self, split: str, docs: int, done: int, total: int) -> None:
-        if total and (done == total or docs % 500 == 0):
-            self._log(f"tokenizing {split}: {100 * done / total:.0f}%")
+        """Log tokenization at every further quarter of the text (long corpora take a while)."""
+        quarter = 4 * done // total if total else 4
+        if quarter > self._progress_quarters.get(split, 0):
+            self._progress_quarters[split] = quarter
+            self._log(f"tokenizing {split}: {25 * quarter}%")
 
     # ------------------------------------------------------ resume support
     def _restore(self, model_tensors, optimizer_tensors, state: dict) -> None:
@@ -586,7 +588,7 @@ class TrainingEngine:
             inputs = inputs.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
             with autocast(self.device, self.dtype):
-                loss = _loss(self.forward, model, inputs, targets)
+                loss = self.loss_fn(inputs, targets)
             (loss / s.gradient_accumulation_steps).backward()
             total += loss.detach()
         mean_loss = (total / s.gradient_accumulation_steps).item()
@@ -669,13 +671,6 @@ class TrainingEngine:
         self._set_state(RunState.FINISHED)
         checkpoint = str(self.output_dir / run_files.CHECKPOINT)
         self._emit(RunFinished(self._step, reason, checkpoint))
-
-
-def _loss(forward, model: Gemma3Model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    if forward is model:
-        return model.loss(inputs, targets)
-    logits = forward(inputs).float()  # a compiled model: loss outside the graph
-    return torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
 
 
 def _tuples(value):
