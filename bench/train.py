@@ -1,0 +1,111 @@
+"""Training-step throughput and peak memory: ours against transformers' Gemma3ForCausalLM (sdpa).
+
+One step = forward, backward, gradient clipping, AdamW. Same config, same
+weights, same batch, same dtype and thread count; the two alternate so any
+drift in the machine hits both. Peak memory is the resident-set growth of a
+step, measured in a child process per model so neither sees the other's pages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+from bench.common import median_time, report
+from bench.reference import transformers_twin
+from gemma_core.config import preset
+from gemma_core.model import Gemma3Model
+
+CASES = {"demo": (8, 256), "seed-270m": (1, 512)}
+
+
+def make_step(model: torch.nn.Module, ids: torch.Tensor, ours: bool, dtype: torch.dtype):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            if ours:
+                loss = model.loss(inputs, targets)
+            else:
+                loss = model(input_ids=inputs, labels=None).logits.float()
+                loss = torch.nn.functional.cross_entropy(loss.view(-1, loss.shape[-1]), targets.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def peak_rss_mib(case: str, which: str, dtype: str) -> float:
+    """Run one model's steps in a fresh process; return its peak resident memory."""
+    code = ("import resource,torch,sys;from bench.train import _child;"
+            f"_child({case!r},{which!r},{dtype!r});"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _child(case: str, which: str, dtype: str) -> None:
+    torch.manual_seed(0)
+    model = Gemma3Model(preset(case))
+    if which == "transformers":
+        model = transformers_twin(model)
+    batch, length = CASES[case]
+    ids = torch.randint(0, preset(case).vocab_size, (batch, length + 1))
+    step = make_step(model, ids, which == "ours", torch.bfloat16 if dtype == "bf16" else torch.float32)
+    for _ in range(3):
+        step()
+
+
+def measure(case: str, dtype: torch.dtype, repeats: int) -> dict:
+    torch.manual_seed(0)
+    ours = Gemma3Model(preset(case))
+    reference = transformers_twin(ours)
+    batch, length = CASES[case]
+    ids = torch.randint(0, ours.cfg.vocab_size, (batch, length + 1))
+    ours_step = make_step(ours, ids, True, dtype)
+    ref_step = make_step(reference, ids, False, dtype)
+    ours_times, ref_times = [], []
+    for _ in range(repeats):  # alternate, so slow moments hit both
+        ref_times.append(median_time(ref_step, warmup=1, repeats=1))
+        ours_times.append(median_time(ours_step, warmup=1, repeats=1))
+    ours_s, ref_s = sorted(ours_times)[len(ours_times) // 2], sorted(ref_times)[len(ref_times) // 2]
+    return {"case": case, "batch": batch, "length": length,
+            "dtype": "bf16" if dtype == torch.bfloat16 else "fp32",
+            "ours_tokens_per_s": round(batch * length / ours_s, 1),
+            "reference_tokens_per_s": round(batch * length / ref_s, 1),
+            "ratio": round(ref_s / ours_s, 3)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench train", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="demo config only, fewer repetitions")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cases = ["demo"] if args.quick else ["demo", "seed-270m"]
+    repeats = 3 if args.quick else 7
+    results = []
+    for case in cases:
+        for dtype in (torch.float32, torch.bfloat16):
+            result = measure(case, dtype, repeats)
+            if not args.quick:
+                result["ours_peak_rss_mib"] = peak_rss_mib(case, "ours", result["dtype"])
+                result["reference_peak_rss_mib"] = peak_rss_mib(case, "transformers", result["dtype"])
+                result["memory_ratio"] = round(result["ours_peak_rss_mib"] / result["reference_peak_rss_mib"], 3)
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    report("train", {"results": results, "ratio": min(r["ratio"] for r in results)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
