@@ -90,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--attention", default=None, help="attention kernel: auto, eager, sdpa, flex")
     generate.set_defaults(func=cmd_generate)
 
-    from gemma_core import train_cli
+    from gemma_core import hf_cli, train_cli
     train_cli.add_commands(commands)
+    hf_cli.add_commands(commands)
     return parser
 
 

@@ -108,3 +108,90 @@ def config_to_hf(cfg: GemmaConfig, *, eos_token_id: int | None = None,
         "pad_token_id": pad_token_id,
         "bos_token_id": bos_token_id,
     }
+
+
+# ----------------------------------------------------------- config from HF
+# Gemma3TextConfig's defaults, for fields a config.json leaves out.
+_HF_DEFAULTS = {
+    "vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216,
+    "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+    "head_dim": 256, "max_position_embeddings": 131_072, "query_pre_attn_scalar": 256,
+    "sliding_window": 4096, "tie_word_embeddings": True,
+}
+_HF_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "bfloat16"}
+
+
+def _unsupported(source: str, field: str, value, why: str) -> "UserError":
+    from gemma_core.errors import UserError
+
+    return UserError(f"{source}: field {field!r} is {value!r}; {why}, so this checkpoint "
+                     "cannot be converted")
+
+
+def _rope_theta(source: str, name: str, params, default: float) -> float:
+    """The base of one layer type's RoPE, refusing scaled variants we do not compute."""
+    if params is None:
+        return default
+    if not isinstance(params, dict):
+        raise _unsupported(source, name, params, "expected a mapping of RoPE parameters")
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type not in ("default", None):
+        raise _unsupported(source, name, params, f"RoPE type {rope_type!r} is not supported "
+                                                 "(only plain RoPE)")
+    if params.get("factor") not in (None, 1, 1.0):
+        raise _unsupported(source, name, params, "scaled RoPE is not supported")
+    return float(params.get("rope_theta", default))
+
+
+def config_from_hf(data: dict, source: str = "config.json") -> GemmaConfig:
+    """Our config from a Gemma 3 text config (transformers 5.x or 4.5x format)."""
+    from gemma_core.config import default_layer_types
+
+    def get(key):
+        value = data.get(key)
+        return _HF_DEFAULTS.get(key) if value is None else value
+
+    # What our model does not compute: refuse rather than import something that differs.
+    activation = data.get("hidden_activation") or data.get("hidden_act") or "gelu_pytorch_tanh"
+    if activation not in ("gelu_pytorch_tanh", "gelu_tanh"):
+        raise _unsupported(source, "hidden_activation", activation, "our MLP uses tanh-approximated GELU")
+    for key in ("final_logit_softcapping", "attn_logit_softcapping"):
+        if data.get(key) is not None:
+            raise _unsupported(source, key, data[key], "our Gemma 3 has no soft-capping")
+    if data.get("attention_bias"):
+        raise _unsupported(source, "attention_bias", True, "our attention has no biases")
+    if data.get("use_bidirectional_attention"):
+        raise _unsupported(source, "use_bidirectional_attention", True, "our attention is causal")
+    eps = data.get("rms_norm_eps", 1e-6)
+    if not isinstance(eps, (int, float)) or abs(eps - 1e-6) > 1e-12:
+        raise _unsupported(source, "rms_norm_eps", eps, "our RMSNorm uses 1e-6")
+
+    # RoPE: 5.x keys rope_parameters by layer type; 4.5x has rope_theta, rope_local_base_freq
+    # and rope_scaling (which applies to the global layers).
+    rope = data.get("rope_parameters")
+    if isinstance(rope, dict) and ("full_attention" in rope or "sliding_attention" in rope):
+        rope_base = _rope_theta(source, "rope_parameters", rope.get("full_attention"), 1_000_000.0)
+        rope_local = _rope_theta(source, "rope_parameters", rope.get("sliding_attention"), 10_000.0)
+    else:
+        full = rope if isinstance(rope, dict) else data.get("rope_scaling")
+        field = "rope_parameters" if isinstance(rope, dict) else "rope_scaling"
+        rope_base = _rope_theta(source, field, full, float(data.get("rope_theta") or 1_000_000.0))
+        rope_local = float(data.get("rope_local_base_freq") or 10_000.0)
+
+    n_layers = get("num_hidden_layers")
+    layer_types = data.get("layer_types")
+    if layer_types is None:
+        layer_types = default_layer_types(n_layers, int(data.get("sliding_window_pattern") or 6))
+    dtype = data.get("dtype") or data.get("torch_dtype") or "bfloat16"
+    scalar = get("query_pre_attn_scalar")
+    fields = dict(
+        vocab_size=get("vocab_size"), context_length=get("max_position_embeddings"),
+        emb_dim=get("hidden_size"), n_heads=get("num_attention_heads"), n_layers=n_layers,
+        hidden_dim=get("intermediate_size"), head_dim=get("head_dim"), qk_norm=True,
+        n_kv_groups=get("num_key_value_heads"), rope_local_base=rope_local, rope_base=rope_base,
+        sliding_window=get("sliding_window"), layer_types=list(layer_types),
+        dtype=_HF_DTYPES.get(str(dtype).replace("torch.", ""), "bfloat16"),
+        query_pre_attn_scalar=float(scalar) if isinstance(scalar, (int, float)) else scalar,
+        tie_embeddings=get("tie_word_embeddings"),
+    )
+    return GemmaConfig.from_dict(fields, source=source)

@@ -184,6 +184,9 @@ def tokenizer_from_spec(spec: dict, directory: Path | None = None) -> Tokenizer:
         return from_ranks_file(path, pattern=spec.get("pattern", TRAIN_PATTERN))
     if kind in ("builtin", "tiktoken") and isinstance(spec.get("name"), str):
         return load_tokenizer(spec["name"])
+    if kind == "hf":  # a tokenizer.json that tiktoken cannot express (Gemma's own)
+        from gemma_core.hf_tokenizer import hf_tokenizer_from_spec
+        return hf_tokenizer_from_spec(spec, directory)
     raise UserError(f"{directory or 'config'}: unreadable tokenizer entry {spec!r} in config.json")
 
 

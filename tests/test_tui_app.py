@@ -180,7 +180,7 @@ async def test_chat_streams_a_reply_and_shows_the_step():
             if not panel.busy:
                 break
         assert exchange.reply == " " + engine.reply
-        assert len(seen) > 3  # it arrived in pieces
+        assert len(seen) > 3 and exchange.pieces == len(engine.reply.split())  # in pieces
         assert engine.chat_requests[0][0] == "To be"
         assert "model @ step 640" in screen_text(app)
 
