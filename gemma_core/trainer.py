@@ -439,7 +439,9 @@ class TrainingEngine:
         random.setstate(_tuples(state["rng"]["python"]))
         run_files.truncate_logs_to(self.output_dir, self._step)
         # Rebuild the in-memory history from the logs so clients show the whole run.
+        self._elapsed_before_resume = 0.0
         for entry in run_files.read_jsonl(self.output_dir / run_files.TRAIN_STREAM):
+            self._elapsed_before_resume = entry.get("elapsed_s", self._elapsed_before_resume)
             self._train_history.append((entry["step"], entry.get("tokens_seen", 0), entry["train_loss"]))
             self._lr_history.append((entry["step"], entry["learning_rate"]))
         for entry in run_files.read_jsonl(self.output_dir / run_files.VAL_STREAM):
@@ -492,7 +494,7 @@ class TrainingEngine:
         self._set_state(RunState.RUNNING)
         self._turns.set_training(True)
         started = time.perf_counter()
-        elapsed_before = 0.0
+        elapsed_before = getattr(self, "_elapsed_before_resume", 0.0)  # a resumed run's clock goes on
         rate = None
         while self._step < s.max_steps:
             command = self._next_command(block=paused)

@@ -1,0 +1,323 @@
+"""The studio: a Textual app that watches an engine's snapshots and drives its controls.
+
+The app never blocks the trainer: it polls ``engine.snapshot()`` (immutable,
+cheap) a few times a second on a timer and calls the engine's non-blocking
+controls. Nothing here runs on, or waits for, the training thread, except the
+final join when quitting, after the engine has been asked to save and stop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header
+
+from gemma_core.events import RunSnapshot, RunState
+from gemma_core.safe_text import printable
+from gemma_core.telemetry import TelemetrySampler
+from gemma_tui.engine_api import StudioEngine
+from gemma_tui.screens.confirm import ConfirmScreen
+from gemma_tui.themes import (DEFAULT_THEME, FALLBACK_THEME, ThemeFileError, discover_themes,
+                              load_theme_file)
+from gemma_tui.widgets.chat_panel import ChatPanel
+from gemma_tui.widgets.gpu_panel import GpuPanel
+from gemma_tui.widgets.layer_map import LayerMap
+from gemma_tui.widgets.loss_chart import LossChart
+from gemma_tui.widgets.run_stats import RunStats
+
+# States in which the training thread is doing work worth a checkpoint.
+ACTIVE_STATES = frozenset({RunState.STARTING, RunState.RUNNING, RunState.PAUSED,
+                           RunState.EVALUATING, RunState.SAVING})
+# Actions that only mean something while a run trains (greyed out otherwise).
+CONTROL_ACTIONS = frozenset({"toggle_pause", "save_now", "eval_now", "stop_training"})
+STUDIO_ACTIONS = CONTROL_ACTIONS | {"quit", "toggle_log_scale", "toggle_x_axis", "smoothing",
+                                    "focus_chat", "cancel_reply", "change_theme"}
+
+
+class GemmaStudio(App):
+    TITLE = "Gemma Studio"
+    CSS_PATH = "studio.tcss"
+    AUTO_FOCUS = "#layer-map"  # not the prompt: one-letter keys work from the start
+
+    BINDINGS = [
+        Binding("p", "toggle_pause", "Pause/Resume", id="studio.pause"),
+        Binding("s", "save_now", "Save", id="studio.save"),
+        Binding("e", "eval_now", "Eval", id="studio.eval"),
+        Binding("x", "stop_training", "Stop", id="studio.stop"),
+        Binding("l", "toggle_log_scale", "Log y", id="studio.log_scale"),
+        Binding("t", "toggle_x_axis", "Step/tokens", id="studio.x_axis"),
+        Binding("left_square_bracket", "smoothing(-1)", "Smooth-", key_display="[",
+                id="studio.smoothing_down"),
+        Binding("right_square_bracket", "smoothing(1)", "Smooth+", key_display="]",
+                id="studio.smoothing_up"),
+        Binding("slash", "focus_chat", "Chat", key_display="/", id="studio.chat"),
+        Binding("escape", "cancel_reply", "Cancel reply", id="studio.cancel_reply"),
+        Binding("ctrl+t", "change_theme", "Theme", id="studio.theme"),
+        Binding("q", "quit", "Quit", id="studio.quit"),
+    ]
+
+    def __init__(self, engine: StudioEngine, theme: str | None = None,
+                 telemetry: object | None = None, poll_hz: float = 2.0,
+                 telemetry_hz: float = 1.0,
+                 theme_dirs: tuple[Path, ...] | None = None) -> None:
+        super().__init__()
+        self.engine = engine
+        self.telemetry = telemetry if telemetry is not None else TelemetrySampler()
+        self.poll_hz = poll_hz
+        self.telemetry_hz = telemetry_hz
+        self.snapshot: RunSnapshot | None = None
+        self.startup_notices: list[str] = []
+        self._paused = False  # what we last asked for, until a snapshot says otherwise
+        self._shutting_down = False
+        self._engine_error_shown = False
+        self._install_themes(theme, theme_dirs)
+
+    # ------------------------------------------------------------------ themes
+    def _install_themes(self, wanted: str | None, theme_dirs: tuple[Path, ...] | None) -> None:
+        """Register the studio's themes, then pick ``wanted`` (a name or a .toml path).
+
+        Problems become notices shown once the app runs; the app always starts.
+        """
+        scan = discover_themes() if theme_dirs is None else discover_themes(theme_dirs)
+        for theme in scan.themes:
+            self.register_theme(theme)
+        self.startup_notices.extend(f"Theme file skipped: {err}" for err in scan.errors)
+        name = wanted or DEFAULT_THEME
+        if wanted and (wanted.endswith(".toml") or Path(wanted).is_file()):
+            try:
+                theme = load_theme_file(wanted)
+            except ThemeFileError as err:
+                self.startup_notices.append(f"Theme not loaded: {err}")
+                name = DEFAULT_THEME
+            else:
+                self.register_theme(theme)
+                name = theme.name
+        if name not in self.available_themes:
+            if wanted:
+                self.startup_notices.append(
+                    f"Unknown theme {wanted!r}; using {self._fallback_theme()!r}. "
+                    "Ctrl+T lists the themes.")
+            name = self._fallback_theme()
+        self.theme = name
+
+    def _fallback_theme(self) -> str:
+        return DEFAULT_THEME if DEFAULT_THEME in self.available_themes else FALLBACK_THEME
+
+    # ----------------------------------------------------------------- layout
+    def compose(self) -> ComposeResult:
+        # Kept as an attribute: on_unmount cancels its reply after the DOM is gone.
+        self.chat_panel = ChatPanel(self.engine, id="chat")
+        yield Header()
+        with Horizontal(id="studio"):
+            with Vertical(id="main"):
+                yield LossChart(id="loss-chart", classes="pane")
+                with Horizontal(id="lower"):
+                    yield LayerMap(id="layer-map", classes="pane")
+                    yield self.chat_panel
+            with Vertical(id="side"):
+                yield RunStats(id="run-stats", classes="pane")
+                yield GpuPanel(id="gpu-panel", classes="pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for pane_id, title in (("#loss-chart", "Loss"), ("#layer-map", "Layers"),
+                               ("#chat", "Chat"), ("#run-stats", "Run"),
+                               ("#gpu-panel", "Machine")):
+            self.query_one(pane_id).border_title = title
+        for notice in self.startup_notices:
+            self.notify(notice, severity="warning", timeout=10)
+        self.refresh_from_engine()
+        self.set_interval(1 / self.poll_hz, self.refresh_from_engine)
+        if self.telemetry_hz > 0:
+            self.refresh_telemetry()
+            self.set_interval(1 / self.telemetry_hz, self.refresh_telemetry)
+
+    # ---------------------------------------------------------------- polling
+    def refresh_from_engine(self) -> None:
+        """Pull the latest snapshot and redraw what changed (runs on a UI timer)."""
+        if not self.is_running:  # shutting down: the panes may already be gone
+            return
+        try:
+            snap = self.engine.snapshot()
+        except Exception as err:  # a broken engine is shown, never raised into Textual
+            if not self._engine_error_shown:
+                self._engine_error_shown = True
+                self.notify(f"The engine stopped answering: {printable(str(err))}",
+                            title="Engine error", severity="error", timeout=30)
+            return
+        layer_map = self.query_one(LayerMap)
+        config = getattr(self.engine, "model_config", None)
+        if layer_map.config is None and config is not None:
+            layer_map.set_config(config)
+        if self.snapshot is not None and snap.version == self.snapshot.version:
+            return
+        previous, self.snapshot = self.snapshot, snap
+        with self.batch_update():
+            self.query_one(LossChart).show(snap)
+            self.query_one(RunStats).show(snap)
+            layer_map.show_stats(snap.layer_stats)
+        if previous is None or previous.state != snap.state:
+            self._state_changed(previous, snap)
+
+    def _state_changed(self, previous: RunSnapshot | None, snap: RunSnapshot) -> None:
+        if snap.state in (RunState.PAUSED, RunState.RUNNING):  # not while saving/evaluating
+            self._paused = snap.state == RunState.PAUSED
+        parts = [snap.state.value]
+        if snap.preset:
+            parts.append(f"preset {snap.preset}")
+        parts.append(snap.device)
+        self.sub_title = " · ".join(p for p in parts if p)
+        self.query_one(RunStats).set_class(snap.state == RunState.FAILED, "-failed")
+        if snap.state == RunState.FAILED:
+            self.notify(printable(snap.error or "no reason given"),
+                        title=f"Training failed at step {snap.step:,}", severity="error",
+                        timeout=60)
+        elif snap.state == RunState.FINISHED and previous is not None:
+            self.notify(f"Training finished at step {snap.step:,}.", title="Finished")
+        self.refresh_bindings()
+
+    def refresh_telemetry(self) -> None:
+        if not self.is_running:
+            return
+        try:
+            sample = self.telemetry.sample()
+        except Exception:  # telemetry is a nicety: never let it take the studio down
+            return
+        self.query_one(GpuPanel).show(sample)
+
+    # ---------------------------------------------------------------- actions
+    @property
+    def training_active(self) -> bool:
+        state = self.snapshot.state if self.snapshot else RunState.STARTING
+        return self.engine.is_alive() and state in ACTIVE_STATES
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if isinstance(self.screen, ConfirmScreen) and action in STUDIO_ACTIONS:
+            return False  # one question at a time: keys answer it, they do not act behind it
+        if action in CONTROL_ACTIONS and not (self.training_active and not self._shutting_down):
+            return None  # shown greyed out in the footer
+        return True
+
+    def action_toggle_pause(self) -> None:
+        if self._paused:
+            self.engine.resume()
+            self.notify("Resuming training.")
+        else:
+            self.engine.pause()
+            self.notify("Pausing after the current step.")
+        self._paused = not self._paused
+
+    def action_save_now(self) -> None:
+        self.engine.save_now()
+        self.notify("Saving a checkpoint after the current step.")
+
+    def action_eval_now(self) -> None:
+        self.engine.eval_now()
+        self.notify("Evaluating after the current step.")
+
+    def action_stop_training(self) -> None:
+        def answered(stop: bool | None) -> None:
+            if stop:
+                self.engine.stop(save=True)
+                self.notify("Stopping: a checkpoint is saved first.")
+
+        self.push_screen(ConfirmScreen(
+            "Stop training? A checkpoint is saved first; "
+            "`gemma-tui launch --resume` continues the run later.", "Stop training"), answered)
+
+    def action_toggle_log_scale(self) -> None:
+        self.query_one(LossChart).toggle_log_scale()
+
+    def action_toggle_x_axis(self) -> None:
+        self.query_one(LossChart).toggle_x_axis()
+
+    def action_smoothing(self, direction: int) -> None:
+        chart = self.query_one(LossChart)
+        chart.adjust_smoothing(direction)
+        self.notify(f"Smoothing {chart.smoothing:.2f}", timeout=2)
+
+    def action_focus_chat(self) -> None:
+        self.query_one(ChatPanel).focus_prompt()
+
+    def action_cancel_reply(self) -> None:
+        self.query_one(ChatPanel).cancel_reply()
+
+    async def action_quit(self) -> None:
+        if self._shutting_down:
+            self.notify("Still saving a checkpoint before quitting…")
+            return
+        if not self.training_active:
+            self.shut_down()
+            return
+
+        def answered(quit_now: bool | None) -> None:
+            if quit_now:
+                self.shut_down()
+
+        self.push_screen(ConfirmScreen("Training is running. Save a checkpoint and quit?",
+                                       "Save and quit"), answered)
+
+    def shut_down(self) -> None:
+        """Stop generation and training (saving a checkpoint), then exit once the
+        training thread has ended. Waiting is a UI timer, so the screen stays live."""
+        self._shutting_down = True
+        self.refresh_bindings()
+        self.chat_panel.cancel_reply()
+        if not self.engine.is_alive():
+            self.exit()
+            return
+        self.engine.stop(save=True)
+        self.notify("Saving a checkpoint and stopping the trainer…", timeout=120)
+        self.set_interval(0.1, self._exit_when_stopped)
+
+    def _exit_when_stopped(self) -> None:
+        if not self.engine.is_alive():
+            self.engine.join(timeout=1.0)
+            self.exit()
+
+    def on_unmount(self) -> None:
+        # However the app ends (quit, ctrl+c, an exception), no trainer thread may outlive it.
+        self.chat_panel.cancel_reply()
+        if self.engine.is_alive():
+            self.engine.stop(save=True)
+            self.engine.join()
+        close = getattr(self.telemetry, "close", None)
+        if close is not None:
+            close()
+
+    # ---------------------------------------------------------- command palette
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        commands = [
+            ("toggle_pause", "Pause / resume training", "Pause after this step, or carry on (p)"),
+            ("save_now", "Save checkpoint now", "Write a resumable checkpoint (s)"),
+            ("eval_now", "Evaluate now", "Compute validation loss at this step (e)"),
+            ("stop_training", "Stop training", "Save a checkpoint and end the run (x)"),
+            ("toggle_log_scale", "Toggle log scale", "Plot log10 of loss and learning rate (l)"),
+            ("toggle_x_axis", "Toggle x axis: steps / tokens", "Plot against tokens seen (t)"),
+            ("smoothing(1)", "Smoother loss curve", "Raise the EMA smoothing weight (])"),
+            ("smoothing(-1)", "Rougher loss curve", "Lower the EMA smoothing weight ([)"),
+            ("focus_chat", "Chat with the model", "Move to the prompt (/)"),
+            ("cancel_reply", "Cancel chat reply", "Stop the reply that is streaming (Esc)"),
+        ]
+        for action, title, help_text in commands:
+            name = action.split("(")[0]
+            if name in CONTROL_ACTIONS and self.check_action(name, ()) is None:
+                continue
+            yield SystemCommand(title, help_text, self._runner(action))
+
+    def _runner(self, action: str):
+        async def run() -> None:
+            await self.run_action(action)
+        return run
+
+
+def create_app(engine: StudioEngine, theme: str | None = None, **options) -> GemmaStudio:
+    """The studio for any object with the engine interface (see ``engine_api.py``):
+    a live ``TrainingEngine``, a ``RunViewer`` or a test double."""
+    return GemmaStudio(engine, theme=theme, **options)

@@ -1,0 +1,111 @@
+"""The ``gemma-tui`` command line.
+
+    gemma-tui launch [every flag of gemma-core train] [--theme NAME]
+    gemma-tui open DIR [--theme NAME]
+    gemma-tui                      (same as ``launch`` with no flags)
+
+``launch`` starts the training engine, then the studio; quitting the studio
+saves a checkpoint and joins the training thread before the command returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from gemma_core.errors import UserError
+
+THEME_HELP = ("studio theme: gemma-dark (default), gemma-light, any Textual theme, "
+              "or a .toml theme file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gemma_core.train_cli import add_train_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="gemma-tui",
+        description="Gemma Studio: train a Gemma 3 model, watch it learn, chat with it mid-training.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    launch = commands.add_parser(
+        "launch", help="start training and open the studio (default: demo preset, bundled corpus)",
+        description="Start a training run and watch it in the studio. Takes every flag of "
+                    "'gemma-core train'. With --resume --output_dir DIR it continues a run.")
+    add_train_arguments(launch)
+    launch.add_argument("--theme", default=None, help=THEME_HELP)
+    launch.set_defaults(func=cmd_launch)
+
+    open_run = commands.add_parser(
+        "open", help="open a finished run: its curves, and chat with its weights",
+        description="Open a finished run's output directory in the studio (no training).")
+    open_run.add_argument("output_dir", help="the run's --output_dir")
+    open_run.add_argument("--device", default="auto", help="auto, cpu or cuda (for chat)")
+    open_run.add_argument("--theme", default=None, help=THEME_HELP)
+    open_run.set_defaults(func=cmd_open)
+    return parser
+
+
+def run_studio(engine, theme: str | None) -> int:
+    """Run the app on ``engine``; whatever happens, the engine's threads end first."""
+    from gemma_tui.app import create_app
+
+    try:
+        create_app(engine, theme=theme).run()
+    finally:
+        if engine.is_alive():  # the app's own quit path already did this; this is the net
+            engine.stop(save=True)
+            engine.join()
+    snap = engine.snapshot()
+    if snap.error:
+        print(f"training failed at step {snap.step}: {snap.error}", file=sys.stderr)
+        return 1
+    if snap.last_checkpoint is not None:
+        print(f"checkpoint: {snap.last_checkpoint.path} (step {snap.last_checkpoint.step})")
+    return 0
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from gemma_core.train_cli import settings_from_args
+    from gemma_core.trainer import TrainingEngine
+
+    engine = TrainingEngine(settings_from_args(args))
+    engine.start()
+    return run_studio(engine, args.theme)
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    from gemma_core.run_viewer import RunViewer
+
+    return run_studio(RunViewer(args.output_dir, device=args.device), args.theme)
+
+
+COMMANDS = ("launch", "open")
+
+
+def with_default_command(argv: list[str]) -> list[str]:
+    """Bare ``gemma-tui`` (or flags only) means ``gemma-tui launch``."""
+    lead = [a for a in argv[:1] if a == "--debug"]
+    rest = argv[len(lead):]
+    if not rest or rest[0] not in COMMANDS + ("-h", "--help"):
+        rest = ["launch", *rest]
+    return lead + rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(with_default_command(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""What the studio needs from an engine: the shape shared by ``TrainingEngine``
+(a live run), ``RunViewer`` (a finished run) and the preview engine of tests.
+
+The app talks to nothing else, so any object with these methods can drive it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Protocol
+
+from gemma_core.config import GemmaConfig
+from gemma_core.events import RunSnapshot
+from gemma_core.generation import SamplingParams
+
+
+class ChatJob(Protocol):
+    step: int  # the optimizer step whose weights answer
+    done: bool
+    error: str | None
+
+    def take(self) -> str: ...  # text produced since the last call; never blocks
+    def cancel(self) -> None: ...
+    def __iter__(self) -> Iterator[str]: ...
+
+
+class StudioEngine(Protocol):
+    model_config: GemmaConfig | None  # None until the model is prepared
+
+    def snapshot(self) -> RunSnapshot: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def save_now(self) -> None: ...
+    def eval_now(self) -> None: ...
+    def stop(self, save: bool = True) -> None: ...
+    def join(self, timeout: float | None = None) -> bool: ...
+    def is_alive(self) -> bool: ...
+    def chat(self, prompt: str, params: SamplingParams) -> ChatJob: ...

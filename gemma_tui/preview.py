@@ -1,0 +1,151 @@
+"""A run that does not train: fixed, deterministic data for tests and screenshots.
+
+``PreviewEngine`` has the engine interface (see ``engine_api.py``) and serves
+one ``RunSnapshot`` built by ``preview_snapshot``: curves from a formula and a
+seeded random generator, no clock, no threads. Pane snapshot tests depend on
+that: the same inputs always draw the same screen.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+
+from gemma_core.config import GemmaConfig, preset
+from gemma_core.events import (CheckpointSaved, EvalResult, LayerStats, LogMessage, RunSnapshot,
+                               RunState, StepMetrics)
+from gemma_core.generation import SamplingParams
+
+TOKENS_PER_STEP = 16 * 256
+
+
+def _loss_at(step: int) -> float:
+    return 1.55 + 6.8 * math.exp(-step / 160) + 0.9 * math.exp(-step / 900)
+
+
+def preview_snapshot(step: int = 640, max_steps: int = 1500, n_layers: int = 18,
+                     state: RunState = RunState.RUNNING, error: str | None = None,
+                     seed: int = 0) -> RunSnapshot:
+    """A plausible run ``step`` steps in, identical on every call with the same arguments."""
+    rng = random.Random(seed)
+    warmup, peak_lr, min_lr = 50, 2e-3, 2e-4
+
+    def lr_at(s: int) -> float:
+        if s < warmup:
+            return peak_lr * (s + 1) / warmup
+        progress = (s - warmup) / max(1, max_steps - warmup)
+        return min_lr + 0.5 * (peak_lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+    train = tuple((s, s * TOKENS_PER_STEP, _loss_at(s) * (1 + rng.gauss(0, 0.035)))
+                  for s in range(1, step + 1))
+    lrs = tuple((s, lr_at(s)) for s in range(1, step + 1))
+    evals = tuple(
+        EvalResult(step=s, tokens_seen=s * TOKENS_PER_STEP, val_loss=_loss_at(s) + 0.08,
+                   perplexity=math.exp(_loss_at(s) + 0.08),
+                   bits_per_byte=(_loss_at(s) + 0.08) / math.log(2) / 3.9)
+        for s in range(100, step + 1, 100))
+    best = min(evals, key=lambda e: e.val_loss) if evals else None
+    latest = None
+    if step:
+        latest = StepMetrics(step=step, max_steps=max_steps, tokens_seen=step * TOKENS_PER_STEP,
+                             loss=train[-1][2], learning_rate=lrs[-1][1], grad_norm=0.42,
+                             tokens_per_s=3069.0, elapsed_s=step * 1.33,
+                             eta_s=(max_steps - step) * 1.33, mfu=None)
+    layer_values = tuple(0.2 + 0.8 * abs(math.sin(1.3 * i + 0.4)) for i in range(n_layers))
+    checkpoint = None
+    if step >= 250:
+        saved = step - step % 250
+        checkpoint = CheckpointSaved(step=saved, path=f"output/checkpoint-{saved}",
+                                     wall_time=1_700_000_000.0 + saved)
+    messages = (LogMessage("info", "training on cpu in float32"),)
+    if error:
+        messages += (LogMessage("error", error),)
+    return RunSnapshot(
+        version=step + 1, state=state, step=step, max_steps=max_steps,
+        tokens_seen=step * TOKENS_PER_STEP, latest=latest, train_history=train,
+        lr_history=lrs, eval_history=evals, best_eval=best, last_checkpoint=checkpoint,
+        layer_stats=LayerStats(step=step, name="grad norm", values=layer_values) if step else None,
+        messages=messages, error=error, output_dir="output", device="cpu", dtype="float32",
+        preset="demo", n_parameters=10_725_504)
+
+
+class PreviewChatJob:
+    """A finished reply handed out a word per ``take()``: streaming without a clock."""
+
+    def __init__(self, step: int, text: str, error: str | None = None) -> None:
+        self.step = step
+        self.error = error
+        self._words = text.split(" ")
+        self._given = 0
+        self.cancelled = False
+
+    @property
+    def done(self) -> bool:
+        return self.cancelled or self._given >= len(self._words)
+
+    def take(self) -> str:
+        if self.done:
+            return ""
+        word = self._words[self._given]
+        self._given += 1
+        return " " + word  # a continuation: the prompt's next word, after a space
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __iter__(self):
+        while not self.done:
+            yield self.take()
+
+
+class PreviewEngine:
+    """Serves a fixed snapshot; records every control call in ``calls``."""
+
+    def __init__(self, snapshot: RunSnapshot | None = None, model_config: GemmaConfig | None = None,
+                 reply: str = "Thou art the very glass of fashion, my good lord.",
+                 alive: bool = False) -> None:
+        self._snapshot = snapshot or preview_snapshot()
+        self.model_config = model_config if model_config is not None else preset("seed-270m")
+        self.reply = reply
+        self.calls: list[str] = []
+        self.chat_requests: list[tuple[str, SamplingParams]] = []
+        self._alive = alive
+
+    def snapshot(self) -> RunSnapshot:
+        return self._snapshot
+
+    def set_snapshot(self, snapshot: RunSnapshot) -> None:
+        self._snapshot = snapshot
+
+    def _state(self, state: RunState) -> None:
+        self._snapshot = replace(self._snapshot, state=state, version=self._snapshot.version + 1)
+
+    def pause(self) -> None:
+        self.calls.append("pause")
+        self._state(RunState.PAUSED)
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+        self._state(RunState.RUNNING)
+
+    def save_now(self) -> None:
+        self.calls.append("save_now")
+
+    def eval_now(self) -> None:
+        self.calls.append("eval_now")
+
+    def stop(self, save: bool = True) -> None:
+        self.calls.append(f"stop(save={save})")
+        self._alive = False
+        self._state(RunState.FINISHED)
+
+    def join(self, timeout: float | None = None) -> bool:
+        return not self._alive
+
+    def is_alive(self) -> bool:
+        return self._alive
+
+    def chat(self, prompt: str, params: SamplingParams) -> PreviewChatJob:
+        self.chat_requests.append((prompt, params))
+        return PreviewChatJob(self._snapshot.step, self.reply)

@@ -1,0 +1,1 @@
+"""The studio's panes, one widget per file."""

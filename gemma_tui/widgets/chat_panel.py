@@ -1,0 +1,184 @@
+"""Chat: prompt the model mid-training and watch the continuation stream in.
+
+Asking the engine for a reply happens in a worker thread (``engine.chat`` may
+wait for the trainer to hand over weights); the reply is then collected with
+the job's non-blocking ``take()`` on a UI timer at 10 Hz, so many small pieces
+become a few repaints and neither the UI nor training ever waits on generation.
+"""
+
+from __future__ import annotations
+
+import math
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Input, Label
+
+from gemma_core.errors import UserError
+from gemma_core.generation import SamplingParams
+from gemma_tui.engine_api import StudioEngine
+from gemma_tui.widgets.chat_exchange import ChatExchange
+
+POLL_SECONDS = 0.1
+
+# (input id, label, default text, placeholder)
+PARAMETER_FIELDS = (
+    ("temperature", "temp", "0.8", "0 = greedy"),
+    ("top-k", "top-k", "", "off"),
+    ("top-p", "top-p", "", "off"),
+    ("max-tokens", "max", "96", "tokens"),
+)
+
+
+def read_sampling_params(values: dict[str, str]) -> SamplingParams:
+    """SamplingParams from the four fields' text; raises UserError naming a bad one."""
+    def parse(name: str, kind: type, text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):
+            noun = "whole number" if kind is int else "number"
+            raise UserError(f"{name} must be a {noun}, got {text!r}")
+        return value
+
+    temperature = values.get("temperature", "").strip() or "0.8"
+    top_k = values.get("top-k", "").strip()
+    top_p = values.get("top-p", "").strip()
+    max_tokens = values.get("max-tokens", "").strip() or "96"
+    params = SamplingParams(
+        max_new_tokens=parse("max tokens", int, max_tokens),
+        temperature=parse("temperature", float, temperature),
+        top_k=parse("top-k", int, top_k) if top_k else None,
+        top_p=parse("top-p", float, top_p) if top_p else None)
+    params.validate()
+    return params
+
+
+class ChatPanel(Vertical):
+    """Transcript, sampling settings and the prompt line."""
+
+    BINDINGS = [
+        Binding("escape", "cancel_reply", "Cancel reply", show=True),
+    ]
+
+    def __init__(self, engine: StudioEngine, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.engine = engine
+        self.active: ChatExchange | None = None
+        self._poll_timer = None
+
+    def compose(self) -> ComposeResult:
+        yield VerticalScroll(id="chat-log")
+        with Horizontal(id="chat-params"):
+            for field_id, label, default, placeholder in PARAMETER_FIELDS:
+                yield Label(label, classes="chat-param-label")
+                yield Input(default, placeholder=placeholder, id=f"chat-{field_id}",
+                            classes="chat-param", compact=True)
+        yield Input(placeholder="Prompt the model and press Enter (Esc cancels a reply)",
+                    id="chat-prompt")
+
+    def on_mount(self) -> None:
+        self.query_one("#chat-log", VerticalScroll).anchor()
+        self._poll_timer = self.set_interval(POLL_SECONDS, self._collect, pause=True)
+
+    # ------------------------------------------------------------- prompting
+    @property
+    def busy(self) -> bool:
+        return self.active is not None
+
+    def sampling_params(self) -> SamplingParams:
+        values = {field_id: self.query_one(f"#chat-{field_id}", Input).value
+                  for field_id, *_ in PARAMETER_FIELDS}
+        return read_sampling_params(values)
+
+    @on(Input.Submitted, "#chat-prompt")
+    def _on_prompt(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.send(event.value)
+
+    def send(self, prompt: str) -> bool:
+        """Start a reply to ``prompt``; False (with a notice) when it cannot start."""
+        if not prompt.strip():
+            return False
+        if self.busy:
+            self.notify("A reply is still streaming: wait, or press Esc to cancel it.",
+                        severity="warning")
+            return False
+        try:
+            params = self.sampling_params()
+        except UserError as err:
+            self.notify(str(err), title="Sampling settings", severity="error")
+            return False
+        exchange = ChatExchange(prompt)
+        self.query_one("#chat-log", VerticalScroll).mount(exchange)
+        self.query_one("#chat-prompt", Input).value = ""
+        self.active = exchange
+        self.run_worker(lambda: self._ask_engine(exchange, prompt, params), thread=True,
+                        group="chat", exit_on_error=False, description="chat request")
+        self._poll_timer.resume()
+        return True
+
+    def _ask_engine(self, exchange: ChatExchange, prompt: str, params: SamplingParams) -> None:
+        """Runs in a worker thread; only writes attributes the UI timer reads."""
+        try:
+            job = self.engine.chat(prompt, params)
+        except Exception as err:  # a failure to show in the transcript, not a crash
+            exchange.start_error = str(err) or type(err).__name__
+            return
+        # Publish the job before reading the flag: a cancel that found no job yet
+        # set the flag first, so one of the two sides always cancels it.
+        exchange.job = job
+        if exchange.cancel_requested:
+            job.cancel()
+
+    def _collect(self) -> None:
+        exchange = self.active
+        if exchange is None:
+            self._poll_timer.pause()
+            return
+        if exchange.start_error is not None:
+            self._finish(exchange, f"failed: {exchange.start_error}")
+            return
+        job = exchange.job
+        if job is None:
+            if exchange.cancel_requested:  # the worker cancels the job when it arrives
+                self._finish(exchange, "cancelled")
+            return
+        exchange.add_text(job.take())
+        if job.done:
+            exchange.add_text(job.take())  # the last pieces, written just before done
+            if exchange.cancel_requested:
+                self._finish(exchange, "cancelled")
+            elif job.error:
+                self._finish(exchange, f"failed: {job.error}")
+            else:
+                self._finish(exchange, "")
+        else:
+            exchange.set_status("streaming…")
+
+    def _finish(self, exchange: ChatExchange, status: str) -> None:
+        exchange.finish(status)
+        self.active = None
+        self._poll_timer.pause()
+
+    # ------------------------------------------------------------- cancelling
+    def action_cancel_reply(self) -> None:
+        if not self.cancel_reply():
+            self.screen.set_focus(None)  # nothing to cancel: Esc leaves the prompt, so
+            # the studio's one-letter keys work again
+
+    def cancel_reply(self) -> bool:
+        exchange = self.active
+        if exchange is None:
+            return False
+        exchange.cancel_requested = True
+        if exchange.job is not None:
+            exchange.job.cancel()
+        exchange.set_status("cancelling…")
+        return True
+
+    def focus_prompt(self) -> None:
+        self.query_one("#chat-prompt", Input).focus()

@@ -1,0 +1,89 @@
+"""GPU pane: memory, utilisation, temperature, power and a short history.
+
+Readings come from ``gemma_core.telemetry`` (NVML). Without an NVIDIA GPU or
+driver the pane says so once, in place, and shows this process's CPU and
+memory instead: no pop-ups, nothing repeated on every sample.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.content import Content
+from textual.widgets import Sparkline, Static
+
+from gemma_core.telemetry import TelemetrySample
+from gemma_tui import formatting as fmt
+from gemma_tui.widgets.run_stats import progress_bar
+
+HISTORY = 60  # samples kept for the sparkline (one a second: the last minute)
+LABEL_WIDTH = 9
+
+
+def _line(label: str, *parts: str | tuple[str, str] | Content) -> Content:
+    return Content.assemble((label.ljust(LABEL_WIDTH), "$text-muted"), *parts, "\n")
+
+
+def describe_sample(sample: TelemetrySample, bar_width: int = 20) -> Content:
+    lines: list[Content] = []
+    gpu = sample.gpu
+    if gpu is not None:
+        lines.append(Content.assemble((f"{gpu.name}", "bold"), f"  (GPU {gpu.index})\n"))
+        fraction = gpu.memory_used / gpu.memory_total if gpu.memory_total else 0.0
+        lines.append(_line("memory", progress_bar(fraction, bar_width),
+                           f" {fmt.nbytes(gpu.memory_used)} / {fmt.nbytes(gpu.memory_total)}"))
+        util = f"{gpu.utilization:.0f}%" if gpu.utilization is not None else "-"
+        temp = f"{gpu.temperature_c:.0f}°C" if gpu.temperature_c is not None else "-"
+        lines.append(_line("util", util, "   temp ", temp))
+        if gpu.power_w is not None:
+            limit = f" / {gpu.power_limit_w:.0f} W" if gpu.power_limit_w else " W"
+            lines.append(_line("power", f"{gpu.power_w:.0f}{limit}"))
+        lines.append(_line("process", fmt.nbytes(gpu.process_memory)
+                           if gpu.process_memory is not None else "not visible to NVML"))
+    else:
+        reason = sample.gpu_unavailable or "no GPU reading"
+        lines.append(Content.assemble(("No NVIDIA GPU: ", "$warning bold"), reason, "\n"))
+    torch_mem = sample.torch_memory
+    if torch_mem is not None:
+        lines.append(_line("torch", f"alloc {fmt.nbytes(torch_mem.allocated)}",
+                           f" · reserved {fmt.nbytes(torch_mem.reserved)}"))
+        lines.append(_line("", f"peak {fmt.nbytes(torch_mem.peak)}"))
+    host = sample.host
+    cpu = f"{host.cpu_percent:.0f}%" if host.cpu_percent is not None else "-"
+    lines.append(_line("CPU", f"{cpu} (this process, {host.cpu_count} cores)"))
+    ram = fmt.nbytes(host.rss)
+    if host.ram_total:
+        ram += f" of {fmt.nbytes(host.ram_total)}"
+    lines.append(_line("RAM", ram))
+    return Content("").join(lines).rstrip("\n")
+
+
+class GpuPanel(Vertical):
+    """Shows the latest telemetry sample; the sparkline tracks GPU (else CPU) use."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.history: deque[float] = deque(maxlen=HISTORY)
+        self.sample: TelemetrySample | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("reading the GPU…", id="gpu-readings")
+        yield Static("", id="gpu-history-label")
+        yield Sparkline([], id="gpu-history")
+
+    def show(self, sample: TelemetrySample) -> None:
+        self.sample = sample
+        if sample.gpu is not None and sample.gpu.utilization is not None:
+            self.history.append(sample.gpu.utilization)
+            label = "GPU utilisation, last minute"
+        elif sample.gpu is None and sample.host.cpu_percent is not None:
+            self.history.append(sample.host.cpu_percent)
+            label = "process CPU, last minute"
+        else:
+            label = ""
+        width = max(8, min(24, self.size.width - LABEL_WIDTH - 24))
+        self.query_one("#gpu-readings", Static).update(describe_sample(sample, width))
+        self.query_one("#gpu-history-label", Static).update(Content.styled(label, "$text-muted"))
+        self.query_one("#gpu-history", Sparkline).data = list(self.history)

@@ -1,0 +1,192 @@
+"""Attention layer map: one cell per decoder layer, and the selected layer's details.
+
+Each cell is coloured by the layer's attention type (sliding window or full)
+and shaded by the run's live per-layer statistic (``RunSnapshot.layer_stats``):
+darker cells have smaller values. Arrow keys, Home/End or a click select a
+layer; its window, RoPE base, shapes and parameter count are listed below.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.message import Message
+from textual.widget import Widget
+
+from gemma_core.config import SLIDING, GemmaConfig
+from gemma_core.events import LayerStats
+from gemma_tui.formatting import count, number
+from gemma_tui.palette import StudioPalette, studio_palette
+
+CELL_WIDTH = 6  # " 12 S " : layer number and type letter
+GAP = 1
+
+
+def layer_parameters(cfg: GemmaConfig) -> int:
+    """Weights in one decoder layer (the same for both attention types)."""
+    attention = cfg.emb_dim * cfg.head_dim * (2 * cfg.n_heads + 2 * cfg.n_kv_heads)
+    mlp = 3 * cfg.emb_dim * cfg.hidden_dim
+    norms = 4 * cfg.emb_dim + (2 * cfg.head_dim if cfg.qk_norm else 0)
+    return attention + mlp + norms
+
+
+def layer_details(cfg: GemmaConfig, index: int, stats: LayerStats | None) -> list[str]:
+    kind = cfg.layer_types[index]
+    e, h, kv, d = cfg.emb_dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    if kind == SLIDING:
+        reach = f"sliding window: attends to the last {cfg.sliding_window:,} tokens"
+    else:
+        reach = f"full attention: attends to the whole context ({cfg.context_length:,} tokens)"
+    lines = [
+        f"Layer {index} of {cfg.n_layers} · {reach}",
+        f"RoPE base {cfg.rope_base_for(kind):,.0f} · {h} query heads, {kv} key/value "
+        f"head{'s' if kv != 1 else ''} × {d} dims",
+        f"q_proj {e}→{h * d} · k_proj, v_proj {e}→{kv * d} · o_proj {h * d}→{e}"
+        + (f" · q/k norm {d}" if cfg.qk_norm else ""),
+        f"MLP gate, up {e}→{cfg.hidden_dim:,} · down {cfg.hidden_dim:,}→{e} · 4 RMSNorms {e}",
+        f"{count(layer_parameters(cfg))} parameters",
+    ]
+    if stats is not None and index < len(stats.values):
+        lines.append(f"{stats.name}: {number(stats.values[index])} (step {stats.step:,})")
+    return lines
+
+
+def shade(values: tuple[float, ...]) -> list[float]:
+    """Each value's place between the smallest and largest, 0..1 (0.5 if all equal)."""
+    good = [v for v in values if math.isfinite(v)]
+    if not good:
+        return [0.5] * len(values)
+    low, high = min(good), max(good)
+    span = high - low
+    return [0.5 if not math.isfinite(v) or span == 0 else (v - low) / span for v in values]
+
+
+class LayerMap(Widget, can_focus=True):
+    """The grid of layers; posts ``LayerMap.Selected`` when the selection moves."""
+
+    BINDINGS = [
+        Binding("left", "move(-1)", "Prev layer", show=False),
+        Binding("right", "move(1)", "Next layer", show=False),
+        Binding("up", "move_row(-1)", "Layer above", show=False),
+        Binding("down", "move_row(1)", "Layer below", show=False),
+        Binding("home", "select_layer(0)", "First layer", show=False),
+        Binding("end", "select_layer(-1)", "Last layer", show=False),
+    ]
+
+    class Selected(Message):
+        def __init__(self, index: int) -> None:
+            super().__init__()
+            self.index = index
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.config: GemmaConfig | None = None
+        self.stats: LayerStats | None = None
+        self.selected = 0
+
+    def on_mount(self) -> None:
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.refresh())
+
+    # --------------------------------------------------------------- data in
+    def set_config(self, config: GemmaConfig) -> None:
+        self.config = config
+        self.selected = min(self.selected, config.n_layers - 1)
+        self.refresh(layout=True)
+
+    def show_stats(self, stats: LayerStats | None) -> None:
+        if stats != self.stats:
+            self.stats = stats
+            self.refresh()
+
+    # ----------------------------------------------------------------- layout
+    @property
+    def columns(self) -> int:
+        """Cells per row; a multiple of 6 when possible, so Gemma's every-sixth
+        full-attention layers line up in one column."""
+        fit = max(1, (self.size.width + GAP) // (CELL_WIDTH + GAP))
+        return fit - fit % 6 if fit >= 6 else fit
+
+    def cell_at(self, x: int, y: int) -> int | None:
+        """The layer drawn at content offset (x, y), if any."""
+        if self.config is None or x % (CELL_WIDTH + GAP) >= CELL_WIDTH:
+            return None
+        index = (y - 1) * self.columns + x // (CELL_WIDTH + GAP)  # row 0 is the legend
+        if y < 1 or x // (CELL_WIDTH + GAP) >= self.columns or index >= self.config.n_layers:
+            return None
+        return index
+
+    # ---------------------------------------------------------------- actions
+    def select(self, index: int) -> None:
+        if self.config is None:
+            return
+        index = index % self.config.n_layers
+        if index != self.selected:
+            self.selected = index
+            self.post_message(self.Selected(index))
+            self.refresh()
+
+    def action_move(self, delta: int) -> None:
+        if self.config is not None:
+            self.select(max(0, min(self.config.n_layers - 1, self.selected + delta)))
+
+    def action_move_row(self, delta: int) -> None:
+        if self.config is not None:
+            target = self.selected + delta * self.columns
+            if 0 <= target < self.config.n_layers:
+                self.select(target)
+
+    def action_select_layer(self, index: int) -> None:
+        self.select(index)
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        index = self.cell_at(offset.x, offset.y)
+        if index is not None:
+            self.select(index)
+
+    # ----------------------------------------------------------------- render
+    def render(self) -> Text:
+        cfg = self.config
+        if cfg is None:
+            return Text("preparing the model…", style="italic")
+        palette = studio_palette(self.app)
+        text = Text()
+        text.append_text(self._legend(cfg, palette))
+        values = shade(self.stats.values) if self.stats and len(
+            self.stats.values) == cfg.n_layers else None
+        columns = self.columns
+        for index, kind in enumerate(cfg.layer_types):
+            if index % columns == 0:
+                text.append("\n")
+            elif GAP:
+                text.append(" " * GAP)
+            base = palette.sliding if kind == SLIDING else palette.full
+            weight = 0.35 + 0.65 * values[index] if values else 0.7
+            background = palette.surface.blend(base, weight)
+            chosen = index == self.selected
+            # The selected cell keeps its shade (it is data) and gains a marker instead.
+            style = Style(bgcolor=background.hex, color=background.get_contrast_text(1.0).hex,
+                          bold=chosen, underline=chosen)
+            letter = "S" if kind == SLIDING else "F"
+            text.append(f"{'▸' if chosen else ' '}{index:>2} {letter} ", style=style)
+        text.append("\n")
+        for line in layer_details(cfg, self.selected, self.stats):
+            text.append("\n" + line)
+        return text
+
+    def _legend(self, cfg: GemmaConfig, palette: StudioPalette) -> Text:
+        sliding = cfg.layer_types.count(SLIDING)
+        legend = Text()
+        legend.append("■ ", Style(color=palette.sliding.hex))
+        legend.append(f"S sliding ×{sliding}  ")
+        legend.append("■ ", Style(color=palette.full.hex))
+        legend.append(f"F full ×{cfg.n_layers - sliding}")
+        if self.stats is not None:
+            legend.append(f"  shade: {self.stats.name}", Style(dim=True))
+        return legend
