@@ -56,16 +56,29 @@ def resolve_kernel(name: str, device: torch.device | str) -> str:
     return name
 
 
-@functools.lru_cache(maxsize=64)
 def visibility_mask(q_len: int, k_len: int, q_offset: int, window: int | None,
                     device: torch.device) -> torch.Tensor:
-    """Boolean (q_len, k_len) mask, True where a key is visible. Cached per shape."""
+    """Boolean (q_len, k_len) mask, True where a key is visible. Cached per shape.
+
+    Under torch.compile the mask is built inside the graph instead: it becomes a
+    constant of the compiled code, and the compiler does not trace Python caches.
+    """
+    if torch.compiler.is_compiling():
+        return _build_mask(q_len, k_len, q_offset, window, device)
+    return _cached_mask(q_len, k_len, q_offset, window, device)
+
+
+def _build_mask(q_len: int, k_len: int, q_offset: int, window: int | None,
+                device: torch.device) -> torch.Tensor:
     q_pos = torch.arange(q_offset, q_offset + q_len, device=device)[:, None]
     k_pos = torch.arange(k_len, device=device)[None, :]
     visible = k_pos <= q_pos
     if window is not None:
         visible &= (q_pos - k_pos) < window
     return visible
+
+
+_cached_mask = functools.lru_cache(maxsize=64)(_build_mask)
 
 
 def _needs_mask(q_len: int, k_len: int, q_offset: int, window: int | None) -> bool:

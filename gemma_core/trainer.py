@@ -395,7 +395,8 @@ class TrainingEngine:
         self.byte_lengths = torch.from_numpy(token_byte_lengths(self.tokenizer))
         self.flops_per_token = training_flops_per_token(cfg, s.max_length)
         self.peak_flops = device_peak_flops(self.device)
-        self.loss_fn = torch.compile(model.loss) if s.compile else model.loss
+        self.loss_fn = model.loss
+        self._compile_pending = s.compile
         self._consecutive_bad = 0
         self._best_val = math.inf
 
@@ -584,6 +585,9 @@ class TrainingEngine:
                    warmup_steps=s.warmup_steps, max_steps=s.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self._compile_pending:
+            self._compile_pending = False
+            self._compile_loss()
         total = torch.zeros((), device=self.device)
         for _ in range(s.gradient_accumulation_steps):
             inputs, targets = next(self.batches)
@@ -609,6 +613,26 @@ class TrainingEngine:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return mean_loss, grad_norm, lr, layer_norms
+
+    def _compile_loss(self) -> None:
+        """torch.compile the loss, falling back to eager mode where compiling fails.
+
+        The first step pays the compile time (about a minute for the demo model on
+        two CPU cores; less when the compiler's on-disk cache is warm).
+        """
+        self._log("compiling the model (torch.compile); the first step takes longer")
+        compiled = torch.compile(self.model.loss)
+        windows = self.data.train.windows  # a batch of the training shape, so it compiles once
+        inputs, targets = windows.batch([i % len(windows) for i in range(self.settings.train_batch_size)])
+        try:
+            with autocast(self.device, self.dtype):
+                compiled(inputs.to(self.device), targets.to(self.device)).backward()
+        except Exception as err:  # no C++ compiler, unsupported platform, ...
+            self._log(f"torch.compile failed ({type(err).__name__}); training in eager mode", "warning")
+        else:
+            self.loss_fn = compiled
+        finally:
+            self.model.zero_grad(set_to_none=True)
 
     def _skip_step(self, grad_norm: float) -> None:
         self._consecutive_bad += 1

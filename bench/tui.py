@@ -1,0 +1,113 @@
+"""Studio overhead: training tokens/s with the studio open against headless training,
+and training tokens/s while a chat reply is being generated.
+
+All in one process on the same config (demo preset by default, bundled corpus,
+CPU): a headless engine, then an engine driven by the studio (Textual's headless
+driver renders every frame exactly as on a terminal), then a headless engine
+that answers chat prompts back to back. Training speed is taken from the
+training log's wall-clock between the same step numbers in each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+from bench.common import report
+from gemma_core import run_files
+from gemma_core.generation import SamplingParams
+from gemma_core.train_settings import resolve_settings
+from gemma_core.trainer import TrainingEngine
+
+
+def settings(folder: Path, preset: str, steps: int):
+    return resolve_settings(dict(preset=preset, output_dir=str(folder), max_steps=steps, device="cpu",
+                                 eval_iters=10_000, save_steps=10_000, warmup_steps=1))
+
+
+def tokens_per_s(folder: Path, skip: int) -> float:
+    """Tokens per wall-clock second between step ``skip`` and the last step."""
+    entries = run_files.read_jsonl(folder / run_files.TRAIN_STREAM)
+    first, last = entries[skip - 1], entries[-1]
+    return (last["tokens_seen"] - first["tokens_seen"]) / (last["elapsed_s"] - first["elapsed_s"])
+
+
+def headless(folder: Path, preset: str, steps: int) -> None:
+    engine = TrainingEngine(settings(folder, preset, steps))
+    engine.start()
+    engine.join()
+
+
+def with_studio(folder: Path, preset: str, steps: int) -> None:
+    from gemma_tui.app import create_app
+
+    engine = TrainingEngine(settings(folder, preset, steps))
+    app = create_app(engine)
+
+    async def drive():
+        async with app.run_test(size=(160, 48)) as pilot:
+            while engine.snapshot().step < steps and engine.snapshot().error is None:
+                await pilot.pause(0.2)
+            await pilot.pause(0.5)
+
+    engine.start()
+    asyncio.run(drive())
+    engine.join()
+
+
+def with_chat(folder: Path, preset: str, steps: int) -> dict:
+    engine = TrainingEngine(settings(folder, preset, steps))
+    replies = {"tokens": 0}
+    started = threading.Event()
+
+    def chat_forever():
+        engine.ready.wait()
+        params = SamplingParams(max_new_tokens=64, temperature=0.8, top_k=50, seed=0)
+        while engine.is_alive() and engine.snapshot().step < steps:
+            job = engine.chat("ROMEO:", params)
+            started.set()
+            replies["tokens"] += sum(1 for _ in job)
+
+    engine.start()
+    chatter = threading.Thread(target=chat_forever, daemon=True)
+    chatter.start()
+    engine.join()
+    chatter.join(timeout=30)
+    return replies
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench tui", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="nano preset, few steps")
+    parser.add_argument("--steps", type=int, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    preset = "nano" if args.quick else "demo"
+    steps = args.steps or (60 if args.quick else 150)
+    skip = max(5, steps // 6)  # leave out start-up and the first frames
+    with tempfile.TemporaryDirectory() as root:
+        root = Path(root)
+        headless(root / "headless", preset, steps)
+        with_studio(root / "studio", preset, steps)
+        chat = with_chat(root / "chat", preset, steps)
+        base = tokens_per_s(root / "headless", skip)
+        studio = tokens_per_s(root / "studio", skip)
+        during_chat = tokens_per_s(root / "chat", skip)
+    result = {"preset": preset, "steps": steps, "headless_tokens_per_s": round(base, 1),
+              "studio_tokens_per_s": round(studio, 1), "ratio": round(studio / base, 3),
+              "tokens_per_s_while_chatting": round(during_chat, 1),
+              "chat_ratio": round(during_chat / base, 3), "chat_tokens_generated": chat["tokens"]}
+    print(json.dumps(result), flush=True)
+    report("tui", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
