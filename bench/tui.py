@@ -29,7 +29,7 @@ from gemma_core.trainer import TrainingEngine
 
 def settings(folder: Path, preset: str, steps: int):
     return resolve_settings(dict(preset=preset, output_dir=str(folder), max_steps=steps, device="cpu",
-                                 eval_iters=10_000, save_steps=10_000, warmup_steps=1))
+                                 eval_iters=10_000, save_steps=10_000, warmup_steps=1, compile=False))
 
 
 def tokens_per_s(folder: Path, skip: int) -> float:

@@ -53,7 +53,7 @@ class LossChart(PlotextPlot):
     """
 
     def __init__(self, *, id: str | None = None, classes: str | None = None,
-                 max_data_hz: float = 1.0) -> None:
+                 max_data_hz: float = 0.5) -> None:
         super().__init__(id=id, classes=classes)
         self.snapshot: RunSnapshot | None = None
         self.log_scale = False
