@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from gemma_core import atomic
 from gemma_core.errors import UserError
+from gemma_core.hf_tokenizer import bytes_to_unicode  # GPT-2's byte-to-unicode table
 from gemma_core.tokenizer import Tokenizer
 
 TRAIN_LOG = "training_log.json"
@@ -113,23 +114,9 @@ def write_seed_logs(output_dir: Path) -> None:
 
 
 # --------------------------------------------------------------- vocab.json
-def _byte_alphabet() -> dict[int, str]:
-    """GPT-2's reversible map from the 256 byte values to printable characters."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
-    mapping, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            mapping[byte] = chr(byte)
-        else:
-            mapping[byte] = chr(256 + extra)
-            extra += 1
-    return mapping
-
-
 def vocab_mapping(tokenizer: Tokenizer) -> dict[str, int]:
     """Every token as a distinct string: bytes through GPT-2's alphabet, specials verbatim."""
-    alphabet = _byte_alphabet()
+    alphabet = bytes_to_unicode()
     vocab: dict[str, int] = {}
     specials = {token_id: text for text, token_id in tokenizer.encoding._special_tokens.items()}
     for token_id in range(tokenizer.n_vocab):
