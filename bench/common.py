@@ -46,6 +46,17 @@ def median_time(run: Callable[[], None], *, warmup: int, repeats: int, sync: boo
     return statistics.median(times)
 
 
+def alternating_medians(ours: Callable[[], None], reference: Callable[[], None],
+                        repeats: int) -> tuple[float, float]:
+    """Median seconds of each, timed turn about after one warm-up each, so drift hits both."""
+    ours(), reference()
+    ours_times, ref_times = [], []
+    for _ in range(repeats):
+        ref_times.append(median_time(reference, warmup=0, repeats=1))
+        ours_times.append(median_time(ours, warmup=0, repeats=1))
+    return statistics.median(ours_times), statistics.median(ref_times)
+
+
 def report(name: str, payload: dict) -> None:
     """The benchmark's result: one JSON object on the last line of output."""
     print(json.dumps({"benchmark": name, "machine": machine(), **payload}))

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from bench.common import median_time, report
+from bench.common import alternating_medians, report
 from bench.reference import transformers_twin
 from gemma_core.config import preset
 from gemma_core.generation import SamplingParams, generate_tokens
@@ -38,11 +38,7 @@ def measure(case: str, repeats: int) -> dict:
                                      do_sample=False, pad_token_id=0)
         ref_tokens[:] = out[0, PROMPT:].tolist()
 
-    ours_times, ref_times = [], []
-    for _ in range(repeats):
-        ref_times.append(median_time(run_reference, warmup=1 if not ref_times else 0, repeats=1))
-        ours_times.append(median_time(run_ours, warmup=1 if not ours_times else 0, repeats=1))
-    ours_s, ref_s = sorted(ours_times)[len(ours_times) // 2], sorted(ref_times)[len(ref_times) // 2]
+    ours_s, ref_s = alternating_medians(run_ours, run_reference, repeats)
     return {"case": case, "prompt_tokens": PROMPT, "new_tokens": NEW,
             "ours_tokens_per_s": round(NEW / ours_s, 1), "reference_tokens_per_s": round(NEW / ref_s, 1),
             "ratio": round(ref_s / ours_s, 3), "same_tokens": ours_tokens == ref_tokens}

@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from bench.common import median_time, report
+from bench.common import alternating_medians, report
 from bench.reference import transformers_twin
 from gemma_core.config import preset
 from gemma_core.model import Gemma3Model
@@ -73,11 +73,7 @@ def measure(case: str, dtype: torch.dtype, repeats: int) -> dict:
     ids = torch.randint(0, ours.cfg.vocab_size, (batch, length + 1))
     ours_step = make_step(ours, ids, True, dtype)
     ref_step = make_step(reference, ids, False, dtype)
-    ours_times, ref_times = [], []
-    for _ in range(repeats):  # alternate, so slow moments hit both
-        ref_times.append(median_time(ref_step, warmup=1, repeats=1))
-        ours_times.append(median_time(ours_step, warmup=1, repeats=1))
-    ours_s, ref_s = sorted(ours_times)[len(ours_times) // 2], sorted(ref_times)[len(ref_times) // 2]
+    ours_s, ref_s = alternating_medians(ours_step, ref_step, repeats)
     return {"case": case, "batch": batch, "length": length,
             "dtype": "bf16" if dtype == torch.bfloat16 else "fp32",
             "ours_tokens_per_s": round(batch * length / ours_s, 1),

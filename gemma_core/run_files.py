@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -26,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from gemma_core import atomic
 from gemma_core.errors import UserError
+from gemma_core.events import EvalResult
 from gemma_core.hf_tokenizer import bytes_to_unicode  # GPT-2's byte-to-unicode table
 from gemma_core.tokenizer import Tokenizer
 
@@ -96,6 +98,13 @@ def read_jsonl(path: Path) -> list[dict]:
         if isinstance(entry, dict):
             entries.append(entry)
     return entries
+
+
+def eval_result_from_entry(entry: dict) -> EvalResult:
+    """A validation-log line as an EvalResult (older logs may lack our added keys)."""
+    return EvalResult(entry["step"], entry.get("tokens_seen", 0), entry["val_loss"],
+                      entry.get("perplexity", math.exp(min(entry["val_loss"], 50))),
+                      entry.get("bits_per_byte", float("nan")))
 
 
 def truncate_logs_to(output_dir: Path, step: int) -> None:

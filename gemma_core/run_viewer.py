@@ -7,7 +7,6 @@ controls exist and do nothing: there is no training to control.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 from gemma_core import run_files
 from gemma_core.checkpoint import load_model_dir
 from gemma_core.device import resolve_device
-from gemma_core.events import CheckpointSaved, EvalResult, LogMessage, RunSnapshot, RunState, StepMetrics
+from gemma_core.events import CheckpointSaved, LogMessage, RunSnapshot, RunState, StepMetrics
 from gemma_core.generation import SamplingParams, stream_text
 from gemma_core.history import BoundedSeries
 from gemma_core.trainer import ChatJob
@@ -38,9 +37,7 @@ class RunViewer:
         for entry in train:
             train_history.append((entry["step"], entry.get("tokens_seen", 0), entry["train_loss"]))
             lr_history.append((entry["step"], entry["learning_rate"]))
-        evals = [EvalResult(e["step"], e.get("tokens_seen", 0), e["val_loss"],
-                            e.get("perplexity", math.exp(min(e["val_loss"], 50))),
-                            e.get("bits_per_byte", float("nan"))) for e in val]
+        evals = [run_files.eval_result_from_entry(e) for e in val]
         last = train[-1] if train else None
         training = self.config_data.get("training", {})
         max_steps = training.get("max_steps", last["step"] if last else 0)

@@ -8,7 +8,6 @@ clean stop with a checkpoint.
 from __future__ import annotations
 
 import argparse
-import math
 import queue
 import signal
 import sys
@@ -216,32 +215,22 @@ def cmd_eval(args) -> int:
 
     from gemma_core.checkpoint import load_model_dir
     from gemma_core.data import DataOptions, TokenWindows, build_token_cache, token_byte_lengths
-    from gemma_core.device import autocast, resolve_device, resolve_dtype
+    from gemma_core.device import resolve_device, resolve_dtype
+    from gemma_core.evaluation import score_windows
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     model, tokenizer, data = load_model_dir(args.checkpoint, device)
     training = data.get("training", {})
     max_length = args.max_length or min(training.get("max_length", 1024), model.cfg.context_length)
-    options = DataOptions(text_field=args.text_field)
-    shards = build_token_cache(args.dataset, tokenizer, options, args.cache_dir)
+    shards = build_token_cache(args.dataset, tokenizer, DataOptions(text_field=args.text_field), args.cache_dir)
     windows = TokenWindows(shards.tokens, max_length, max_length, name=str(args.dataset))
-    lengths = torch.from_numpy(token_byte_lengths(tokenizer))
-    nats, tokens, n_bytes = 0.0, 0, 0
-    batch = args.batch_size
-    with torch.no_grad():
-        for start in range(0, len(windows), batch):
-            inputs, targets = windows.batch(list(range(start, min(start + batch, len(windows)))))
-            with autocast(device, dtype):
-                logits = model(inputs.to(device)).float()
-            nats += float(torch.nn.functional.cross_entropy(
-                logits.view(-1, logits.shape[-1]), targets.to(device).reshape(-1), reduction="sum"))
-            tokens += targets.numel()
-            n_bytes += int(lengths[targets.reshape(-1)].sum())
-    loss = nats / tokens
-    print(f"dataset {args.dataset}: {tokens:,} tokens in {len(windows)} windows of {max_length}")
-    print(f"loss {loss:.4f}  perplexity {math.exp(min(loss, 50)):.2f}  "
-          f"bits/byte {nats / math.log(2) / max(n_bytes, 1):.4f}")
+    batches = [range(start, min(start + args.batch_size, len(windows)))
+               for start in range(0, len(windows), args.batch_size)]
+    score = score_windows(model, windows, batches, torch.from_numpy(token_byte_lengths(tokenizer)),
+                          device, dtype)
+    print(f"dataset {args.dataset}: {score.tokens:,} tokens in {len(windows)} windows of {max_length}")
+    print(f"loss {score.loss:.4f}  perplexity {score.perplexity:.2f}  bits/byte {score.bits_per_byte:.4f}")
     return 0
 
 

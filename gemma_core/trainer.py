@@ -31,6 +31,7 @@ from gemma_core.data import (DataOptions, TrainBatches, fixed_validation_batches
                              token_byte_lengths)
 from gemma_core.device import autocast, resolve_device, resolve_dtype
 from gemma_core.errors import UserError
+from gemma_core.evaluation import score_windows
 from gemma_core.events import (CheckpointSaved, EvalResult, Event, LayerStats, LogMessage, RunFailed,
                                RunFinished, RunSnapshot, RunState, SampleProduced, StateChanged,
                                StepMetrics)
@@ -39,7 +40,7 @@ from gemma_core.generation import SamplingParams, stream_text
 from gemma_core.history import BoundedSeries
 from gemma_core.model import Gemma3Model
 from gemma_core.optim import build_optimizer, lr_at
-from gemma_core.tokenizer import Tokenizer, load_tokenizer
+from gemma_core.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_spec
 from gemma_core.train_settings import TrainSettings
 
 TOKENS_PER_TURN = 4  # chat tokens decoded between two optimizer steps on a CPU
@@ -112,26 +113,25 @@ class ComputeTurns:
         self.training_active = False
 
     def run_chunk(self, work: Callable[[], None]) -> None:
-        """Called by the generation thread: wait for the trainer's turn gap, do work."""
+        """Called by the generation thread: wait for the trainer's gap between steps, do work.
+
+        While nothing trains (paused, finished) the cores are free and no turn is needed.
+        """
         with self._lock:
-            if not self.training_active:
-                self._lock.release()
-                try:
-                    work()
-                finally:
-                    self._lock.acquire()
-                return
-            self._waiting += 1
-            self._lock.notify_all()
-            while not self._granted and self.training_active:
-                self._lock.wait(0.05)
-            self._waiting -= 1
+            if self.training_active:
+                self._waiting += 1
+                self._lock.notify_all()
+                while not self._granted and self.training_active:
+                    self._lock.wait(0.05)
+                self._waiting -= 1
+            granted = self._granted
         try:
             work()
         finally:
-            with self._lock:
-                self._granted = False
-                self._lock.notify_all()
+            if granted:  # hand the cores back to the trainer
+                with self._lock:
+                    self._granted = False
+                    self._lock.notify_all()
 
     def between_steps(self) -> None:
         """Called by the trainer after each step: give a waiting generator one turn."""
@@ -347,15 +347,17 @@ class TrainingEngine:
         if s.resume:
             model_tensors, optimizer_tensors, resume_state = run_files.load_checkpoint(self.output_dir)
             cfg = GemmaConfig.from_dict(resume_state["model"], source="checkpoint/state.json")
-            self.tokenizer = self._checkpoint_tokenizer(resume_state)
+            self.tokenizer = tokenizer_from_spec(resume_state["tokenizer"], self.output_dir)
         else:
             cfg = preset(s.preset)
             if s.model_overrides:
                 cfg = GemmaConfig.from_dict(cfg.to_dict() | s.model_overrides, source="--config [model]")
-            self.tokenizer = load_tokenizer(s.tiktoken_encoder_name)
-            if s.init_from:
-                from gemma_core.checkpoint import read_config
-                cfg, _ = read_config(s.init_from)
+            if s.init_from:  # continue pretraining a checkpoint, with its own tokenizer
+                from gemma_core.checkpoint import load_tokenizer_of, read_config
+                cfg, data = read_config(s.init_from)
+                self.tokenizer = load_tokenizer_of(s.init_from, data, cfg)
+            else:
+                self.tokenizer = load_tokenizer(s.tiktoken_encoder_name)
         if self.tokenizer.n_vocab > cfg.vocab_size:
             raise UserError(f"tokenizer {s.tiktoken_encoder_name!r} has {self.tokenizer.n_vocab} tokens "
                             f"but the model's vocab_size is {cfg.vocab_size}; choose a matching "
@@ -410,10 +412,6 @@ class TrainingEngine:
         self._log(f"model: {self._n_parameters:,} parameters on {self._device_name} ({self._dtype_name}, "
                   f"attention {self.kernel})")
 
-    def _checkpoint_tokenizer(self, state: dict) -> Tokenizer:
-        from gemma_core.tokenizer import tokenizer_from_spec
-        return tokenizer_from_spec(state["tokenizer"], self.output_dir)
-
     def _config_extra(self) -> dict:
         return {"training": self.settings.to_dict()}
 
@@ -446,9 +444,7 @@ class TrainingEngine:
             self._train_history.append((entry["step"], entry.get("tokens_seen", 0), entry["train_loss"]))
             self._lr_history.append((entry["step"], entry["learning_rate"]))
         for entry in run_files.read_jsonl(self.output_dir / run_files.VAL_STREAM):
-            result = EvalResult(entry["step"], entry.get("tokens_seen", 0), entry["val_loss"],
-                                entry.get("perplexity", math.exp(min(entry["val_loss"], 50))),
-                                entry.get("bits_per_byte", float("nan")))
+            result = run_files.eval_result_from_entry(entry)
             self._eval_history.append(result)
             if self._best_eval is None or result.val_loss < self._best_eval.val_loss:
                 self._best_eval = result
@@ -598,9 +594,10 @@ class TrainingEngine:
             (loss / s.gradient_accumulation_steps).backward()
             total += loss.detach()
         mean_loss = (total / s.gradient_accumulation_steps).item()
-        layer_norms = tuple(
-            math.sqrt(sum(float(p.grad.detach().pow(2).sum()) for p in layer.parameters()
-                          if p.grad is not None)) for layer in model.layers)
+        layer_norms = tuple(torch.stack([
+            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in layer.parameters()
+                                                  if p.grad is not None]))
+            for layer in model.layers]).tolist())  # one device sync for all layers
         if s.grad_clip > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip))
         else:
@@ -645,34 +642,17 @@ class TrainingEngine:
                 "non-finite loss or gradient; the last good checkpoint is kept. Lower "
                 "--learning_rate or check the data")
 
-    @torch.no_grad()
     def _evaluate(self) -> EvalResult:
         self._set_state(RunState.EVALUATING)
-        model = self.model
-        was_training = model.training
-        model.eval()
-        nats, tokens, n_bytes = 0.0, 0, 0
-        windows = self.data.val.windows
-        for indices in self.val_batches:
-            inputs, targets = windows.batch(indices)
-            inputs, targets_dev = inputs.to(self.device), targets.to(self.device)
-            with autocast(self.device, self.dtype):
-                logits = model(inputs).float()
-            losses = torch.nn.functional.cross_entropy(
-                logits.view(-1, logits.shape[-1]), targets_dev.reshape(-1), reduction="sum")
-            nats += float(losses)
-            tokens += targets.numel()
-            n_bytes += int(self.byte_lengths[targets.reshape(-1)].sum())
-        model.train(was_training)
-        val_loss = nats / max(tokens, 1)
-        bits_per_byte = nats / math.log(2) / max(n_bytes, 1)
-        result = EvalResult(self._step, self._tokens_seen, val_loss,
-                            math.exp(min(val_loss, 50.0)), bits_per_byte)
+        score = score_windows(self.model, self.data.val.windows, self.val_batches, self.byte_lengths,
+                              self.device, self.dtype)
+        val_loss = score.loss
+        result = EvalResult(self._step, self._tokens_seen, val_loss, score.perplexity, score.bits_per_byte)
         self._val_log.append({"step": self._step, "val_loss": val_loss, "perplexity": result.perplexity,
-                              "bits_per_byte": bits_per_byte, "tokens_seen": self._tokens_seen})
+                              "bits_per_byte": result.bits_per_byte, "tokens_seen": self._tokens_seen})
         if val_loss < self._best_val:
             self._best_val = val_loss
-            save_weights(self.output_dir / "model.safetensors", model)
+            save_weights(self.output_dir / "model.safetensors", self.model)
         with self._lock:
             self._eval_history.append(result)
             if self._best_eval is None or val_loss < self._best_eval.val_loss:

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 
-from gemma_core.errors import UserError
+from gemma_core.cli import run_command
 
 THEME_HELP = ("studio theme: gemma-dark (default), gemma-light, any Textual theme, "
               "or a .toml theme file")
@@ -96,15 +95,7 @@ def with_default_command(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(with_default_command(list(sys.argv[1:] if argv is None else argv)))
-    try:
-        return int(args.func(args) or 0)
-    except UserError as err:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
 import torch
 
 from gemma_core.config import FULL, SLIDING, GemmaConfig
+from gemma_core.corpus import bundled_works
 
 
 class NetworkBlocked(RuntimeError):
@@ -37,3 +39,18 @@ def tiny_config(**overrides) -> GemmaConfig:
                   query_pre_attn_scalar=24, tie_embeddings=False)
     fields.update(overrides)
     return GemmaConfig(**fields)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """About 60 KB of Shakespeare as JSONL (train) and text (validation)."""
+    folder = tmp_path_factory.mktemp("corpus")
+    works = bundled_works()
+    train = folder / "train.jsonl"
+    with open(train, "w", encoding="utf-8") as f:
+        for work in works[:6]:
+            for start in range(0, 10_000, 2_500):
+                f.write(json.dumps({"text": work.text[start:start + 2_500]}) + "\n")
+    val = folder / "val.txt"
+    val.write_text(works[10].text[:12_000], encoding="utf-8")
+    return train, val

@@ -12,7 +12,7 @@ from gemma_core.events import RunState
 from gemma_core.model import Gemma3Model
 from gemma_core.trainer import TrainingEngine
 
-from test_training import corpus, nano_settings  # noqa: F401  (the shared corpus fixture)
+from test_training import nano_settings
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import load_file
 
 from gemma_core import run_files
-from gemma_core.corpus import bundled_works
 from gemma_core.errors import UserError
 from gemma_core.events import EvalResult, RunState, StepMetrics
 from gemma_core.optim import lr_at
@@ -21,21 +20,6 @@ from gemma_core.train_settings import resolve_settings
 
 SEED_OUTPUTS = ("config.json", "model.safetensors", "training_log.json", "validation_log.json",
                 "vocab.json", "loss_function.png")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """About 60 KB of Shakespeare as JSONL (train) and text (validation)."""
-    folder = tmp_path_factory.mktemp("corpus")
-    works = bundled_works()
-    train = folder / "train.jsonl"
-    with open(train, "w", encoding="utf-8") as f:
-        for work in works[:6]:
-            for start in range(0, 10_000, 2_500):
-                f.write(json.dumps({"text": work.text[start:start + 2_500]}) + "\n")
-    val = folder / "val.txt"
-    val.write_text(works[10].text[:12_000], encoding="utf-8")
-    return train, val
 
 
 def nano_settings(tmp_path, corpus, **overrides):
