@@ -65,6 +65,11 @@ class SlidingLayerCache:
             batch, n_kv, _, head_dim = k.shape
             self.keys = k.new_zeros(batch, n_kv, self.window, head_dim)
             self.values = v.new_zeros(batch, n_kv, self.window, head_dim)
+        if k.shape[2] == 1:  # decode: one slot, written without building index tensors
+            slot = start % self.window
+            self.keys[:, :, slot:slot + 1] = k
+            self.values[:, :, slot:slot + 1] = v
+            return
         keep = min(k.shape[2], self.window)  # older new keys would be overwritten anyway
         positions = torch.arange(start + k.shape[2] - keep, start + k.shape[2], device=k.device)
         slots = positions % self.window

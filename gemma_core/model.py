@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gemma_core.attention import attend, resolve_kernel
-from gemma_core.config import SLIDING, GemmaConfig
+from gemma_core.config import GemmaConfig
 from gemma_core.kv_cache import KVCache
 
 
@@ -51,7 +51,8 @@ class RotaryEmbedding(nn.Module):
         self._cos: torch.Tensor | None = None
         self._sin: torch.Tensor | None = None
 
-    def _tables(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def reserve(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin tables covering at least ``length`` positions on ``device``."""
         if self._cos is None or self._cos.shape[0] < length or self._cos.device != device:
             # Grow in powers of two, so token-by-token decoding rebuilds the table rarely.
             size = 1 << max(length - 1, 1).bit_length()
@@ -66,7 +67,7 @@ class RotaryEmbedding(nn.Module):
     def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Rotate x of shape (B, heads, T, head_dim) for positions start .. start+T-1."""
         length = x.shape[2]
-        cos, sin = self._tables(start + length, x.device)
+        cos, sin = self.reserve(start + length, x.device)
         cos = cos[start:start + length].to(x.dtype)
         sin = sin[start:start + length].to(x.dtype)
         first, second = x.chunk(2, dim=-1)
@@ -180,27 +181,38 @@ class Gemma3Model(nn.Module):
         return KVCache([layer.attn.window for layer in self.layers], capacity)
 
     # ---------------------------------------------------------------- forward
-    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None,
+                      layers=None) -> torch.Tensor:
+        """The last decoder layer's output, before the final norm.
+
+        ``layers`` runs other callables in place of ``self.layers``: the trainer
+        passes torch.compile'd copies, so that only its fixed-shape training calls
+        are compiled and generation's ever-changing shapes are not.
+        """
         start = cache.position if cache is not None else 0
         x = self.embed_tokens(input_ids)
         # Gemma scales embeddings by sqrt(emb_dim), rounded to the weight's dtype first.
         x = x * torch.tensor(self.cfg.emb_dim ** 0.5, dtype=self.embed_tokens.weight.dtype)
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.layers if layers is None else layers):
             x = layer(x, start, cache.layers[i] if cache is not None else None)
         if cache is not None:
             cache.position += input_ids.shape[1]
-        return self.final_norm(x)
+        return x
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Logits of shape (B, T, vocab_size)."""
-        return self.lm_head(self.hidden_states(input_ids, cache))
+        return self.lm_head(self.final_norm(self.hidden_states(input_ids, cache)))
+
+    def head_loss(self, hidden: torch.Tensor, targets: torch.Tensor,
+                  ignore_index: int = -100) -> torch.Tensor:
+        """Mean next-token cross-entropy of the final norm and LM head, on float32 logits."""
+        logits = self.lm_head(self.final_norm(hidden)).float()
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1),
+                               ignore_index=ignore_index)
 
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor,
              ignore_index: int = -100) -> torch.Tensor:
-        """Mean next-token cross-entropy, computed on float32 logits."""
-        logits = self.lm_head(self.hidden_states(input_ids)).float()
-        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1),
-                               ignore_index=ignore_index)
+        return self.head_loss(self.hidden_states(input_ids), targets, ignore_index)
 
     # --------------------------------------------------------------- counting
     def num_parameters(self) -> int:

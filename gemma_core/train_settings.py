@@ -52,6 +52,7 @@ class TrainSettings:
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False
+    fsdp: bool = False  # under torchrun: shard with FSDP2 instead of replicating with DDP
     attention: str = "auto"
     resume: bool = False
     overwrite: bool = False
@@ -117,11 +118,12 @@ class TrainSettings:
 PRESET_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "seed-270m": {},  # the seed's defaults, exactly
     "gemma-3-270m": {},
-    # Tuned for learning speed on two CPU cores (see BENCHMARKS.md).
-    # torch.compile nearly doubles its CPU throughput, which pays for the compile time.
-    "demo": dict(learning_rate=3e-3, max_steps=1200, warmup_steps=50, eval_iters=100,
+    # Tuned for learning speed on two CPU cores (see BENCHMARKS.md). torch.compile
+    # doubles its CPU throughput, which pays for the compile time (about 40 s) many
+    # times over; evaluations and checkpoints every 200 and 400 steps cost about 4%.
+    "demo": dict(learning_rate=3e-3, max_steps=1200, warmup_steps=50, eval_iters=200,
                  gradient_accumulation_steps=1, train_batch_size=8, val_batch_size=16,
-                 max_length=256, stride=256, weight_decay=0.1, eval_batches=10, save_steps=200,
+                 max_length=256, stride=256, weight_decay=0.1, eval_batches=10, save_steps=400,
                  sample_tokens=48, compile=True),
     "nano": dict(learning_rate=3e-3, max_steps=200, warmup_steps=10, eval_iters=50,
                  gradient_accumulation_steps=1, train_batch_size=8, val_batch_size=8,
