@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-NAMES = ("train", "generate", "data", "tui", "gpu")
+NAMES = ("train", "generate", "data", "tui", "gpu", "soak")
 
 
 def main() -> int:

@@ -6,10 +6,14 @@ A crash at any moment leaves either the old file or the new one, never half of o
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
+
+from gemma_core.errors import DiskFull
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -32,9 +36,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_directory(path.parent)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        tmp.unlink(missing_ok=True)
+        raise DiskFull(f"{path}: disk full while writing it ({_free_mib(path.parent):,.0f} MiB free); "
+                        "the previous version is intact: free some space and run again") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _free_mib(directory: Path) -> float:
+    try:
+        return shutil.disk_usage(directory).free / 2**20
+    except OSError:
+        return 0.0
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -148,12 +148,34 @@ def _utf8_error(path: Path, raw: bytes, err: UnicodeDecodeError, line: int | Non
                      "re-save the file as UTF-8")
 
 
+# One JSONL line is one document held in memory at once; a longer line is most
+# likely not a document at all (a binary file, a dump without newlines).
+MAX_LINE_BYTES = 256 * 1024 * 1024
+
+
+def _binary_error(path: Path, raw: bytes, line: int | None = None) -> UserError | None:
+    """A NUL byte never occurs in text: the file is binary (or UTF-16)."""
+    offset = raw.find(b"\0")
+    if offset < 0:
+        return None
+    if line is None:
+        line = raw.count(b"\n", 0, offset) + 1
+    return UserError(f"{path}:{line}: looks like a binary file, not text (a NUL byte); "
+                     "give UTF-8 .txt or .jsonl files")
+
+
 def _jsonl_documents(path: Path, options: DataOptions, stats: ReadStats) -> Iterator[tuple[str, int]]:
     """(document, file bytes consumed) for each usable line of a JSONL file."""
     field_name = options.text_field
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
+        for number, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), start=1):
             consumed = len(raw)
+            if consumed > MAX_LINE_BYTES:
+                raise UserError(f"{path}:{number}: line is longer than {MAX_LINE_BYTES:,} bytes; "
+                                "one JSONL line is one document: split it into several lines")
+            binary = _binary_error(path, raw, number)
+            if binary is not None:
+                raise binary
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]  # a UTF-8 byte-order mark some editors write
             if not raw.strip():
@@ -202,6 +224,9 @@ _BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")
 
 def _txt_documents(path: Path, options: DataOptions) -> Iterator[tuple[str, int]]:
     raw = path.read_bytes()
+    binary = _binary_error(path, raw)
+    if binary is not None:
+        raise binary
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -624,7 +649,8 @@ class TrainBatches:
         return self.windows.batch(indices)
 
     def state_dict(self) -> dict:
-        return {"epoch": int(self.epoch), "position": int(self.position)}
+        return {"epoch": int(self.epoch), "position": int(self.position),
+                "global_batch_size": int(self.global_batch_size)}
 
     def load_state_dict(self, state: dict) -> None:
         try:
@@ -635,6 +661,11 @@ class TrainBatches:
         if not (isinstance(epoch, int) and isinstance(position, int) and epoch >= 0 and position >= 0):
             raise UserError(f"data loader state {state!r} is not two non-negative integers; "
                             "the checkpoint is damaged")
+        # Resumed with another number of ranks (or batch): continue after the windows
+        # already taken this epoch, rounding up to a whole batch of the new size.
+        saved_batch = state.get("global_batch_size", self.global_batch_size)
+        if isinstance(saved_batch, int) and saved_batch > 0 and saved_batch != self.global_batch_size:
+            position = -(-position * saved_batch // self.global_batch_size)
         # A smaller corpus or a larger batch since the save: carry into later epochs.
         epoch += position // self.steps_per_epoch
         self.epoch, self.position = epoch, position % self.steps_per_epoch

@@ -9,3 +9,7 @@ class UserError(Exception):
     """A mistake in the user's input or environment, explained in one line."""
 
     exit_code = 2
+
+
+class DiskFull(UserError):
+    """A write ran out of space (ENOSPC); what was on disk before is intact."""

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -26,7 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gemma_core import atomic
-from gemma_core.errors import UserError
+from gemma_core.distributed import full_tensor, shard_like
+from gemma_core.errors import DiskFull, UserError
 from gemma_core.events import EvalResult
 from gemma_core.hf_tokenizer import bytes_to_unicode  # GPT-2's byte-to-unicode table
 from gemma_core.tokenizer import Tokenizer
@@ -41,8 +43,12 @@ RUN_MARKERS = ("config.json", CHECKPOINT, TRAIN_STREAM, TRAIN_LOG)
 
 
 # ------------------------------------------------------------- output folder
-def prepare_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder; make sure the folder is writable."""
+def check_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder, or a folder that cannot be written.
+
+    Changes nothing on disk: a run that then fails on its inputs leaves the folder
+    as it was. ``claim_output_dir`` makes the changes once the run is set to start.
+    """
     holds_run = path.is_dir() and any((path / marker).exists() for marker in RUN_MARKERS)
     if resume:
         if not has_checkpoint(path):
@@ -50,14 +56,29 @@ def prepare_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
     elif holds_run and not overwrite:
         raise UserError(f"{path}: holds another run; pass --resume to continue it, --overwrite to "
                         "replace it, or choose another --output_dir")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{path}: output directory cannot be created: {existing} is a file; "
+                        "choose another --output_dir")
+    try:  # permission bits do not tell the whole story (read-only mounts, root), so try a write
+        probe = existing / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
         raise UserError(f"{path}: output directory is not writable ({err.strerror}); "
                         "choose another --output_dir") from None
+
+
+def claim_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
+    """Create the folder and, with --overwrite, clear the run it held."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{path}: cannot create the output directory ({err.strerror}); "
+                        "choose another --output_dir") from None
+    holds_run = any((path / marker).exists() for marker in RUN_MARKERS)
     if overwrite and holds_run and not resume:
         for name in (TRAIN_STREAM, VAL_STREAM, SAMPLES, TRAIN_LOG, VAL_LOG):
             (path / name).unlink(missing_ok=True)
@@ -65,6 +86,19 @@ def prepare_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
 
 
 # ---------------------------------------------------------------------- logs
+class NoLog:
+    """Where the logs of a rank other than 0 go: nowhere."""
+
+    def append(self, entry: dict) -> None:
+        pass
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class JsonlLog:
     """An append-only JSON-lines file; each entry is flushed as it is written."""
 
@@ -199,14 +233,16 @@ def save_checkpoint(output_dir: Path, model_state: dict[str, torch.Tensor],
         with atomic.atomic_path(building / "optimizer.safetensors") as tmp:
             save_file(optimizer_state, str(tmp))
         atomic.write_json(building / "state.json", state)
-    except OSError as err:
+    except (OSError, DiskFull) as err:
         shutil.rmtree(building, ignore_errors=True)
-        if err.errno == 28:  # ENOSPC
-            needed = sum(t.numel() * t.element_size() for t in
-                         list(model_state.values()) + list(optimizer_state.values()))
-            raise UserError(f"{output_dir}: disk full while saving a checkpoint; it needs about "
-                            f"{needed / 2**20:,.0f} MiB free. The previous checkpoint is intact") from None
-        raise
+        if isinstance(err, OSError) and err.errno != errno.ENOSPC:
+            raise
+        needed = sum(t.numel() * t.element_size() for t in
+                     list(model_state.values()) + list(optimizer_state.values()))
+        free = shutil.disk_usage(output_dir).free
+        raise UserError(f"{output_dir}: disk full while saving a checkpoint; it needs about "
+                        f"{needed / 2**20:,.0f} MiB free, {free / 2**20:,.0f} MiB are. The previous "
+                        "checkpoint is intact: free some space, then continue with --resume") from None
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
@@ -237,7 +273,7 @@ def optimizer_state_tensors(optimizer: torch.optim.Optimizer, names: dict[int, s
     for group in optimizer.param_groups:
         for param in group["params"]:
             for key, value in optimizer.state.get(param, {}).items():
-                tensor = value if torch.is_tensor(value) else torch.tensor(value)
+                tensor = full_tensor(value) if torch.is_tensor(value) else torch.tensor(value)
                 out[f"{names[id(param)]}.{key}"] = tensor.detach().to("cpu").contiguous()
     return out
 
@@ -252,7 +288,8 @@ def restore_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str,
             step_device = param_device if group.get("fused") else torch.device("cpu")
             prefix = names[id(param)] + "."
             state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
-            if state:
+            if state:  # the moments are sharded like their parameter under FSDP2
                 optimizer.state[param] = {
-                    key: value.to(step_device if key == "step" else param_device)
+                    key: (value.to(step_device) if key == "step"
+                          else shard_like(value.to(param_device), param))
                     for key, value in state.items()}

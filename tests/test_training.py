@@ -215,3 +215,32 @@ def test_vocab_json_has_no_collisions_for_gpt2(tmp_path):
     assert len(vocab) == 50_257
     assert vocab["<|endoftext|>"] == 50_256
     assert vocab["Ġthe"] == 262  # GPT-2's own vocab.json spelling
+
+
+def test_disk_full_while_saving_stops_the_run_with_the_space_needed(tmp_path, corpus, monkeypatch):
+    real_save = run_files.save_file
+    saves = []
+
+    def fill_the_disk_from_the_second_save(tensors, path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) <= 2:  # the first checkpoint: weights and optimizer state
+            return real_save(tensors, path, *args, **kwargs)
+        with open(path, "wb") as f:
+            f.write(b"\0" * 1000)  # part of the file, then the device is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_files, "save_file", fill_the_disk_from_the_second_save)
+    engine = run_engine(nano_settings(tmp_path, corpus, max_steps=50, save_steps=5, eval_iters=100,
+                                      warmup_steps=2))
+    error = engine.snapshot().error
+    assert engine.exit_reason == "failed"
+    assert "disk full while saving a checkpoint" in error and "MiB free" in error
+    assert "previous checkpoint is intact" in error
+    monkeypatch.undo()
+    out = tmp_path / "run"
+    _, _, state = run_files.load_checkpoint(out)
+    assert state["step"] == 5
+    assert not list(out.glob(".checkpoint.building*"))
+    resumed = run_engine(nano_settings(tmp_path, corpus, max_steps=7, warmup_steps=2, resume=True))
+    assert resumed.exit_reason == "completed"
+    assert [e["step"] for e in json.loads((out / "training_log.json").read_text())] == list(range(1, 8))
