@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from gemma_core import atomic
 from gemma_core.config import GemmaConfig
+from gemma_core.distributed import full_tensor
 from gemma_core.errors import UserError
 from gemma_core.model import Gemma3Model
 from gemma_core.tokenizer import Tokenizer, tokenizer_from_spec
@@ -25,16 +26,20 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 def model_state_for_saving(model: Gemma3Model) -> dict[str, torch.Tensor]:
-    """Contiguous CPU tensors; a tied head is stored once, as the embedding."""
-    state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    """Whole, contiguous CPU tensors; a tied head is stored once, as the embedding.
+
+    Under FSDP2 this gathers each sharded tensor, so every rank must call it.
+    """
+    state = model.state_dict()
     if model.cfg.tie_embeddings:
         state.pop("lm_head.weight", None)
-    return state
+    return {name: full_tensor(tensor).detach().to("cpu").contiguous() for name, tensor in state.items()}
 
 
-def save_weights(path: Path, model: Gemma3Model) -> None:
+def save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Write ``model_state_for_saving``'s tensors atomically."""
     with atomic.atomic_path(path) as tmp:
-        save_file(model_state_for_saving(model), str(tmp), metadata={"format": "pt"})
+        save_file(state, str(tmp), metadata={"format": "pt"})
 
 
 def save_model_dir(directory: str | Path, model: Gemma3Model, tokenizer: Tokenizer,
@@ -42,7 +47,7 @@ def save_model_dir(directory: str | Path, model: Gemma3Model, tokenizer: Tokeniz
     """Write a loadable model directory (weights first, config last)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_weights(directory / WEIGHTS_FILE, model)
+    save_weights(directory / WEIGHTS_FILE, model_state_for_saving(model))
     write_config(directory, model.cfg, tokenizer, extra)
 
 

@@ -69,10 +69,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         default=argparse.SUPPRESS, help="AdamW betas (default 0.9 0.95)")
     parser.add_argument("--sample_prompt", action="append", default=argparse.SUPPRESS,
                         help="a prompt to sample from during training (repeatable)")
+    parser.add_argument("--fsdp", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                        help="under torchrun: shard parameters, gradients and optimizer state "
+                             "across ranks with FSDP2 (default: DDP, each rank a full replica)")
     for flag in ("add_eos_between_documents", "split_on_blank_lines", "skip_bad_lines"):
         parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction,
                             default=argparse.SUPPRESS)
-    handled = {"resume", "overwrite", "compile", "betas", "sample_prompt", "model_overrides",
+    handled = {"resume", "overwrite", "compile", "fsdp", "betas", "sample_prompt", "model_overrides",
                "add_eos_between_documents", "split_on_blank_lines", "skip_bad_lines"}
     types = {"learning_rate": float, "min_lr": float, "weight_decay": float, "grad_clip": float,
              "val_fraction": float}
@@ -133,7 +136,8 @@ def cmd_train(args) -> int:
     engine = TrainingEngine(settings)
     events: queue.Queue = queue.Queue()
     engine.subscribe(events.put)
-    console = Console(stderr=False, highlight=False)
+    # Under torchrun every rank runs this; rank 0 alone speaks.
+    console = Console(stderr=False, highlight=False, quiet=not engine.ranks.is_main)
     stop_requested = threading.Event()
 
     def request_stop(signum=None, frame=None):
@@ -200,6 +204,8 @@ def cmd_train(args) -> int:
                 request_stop()
         signal.signal(signal.SIGTERM, previous)
     if failure is not None:
+        if not engine.ranks.is_main:
+            return 2  # rank 0 prints the message
         snapshot = engine.snapshot()
         if args.debug:
             for message in snapshot.messages:

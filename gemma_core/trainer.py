@@ -24,8 +24,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from gemma_core import run_files
+from gemma_core import distributed, run_files
 from gemma_core.checkpoint import model_state_for_saving, save_weights, write_config
+from gemma_core.compiled_loss import CompiledLoss
 from gemma_core.config import GemmaConfig, preset
 from gemma_core.data import (DataOptions, TrainBatches, fixed_validation_batches, prepare_datasets,
                              token_byte_lengths)
@@ -38,6 +39,7 @@ from gemma_core.events import (CheckpointSaved, EvalResult, Event, LayerStats, L
 from gemma_core.flops import device_peak_flops, training_flops_per_token
 from gemma_core.generation import SamplingParams, stream_text
 from gemma_core.history import BoundedSeries
+from gemma_core.memory import available_bytes, training_bytes
 from gemma_core.model import Gemma3Model
 from gemma_core.optim import build_optimizer, lr_at
 from gemma_core.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_spec
@@ -149,11 +151,17 @@ class ComputeTurns:
             self._lock.notify_all()
 
 
+# The commands a run over several ranks acts on, in order of precedence (the
+# studio's pause and chat drive single-process runs only).
+RANK_COMMANDS = ("abort", "stop", "save", "eval")
+
+
 class TrainingEngine:
     def __init__(self, settings: TrainSettings) -> None:
         settings.validate()
         self.settings = settings
         self.output_dir = Path(settings.output_dir)
+        self.ranks = distributed.ranks_from_environment(settings.fsdp)
         self.ready = threading.Event()
         self.model_config: GemmaConfig | None = None
         self.tokenizer: Tokenizer | None = None
@@ -318,6 +326,7 @@ class TrainingEngine:
             self._fail(f"{type(err).__name__}: {err}")
         finally:
             self._turns.set_training(False)
+            distributed.finish(self.ranks)
             self.ready.set()
             for log in (getattr(self, "_train_log", None), getattr(self, "_val_log", None),
                         getattr(self, "_sample_log", None)):
@@ -333,8 +342,9 @@ class TrainingEngine:
 
     def _prepare(self) -> None:
         s = self.settings
-        run_files.prepare_output_dir(self.output_dir, resume=s.resume, overwrite=s.overwrite)
-        self.device = resolve_device(s.device)
+        if self.ranks.is_main:
+            run_files.check_output_dir(self.output_dir, resume=s.resume, overwrite=s.overwrite)
+        self.device = distributed.start(self.ranks, resolve_device(s.device))
         self.dtype = resolve_dtype(s.dtype, self.device)
         self._device_name = (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
                              else "cpu")
@@ -372,11 +382,12 @@ class TrainingEngine:
 
         self._progress_quarters: dict[str, int] = {}
         self._log(f"preparing data (tokenizer {self.tokenizer.name}, max_length {s.max_length})")
-        self.data = prepare_datasets(
+        # Rank 0 builds the token cache; the other ranks then find it built.
+        self.data = distributed.main_first(self.ranks, lambda: prepare_datasets(
             s.train_dataset_path, s.val_dataset_path, s.test_dataset_path, self.tokenizer,
             DataOptions(text_field=s.text_field, add_eos_between_documents=s.add_eos_between_documents,
                         split_on_blank_lines=s.split_on_blank_lines, skip_bad_lines=s.skip_bad_lines),
-            s.max_length, s.stride, s.val_fraction, s.cache_dir, progress=self._data_progress)
+            s.max_length, s.stride, s.val_fraction, s.cache_dir, progress=self._data_progress))
         for note in self.data.notes:
             self._log(note, "warning")
         self._log(f"train: {self.data.train.n_tokens:,} tokens in {len(self.data.train.windows):,} "
@@ -390,27 +401,52 @@ class TrainingEngine:
         self.kernel = model.set_attention_kernel(s.attention)
         self.model = model
         self._n_parameters = model.num_parameters()
+        self._check_batch_fits()
+        # Wrap before building the optimizer: FSDP2 replaces the parameters with sharded ones.
+        self.train_module = distributed.wrap(self.ranks, model, self.device)
         self.param_names = {id(p): name for name, p in model.named_parameters()}
-        self.optimizer = build_optimizer(model, s.learning_rate, s.weight_decay, s.betas, self.device)
-        self.batches = TrainBatches(self.data.train.windows, s.train_batch_size, seed=s.seed)
+        self.optimizer = build_optimizer(model, s.learning_rate, s.weight_decay, s.betas, self.device,
+                                         fused=not self.ranks.fsdp)
+        self.batches = TrainBatches(self.data.train.windows, s.train_batch_size, seed=s.seed,
+                                    rank=self.ranks.rank, world_size=self.ranks.world_size)
         self.val_batches = fixed_validation_batches(self.data.val.windows, s.val_batch_size, s.eval_batches)
         self.byte_lengths = torch.from_numpy(token_byte_lengths(self.tokenizer))
         self.flops_per_token = training_flops_per_token(cfg, s.max_length)
         self.peak_flops = device_peak_flops(self.device)
-        self.loss_fn = model.loss
         self._compile_pending = s.compile
         self._consecutive_bad = 0
         self._best_val = math.inf
 
         if resume_state is not None:
             self._restore(model_tensors, optimizer_tensors, resume_state)
-        self._train_log = run_files.JsonlLog(self.output_dir / run_files.TRAIN_STREAM)
-        self._val_log = run_files.JsonlLog(self.output_dir / run_files.VAL_STREAM)
-        self._sample_log = run_files.JsonlLog(self.output_dir / run_files.SAMPLES)
-        write_config(self.output_dir, cfg, self.tokenizer, self._config_extra())
-        run_files.write_vocab(self.output_dir, self.tokenizer)
-        self._log(f"model: {self._n_parameters:,} parameters on {self._device_name} ({self._dtype_name}, "
+        # Everything above only read and checked; from here on the run writes its folder.
+        if self.ranks.is_main:
+            run_files.claim_output_dir(self.output_dir, resume=s.resume, overwrite=s.overwrite)
+            self._train_log = run_files.JsonlLog(self.output_dir / run_files.TRAIN_STREAM)
+            self._val_log = run_files.JsonlLog(self.output_dir / run_files.VAL_STREAM)
+            self._sample_log = run_files.JsonlLog(self.output_dir / run_files.SAMPLES)
+            write_config(self.output_dir, cfg, self.tokenizer, self._config_extra())
+            run_files.write_vocab(self.output_dir, self.tokenizer)
+        else:  # only rank 0 writes files
+            self._train_log = self._val_log = self._sample_log = run_files.NoLog()
+        where = self._device_name
+        if self.ranks.active:
+            where = (f"{self.ranks.world_size} ranks ({'FSDP2' if self.ranks.fsdp else 'DDP'}), "
+                     f"{self._device_name} each")
+        self._log(f"model: {self._n_parameters:,} parameters on {where} ({self._dtype_name}, "
                   f"attention {self.kernel})")
+
+    def _check_batch_fits(self) -> None:
+        s = self.settings
+        need = training_bytes(self.model_config, self._n_parameters, s.train_batch_size, s.max_length,
+                              self.dtype)
+        free = available_bytes(self.device)
+        if free is not None and need > free:
+            raise UserError(
+                f"--train_batch_size {s.train_batch_size} x --max_length {s.max_length} needs at least "
+                f"{need / 2**30:.1f} GiB to train but {free / 2**30:.1f} GiB is free on "
+                f"{self._device_name}; lower --train_batch_size or --max_length (raise "
+                "--gradient_accumulation_steps to keep the tokens per step)")
 
     def _config_extra(self) -> dict:
         return {"training": self.settings.to_dict()}
@@ -427,7 +463,9 @@ class TrainingEngine:
         with torch.no_grad():
             own = self.model.state_dict()
             for name, tensor in model_tensors.items():
-                own[name].copy_(tensor)
+                target = own[name]
+                distributed.local_tensor(target).copy_(
+                    distributed.local_tensor(distributed.shard_like(tensor, target)))
         run_files.restore_optimizer_state(self.optimizer, optimizer_tensors, self.param_names)
         self.batches.load_state_dict(state["data"])
         self._step = state["step"]
@@ -436,7 +474,8 @@ class TrainingEngine:
         self._skipped_steps = state.get("skipped_steps", 0)
         torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
         random.setstate(_tuples(state["rng"]["python"]))
-        run_files.truncate_logs_to(self.output_dir, self._step)
+        if self.ranks.is_main:
+            run_files.truncate_logs_to(self.output_dir, self._step)
         # Rebuild the in-memory history from the logs so clients show the whole run.
         self._elapsed_before_resume = 0.0
         for entry in run_files.read_jsonl(self.output_dir / run_files.TRAIN_STREAM):
@@ -471,13 +510,16 @@ class TrainingEngine:
         state = self._checkpoint_state()
         if state["best_val_loss"] is None:
             state.pop("best_val_loss")
-        path = run_files.save_checkpoint(
-            self.output_dir, model_state_for_saving(self.model),
-            run_files.optimizer_state_tensors(self.optimizer, self.param_names), state)
-        if not (self.output_dir / "model.safetensors").exists():
-            save_weights(self.output_dir / "model.safetensors", self.model)  # no evaluation yet
-        run_files.write_seed_logs(self.output_dir)
-        run_files.write_loss_plot(self.output_dir)
+        # Under FSDP2 gathering the whole tensors takes every rank; writing them, rank 0.
+        weights = model_state_for_saving(self.model)
+        optimizer_state = run_files.optimizer_state_tensors(self.optimizer, self.param_names)
+        path = self.output_dir / run_files.CHECKPOINT
+        if self.ranks.is_main:
+            path = run_files.save_checkpoint(self.output_dir, weights, optimizer_state, state)
+            if not (self.output_dir / "model.safetensors").exists():
+                save_weights(self.output_dir / "model.safetensors", weights)  # no evaluation yet
+            run_files.write_seed_logs(self.output_dir)
+            run_files.write_loss_plot(self.output_dir)
         saved = CheckpointSaved(self._step, str(path), time.time())
         with self._lock:
             self._last_checkpoint = saved
@@ -495,6 +537,9 @@ class TrainingEngine:
         rate = None
         while self._step < s.max_steps:
             command = self._next_command(block=paused)
+            if self.ranks.active:  # every rank acts on a command at the same step, or none does
+                agreed = distributed.agree(self.ranks, [command == c for c in RANK_COMMANDS], self.device)
+                command = next((c for c, yes in zip(RANK_COMMANDS, agreed) if yes), None)
             if command == "pause" and not paused:
                 paused = True
                 self._turns.set_training(False)
@@ -526,7 +571,7 @@ class TrainingEngine:
             t0 = time.perf_counter()
             loss, grad_norm, lr, layer_norms = self._train_step()
             dt = time.perf_counter() - t0
-            tokens = s.train_batch_size * s.max_length * s.gradient_accumulation_steps
+            tokens = s.train_batch_size * s.max_length * s.gradient_accumulation_steps * self.ranks.world_size
             if loss is None:
                 self._skip_step(grad_norm)
                 continue
@@ -585,24 +630,29 @@ class TrainingEngine:
             self._compile_pending = False
             self._compile_loss()
         total = torch.zeros((), device=self.device)
-        for _ in range(s.gradient_accumulation_steps):
+        micro_steps = s.gradient_accumulation_steps
+        for micro in range(micro_steps):
             inputs, targets = next(self.batches)
             inputs = inputs.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
-            with autocast(self.device, self.dtype):
-                loss = self.loss_fn(inputs, targets)
-            (loss / s.gradient_accumulation_steps).backward()
+            # Ranks average their gradients once per optimizer step, on the last micro-step.
+            with distributed.gradient_sync(self.ranks, self.train_module, micro == micro_steps - 1):
+                with autocast(self.device, self.dtype):
+                    loss = self.train_module(inputs, targets)
+                (loss / micro_steps).backward()
             total += loss.detach()
-        mean_loss = (total / s.gradient_accumulation_steps).item()
-        layer_norms = tuple(torch.stack([
-            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in layer.parameters()
-                                                  if p.grad is not None]))
-            for layer in model.layers]).tolist())  # one device sync for all layers
+        mean_loss = distributed.mean(self.ranks, total / micro_steps).item()
+        squares = torch.stack([
+            sum(distributed.local_tensor(p.grad).float().pow(2).sum() for p in layer.parameters()
+                if p.grad is not None) for layer in model.layers])
+        squares = distributed.squared_norms_summed(self.ranks, squares)
+        layer_norms = tuple(squares.sqrt().tolist())  # one device sync for all layers
         if s.grad_clip > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip))
+            total_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
         else:
-            grad_norm = float(torch.nn.utils.get_total_norm(
-                [p.grad for p in model.parameters() if p.grad is not None]))
+            total_norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in model.parameters() if p.grad is not None])
+        grad_norm = float(distributed.full_tensor(total_norm))
         if not (math.isfinite(mean_loss) and math.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
             return None, grad_norm if math.isfinite(grad_norm) else float("nan"), lr, layer_norms
@@ -614,20 +664,21 @@ class TrainingEngine:
     def _compile_loss(self) -> None:
         """torch.compile the loss, falling back to eager mode where compiling fails.
 
-        The first step pays the compile time (about a minute for the demo model on
-        two CPU cores; less when the compiler's on-disk cache is warm).
+        The first step pays the compile time (about 40 s for the demo model on two
+        CPU cores; less when the compiler's on-disk cache is warm).
         """
         self._log("compiling the model (torch.compile); the first step takes longer")
-        compiled = torch.compile(self.model.loss)
+        loss_module = distributed.loss_module_of(self.train_module)
+        loss_module.loss_fn = CompiledLoss(self.model)
         windows = self.data.train.windows  # a batch of the training shape, so it compiles once
         inputs, targets = windows.batch([i % len(windows) for i in range(self.settings.train_batch_size)])
         try:
-            with autocast(self.device, self.dtype):
-                compiled(inputs.to(self.device), targets.to(self.device)).backward()
+            with distributed.gradient_sync(self.ranks, self.train_module, False):
+                with autocast(self.device, self.dtype):
+                    self.train_module(inputs.to(self.device), targets.to(self.device)).backward()
         except Exception as err:  # no C++ compiler, unsupported platform, ...
+            loss_module.loss_fn = self.model.loss
             self._log(f"torch.compile failed ({type(err).__name__}); training in eager mode", "warning")
-        else:
-            self.loss_fn = compiled
         finally:
             self.model.zero_grad(set_to_none=True)
 
@@ -644,15 +695,18 @@ class TrainingEngine:
 
     def _evaluate(self) -> EvalResult:
         self._set_state(RunState.EVALUATING)
-        score = score_windows(self.model, self.data.val.windows, self.val_batches, self.byte_lengths,
-                              self.device, self.dtype)
+        with distributed.whole_model(self.ranks, self.train_module):
+            score = score_windows(self.model, self.data.val.windows, self.val_batches,
+                                  self.byte_lengths, self.device, self.dtype)
         val_loss = score.loss
         result = EvalResult(self._step, self._tokens_seen, val_loss, score.perplexity, score.bits_per_byte)
         self._val_log.append({"step": self._step, "val_loss": val_loss, "perplexity": result.perplexity,
                               "bits_per_byte": result.bits_per_byte, "tokens_seen": self._tokens_seen})
         if val_loss < self._best_val:
             self._best_val = val_loss
-            save_weights(self.output_dir / "model.safetensors", self.model)
+            weights = model_state_for_saving(self.model)
+            if self.ranks.is_main:
+                save_weights(self.output_dir / "model.safetensors", weights)
         with self._lock:
             self._eval_history.append(result)
             if self._best_eval is None or val_loss < self._best_eval.val_loss:
@@ -665,13 +719,15 @@ class TrainingEngine:
         params = SamplingParams(max_new_tokens=self.settings.sample_tokens, temperature=0.8, top_k=50,
                                 seed=self.settings.seed)
         for prompt in self.settings.sample_prompt:
-            text = "".join(stream_text(self.model, self.tokenizer, prompt, params))
+            with distributed.whole_model(self.ranks, self.train_module):
+                text = "".join(stream_text(self.model, self.tokenizer, prompt, params))
             self._sample_log.append({"step": self._step, "prompt": prompt, "text": text})
             self._emit(SampleProduced(self._step, prompt, text))
 
     def _finish(self, reason: str) -> None:
-        run_files.write_seed_logs(self.output_dir)
-        run_files.write_loss_plot(self.output_dir)
+        if self.ranks.is_main:
+            run_files.write_seed_logs(self.output_dir)
+            run_files.write_loss_plot(self.output_dir)
         self.exit_reason = reason
         self._turns.set_training(False)
         self._set_state(RunState.FINISHED)

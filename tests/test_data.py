@@ -351,7 +351,7 @@ def test_last_batch_of_an_epoch_is_filled_not_dropped():
     seen = [first_tokens(next(batches)) for _ in range(3)]
     assert all(len(b) == 3 for b in seen)
     assert set(sum(seen, [])) == set(range(7))
-    assert batches.state_dict() == {"epoch": 1, "position": 0}
+    assert batches.state_dict() == {"epoch": 1, "position": 0, "global_batch_size": 3}
 
 
 def test_resumed_batches_equal_the_uninterrupted_ones():
@@ -362,7 +362,8 @@ def test_resumed_batches_equal_the_uninterrupted_ones():
     for _ in range(7):
         next(first)
     state = json.loads(json.dumps(first.state_dict()))
-    assert set(state) == {"epoch", "position"} and all(type(v) is int for v in state.values())
+    assert set(state) == {"epoch", "position", "global_batch_size"}
+    assert all(type(v) is int for v in state.values())
     resumed = TrainBatches(windows, batch_size=2, seed=3)
     resumed.load_state_dict(state)
     for want in expected[7:]:
@@ -377,6 +378,18 @@ def test_ranks_together_see_what_one_process_with_the_whole_batch_sees():
     for _ in range(7):  # crosses epoch boundaries (3 steps per epoch)
         whole = first_tokens(next(single))
         assert first_tokens(next(ranks[0])) + first_tokens(next(ranks[1])) == whole
+
+
+def test_resuming_with_twice_the_ranks_continues_after_the_windows_already_seen():
+    windows = windows_of(40)
+    one = TrainBatches(windows, batch_size=4, seed=5)
+    seen = [first_tokens(next(one)) for _ in range(4)]  # 16 windows: two steps of the 4 ranks
+    ranks = [TrainBatches(windows, batch_size=2, seed=5, rank=r, world_size=4) for r in range(4)]
+    for batches in ranks:
+        batches.load_state_dict(json.loads(json.dumps(one.state_dict())))
+    following = sum((first_tokens(next(b)) for b in ranks), [])
+    assert following == first_tokens(next(one)) + first_tokens(next(one))
+    assert not set(following) & set(sum(seen, []))
 
 
 def test_damaged_loader_state_is_a_user_error():
