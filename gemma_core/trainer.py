@@ -643,9 +643,10 @@ class TrainingEngine:
             total += loss.detach()
         mean_loss = distributed.mean(self.ranks, total / micro_steps).item()
         squares = torch.stack([
-            sum(distributed.local_tensor(p.grad).float().pow(2).sum() for p in layer.parameters()
-                if p.grad is not None) for layer in model.layers])
-        squares = distributed.squared_norms_summed(self.ranks, squares)
+            torch.stack([torch.linalg.vector_norm(distributed.local_tensor(p.grad))
+                         for p in layer.parameters() if p.grad is not None]).square().sum()
+            for layer in model.layers])
+        squares = distributed.squared_norms_summed(self.ranks, squares)  # FSDP2: add the shards
         layer_norms = tuple(squares.sqrt().tolist())  # one device sync for all layers
         if s.grad_clip > 0:
             total_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
