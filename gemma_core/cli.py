@@ -8,6 +8,7 @@ import traceback
 from pathlib import Path
 
 from gemma_core.errors import UserError
+from gemma_core.safe_text import printable
 
 
 def _load_model_config(args) -> tuple[object, str]:
@@ -107,7 +108,9 @@ def run_command(args: argparse.Namespace) -> int:
     except UserError as err:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr)
+        # Messages quote file names, JSON keys and text from the data: never let them
+        # carry escape sequences to the terminal.
+        print(f"error: {printable(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
