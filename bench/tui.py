@@ -3,8 +3,9 @@ and training tokens/s while a chat reply is being generated.
 
 All in one process on the same config (demo preset by default, bundled corpus,
 CPU): a headless engine, then an engine driven by the studio (Textual's headless
-driver renders every frame exactly as on a terminal), then a headless engine
-that answers chat prompts back to back. Training speed is taken from the
+driver renders every frame exactly as on a terminal), alternated ``--repeats``
+times with medians taken, then a headless engine that answers chat prompts back
+to back. Training speed is taken from the
 training log's wall-clock between the same step numbers in each run.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
 import threading
@@ -87,6 +89,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench tui", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="nano preset, few steps")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=2, help="headless/studio pairs, alternated")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     preset = "nano" if args.quick else "demo"
@@ -94,13 +97,19 @@ def main(argv=None) -> int:
     skip = max(5, steps // 6)  # leave out start-up and the first frames
     with tempfile.TemporaryDirectory() as root:
         root = Path(root)
-        headless(root / "headless", preset, steps)
-        with_studio(root / "studio", preset, steps)
+        # Headless and studio runs alternate, so the machine's drift hits both alike.
+        bases, studios = [], []
+        for turn in range(args.repeats):
+            headless(root / f"headless{turn}", preset, steps)
+            bases.append(tokens_per_s(root / f"headless{turn}", skip))
+            with_studio(root / f"studio{turn}", preset, steps)
+            studios.append(tokens_per_s(root / f"studio{turn}", skip))
         chat = with_chat(root / "chat", preset, steps)
-        base = tokens_per_s(root / "headless", skip)
-        studio = tokens_per_s(root / "studio", skip)
+        base, studio = statistics.median(bases), statistics.median(studios)
         during_chat = tokens_per_s(root / "chat", skip)
-    result = {"preset": preset, "steps": steps, "headless_tokens_per_s": round(base, 1),
+    result = {"preset": preset, "steps": steps, "repeats": args.repeats,
+              "headless_runs": [round(b, 1) for b in bases], "studio_runs": [round(x, 1) for x in studios],
+              "headless_tokens_per_s": round(base, 1),
               "studio_tokens_per_s": round(studio, 1), "ratio": round(studio / base, 3),
               "tokens_per_s_while_chatting": round(during_chat, 1),
               "chat_ratio": round(during_chat / base, 3), "chat_tokens_generated": chat["tokens"]}
