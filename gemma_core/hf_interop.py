@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from gemma_core.config import GemmaConfig
+from gemma_core.errors import UserError
 
 # Inside a decoder layer: our name -> transformers' name.
 _LAYER_NAMES = {
@@ -121,9 +122,7 @@ _HF_DEFAULTS = {
 _HF_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "bfloat16"}
 
 
-def _unsupported(source: str, field: str, value, why: str) -> "UserError":
-    from gemma_core.errors import UserError
-
+def _unsupported(source: str, field: str, value, why: str) -> UserError:
     return UserError(f"{source}: field {field!r} is {value!r}; {why}, so this checkpoint "
                      "cannot be converted")
 
