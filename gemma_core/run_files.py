@@ -50,6 +50,10 @@ def check_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
     as it was. ``claim_output_dir`` makes the changes once the run is set to start.
     """
     holds_run = path.is_dir() and any((path / marker).exists() for marker in RUN_MARKERS)
+    if holds_run and not has_checkpoint(path) and (resume or not overwrite):
+        raise UserError(f"{path}: holds a run that stopped before its first checkpoint, so there is "
+                        "nothing to resume; pass --overwrite to start it again, or choose another "
+                        "--output_dir")
     if resume:
         if not has_checkpoint(path):
             raise UserError(f"{path}: no checkpoint to resume from; start a new run without --resume")

@@ -108,8 +108,7 @@ def settings_from_args(args: argparse.Namespace):
 def _checkpoint_settings(output_dir: Path) -> dict:
     from gemma_core import run_files
 
-    if not run_files.has_checkpoint(output_dir):
-        raise UserError(f"{output_dir}: no checkpoint to resume from; start a new run without --resume")
+    run_files.check_output_dir(output_dir, resume=True, overwrite=False)  # says why not, if not
     import json
     for folder in (output_dir / run_files.CHECKPOINT, output_dir / (run_files.CHECKPOINT + ".old")):
         state_path = folder / "state.json"

@@ -27,7 +27,8 @@ def train_command(out, corpus, resume: bool) -> list[str]:
     command = [sys.executable, "-m", "gemma_core", "train", "--output_dir", str(out)]
     if resume:
         return command + ["--resume"]
-    return command + ["--preset", "nano", "--train_dataset_path", str(corpus), "--device", "cpu",
+    # Killed before its first checkpoint, a run is started again over its own remains.
+    return command + ["--overwrite", "--preset", "nano", "--train_dataset_path", str(corpus), "--device", "cpu",
                       "--dtype", "fp32", "--max_steps", str(MAX_STEPS), "--eval_iters", "4",
                       "--save_steps", "3", "--warmup_steps", "5", "--seed", "11"]
 

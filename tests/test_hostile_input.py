@@ -307,3 +307,17 @@ def test_a_damaged_checkpoint_is_refused_in_one_line(name, damage, expected, com
     assert_one_line_refusal(code, err, expected)
     assert snapshot(previous_run) == before
     assert not Path(str(previous_run) + "-hf").exists()
+
+
+@pytest.mark.parametrize("flag", [[], ["--resume"]], ids=["again", "resume"])
+def test_a_run_killed_before_its_first_checkpoint_says_to_start_it_again(flag, tmp_path, finished_run,
+                                                                         capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(finished_run / "config.json", out / "config.json")
+    shutil.copy(finished_run / "training_log.jsonl", out / "training_log.jsonl")
+    before = snapshot(out)
+    code, err = run(["train", "--preset", "nano", "--output_dir", str(out), *flag], capsys)
+    assert_one_line_refusal(code, err, "stopped before its first checkpoint, so there is nothing to "
+                                       "resume; pass --overwrite to start it again")
+    assert snapshot(out) == before
