@@ -84,26 +84,24 @@ def finish(ranks: Ranks) -> None:
 
 
 # ---------------------------------------------------------------- agreement
-def main_first(ranks: Ranks, work: Callable[[], T]) -> T:
+def main_first(ranks: Ranks, device: torch.device, work: Callable[[], T]) -> T:
     """Run ``work`` on rank 0 first (building a shared token cache, say), then on the others.
 
-    A ``UserError`` on rank 0 is raised on every rank, so no rank waits forever.
+    When rank 0 fails with a ``UserError`` (which it prints), every other rank
+    fails too instead of waiting forever.
     """
     if not ranks.active:
         return work()
-    outcome: list[object] = [None]
     if ranks.is_main:
         try:
             result = work()
-        except UserError as err:
-            outcome[0] = str(err)
-            dist.broadcast_object_list(outcome, src=0)
+        except UserError:
+            agree(ranks, [True], device)
             raise
-        dist.broadcast_object_list(outcome, src=0)
+        agree(ranks, [False], device)
         return result
-    dist.broadcast_object_list(outcome, src=0)
-    if outcome[0] is not None:
-        raise UserError(str(outcome[0]))
+    if agree(ranks, [False], device)[0]:
+        raise UserError("rank 0 could not prepare the data; its message says why")
     return work()
 
 

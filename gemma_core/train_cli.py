@@ -64,7 +64,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace a run already in --output_dir")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                         help="torch.compile the model (the demo preset's default; the first step "
-                             "then takes about a minute on a CPU)")
+                             "then compiles, about 45 s for the demo model on a CPU)")
     parser.add_argument("--betas", nargs=2, type=float, metavar=("BETA1", "BETA2"),
                         default=argparse.SUPPRESS, help="AdamW betas (default 0.9 0.95)")
     parser.add_argument("--sample_prompt", action="append", default=argparse.SUPPRESS,

@@ -383,7 +383,7 @@ class TrainingEngine:
         self._progress_quarters: dict[str, int] = {}
         self._log(f"preparing data (tokenizer {self.tokenizer.name}, max_length {s.max_length})")
         # Rank 0 builds the token cache; the other ranks then find it built.
-        self.data = distributed.main_first(self.ranks, lambda: prepare_datasets(
+        self.data = distributed.main_first(self.ranks, self.device, lambda: prepare_datasets(
             s.train_dataset_path, s.val_dataset_path, s.test_dataset_path, self.tokenizer,
             DataOptions(text_field=s.text_field, add_eos_between_documents=s.add_eos_between_documents,
                         split_on_blank_lines=s.split_on_blank_lines, skip_bad_lines=s.skip_bad_lines),
@@ -489,6 +489,10 @@ class TrainingEngine:
                 self._best_eval = result
         self._log(f"resumed from step {self._step}")
 
+    def _gathers_weights(self) -> bool:
+        """Rank 0 writes the weights; under FSDP2 gathering them takes every rank."""
+        return self.ranks.is_main or self.ranks.fsdp
+
     def _checkpoint_state(self) -> dict:
         return {
             "step": self._step,
@@ -510,10 +514,10 @@ class TrainingEngine:
         state = self._checkpoint_state()
         if state["best_val_loss"] is None:
             state.pop("best_val_loss")
-        # Under FSDP2 gathering the whole tensors takes every rank; writing them, rank 0.
-        weights = model_state_for_saving(self.model)
-        optimizer_state = run_files.optimizer_state_tensors(self.optimizer, self.param_names)
         path = self.output_dir / run_files.CHECKPOINT
+        if self._gathers_weights():
+            weights = model_state_for_saving(self.model)
+            optimizer_state = run_files.optimizer_state_tensors(self.optimizer, self.param_names)
         if self.ranks.is_main:
             path = run_files.save_checkpoint(self.output_dir, weights, optimizer_state, state)
             if not (self.output_dir / "model.safetensors").exists():
@@ -571,7 +575,8 @@ class TrainingEngine:
             t0 = time.perf_counter()
             loss, grad_norm, lr, layer_norms = self._train_step()
             dt = time.perf_counter() - t0
-            tokens = s.train_batch_size * s.max_length * s.gradient_accumulation_steps * self.ranks.world_size
+            tokens = (s.train_batch_size * s.max_length * s.gradient_accumulation_steps
+                      * self.ranks.world_size)  # every rank's, for global tokens/s
             if loss is None:
                 self._skip_step(grad_norm)
                 continue
@@ -705,7 +710,8 @@ class TrainingEngine:
                               "bits_per_byte": result.bits_per_byte, "tokens_seen": self._tokens_seen})
         if val_loss < self._best_val:
             self._best_val = val_loss
-            weights = model_state_for_saving(self.model)
+            if self._gathers_weights():
+                weights = model_state_for_saving(self.model)
             if self.ranks.is_main:
                 save_weights(self.output_dir / "model.safetensors", weights)
         with self._lock:

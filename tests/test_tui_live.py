@@ -8,13 +8,11 @@ runs, and quitting leaves no thread behind.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 
 import pytest
 
-from gemma_core.corpus import bundled_works
 from gemma_core.events import RunState
 from gemma_core.run_viewer import RunViewer
 from gemma_core.train_cli import settings_from_args
@@ -33,18 +31,10 @@ SIZE = (160, 48)
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """About 60 KB of Shakespeare as JSONL (train) and text (validation)."""
-    folder = tmp_path_factory.mktemp("corpus")
-    works = bundled_works()
-    train = folder / "train.jsonl"
-    with open(train, "w", encoding="utf-8") as f:
-        for work in works[:6]:
-            for start in range(0, 10_000, 2_500):
-                f.write(json.dumps({"text": work.text[start:start + 2_500]}) + "\n")
-    val = folder / "val.txt"
-    val.write_text(works[10].text[:12_000], encoding="utf-8")
-    return train, val, folder / "cache"
+def corpus(corpus, tmp_path_factory):
+    """The shared test corpus (conftest) and a token cache folder for this module."""
+    train, val = corpus
+    return train, val, tmp_path_factory.mktemp("cache")
 
 
 def nano_flags(output_dir, corpus, **overrides) -> dict:
