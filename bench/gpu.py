@@ -112,12 +112,21 @@ def generation_vs_transformers(device, repeats: int) -> dict:
                                      pad_token_id=0)
         hf_tokens[:] = out[0, 32:].tolist()
 
+    compiled_tokens = []
+
+    def run_compiled():
+        compiled_tokens[:] = list(generate_tokens(ours, prompt, params, compiled=True))
+
     ref_seconds = median_time(run_reference, warmup=1, repeats=repeats, sync=True)
     seconds = median_time(run_ours, warmup=1, repeats=repeats, sync=True)
+    compiled_seconds = median_time(run_compiled, warmup=1, repeats=repeats, sync=True)
     result["ours_bf16_tokens_per_s"] = round(128 / seconds, 1)
+    result["ours_bf16_compiled_tokens_per_s"] = round(128 / compiled_seconds, 1)
     result["reference_tokens_per_s"] = round(128 / ref_seconds, 1)
-    result["ratio"] = round(ref_seconds / seconds, 2)
+    result["eager_ratio"] = round(ref_seconds / seconds, 2)
+    result["ratio"] = round(ref_seconds / compiled_seconds, 2)
     result["same_tokens"] = ours_tokens == hf_tokens
+    result["compiled_same_tokens"] = compiled_tokens == ours_tokens
     result["first_difference"] = next((i for i, (a, b) in enumerate(zip(ours_tokens, hf_tokens)) if a != b), None)
     return result
 

@@ -56,21 +56,23 @@ def resolve_kernel(name: str, device: torch.device | str) -> str:
     return name
 
 
-def visibility_mask(q_len: int, k_len: int, q_offset: int, window: int | None,
+def visibility_mask(q_len: int, k_len: int, q_offset: int | torch.Tensor, window: int | None,
                     device: torch.device) -> torch.Tensor:
     """Boolean (q_len, k_len) mask, True where a key is visible. Cached per shape.
 
     Under torch.compile the mask is built inside the graph instead: it becomes a
     constant of the compiled code, and the compiler does not trace Python caches.
+    A static cache's offset is a tensor (its value changes every step), so its
+    mask is built every time too.
     """
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or isinstance(q_offset, torch.Tensor):
         return _build_mask(q_len, k_len, q_offset, window, device)
     return _cached_mask(q_len, k_len, q_offset, window, device)
 
 
-def _build_mask(q_len: int, k_len: int, q_offset: int, window: int | None,
+def _build_mask(q_len: int, k_len: int, q_offset: int | torch.Tensor, window: int | None,
                 device: torch.device) -> torch.Tensor:
-    q_pos = torch.arange(q_offset, q_offset + q_len, device=device)[:, None]
+    q_pos = (q_offset + torch.arange(q_len, device=device))[:, None]
     k_pos = torch.arange(k_len, device=device)[None, :]
     visible = k_pos <= q_pos
     if window is not None:
@@ -81,16 +83,22 @@ def _build_mask(q_len: int, k_len: int, q_offset: int, window: int | None,
 _cached_mask = functools.lru_cache(maxsize=64)(_build_mask)
 
 
-def _needs_mask(q_len: int, k_len: int, q_offset: int, window: int | None) -> bool:
+def _needs_mask(q_len: int, k_len: int, q_offset: int | torch.Tensor, window: int | None) -> bool:
     """False when every key is visible to every query (single-token decode in the window)."""
+    if isinstance(q_offset, torch.Tensor):  # a static cache: slots past the position are unwritten
+        return True
     if q_len != 1 or q_offset < k_len - 1:
         return True
     return window is not None and q_offset >= window  # key 0 has left the window
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
-           window: int | None, q_offset: int, kernel: str) -> torch.Tensor:
-    """q: (B, H, T, D); k, v: (B, H_kv, S, D) -> (B, H, T, D)."""
+           window: int | None, q_offset: int | torch.Tensor, kernel: str) -> torch.Tensor:
+    """q: (B, H, T, D); k, v: (B, H_kv, S, D) -> (B, H, T, D).
+
+    ``q_offset`` is a tensor for a static cache, whose keys sit at their positions
+    in a buffer of fixed size ``S``.
+    """
     if kernel == "sdpa":
         return _sdpa(q, k, v, scale, window, q_offset)
     if kernel == "flex":
@@ -123,7 +131,7 @@ def _sdpa(q, k, v, scale, window, q_offset):
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
     if not _needs_mask(q_len, k_len, q_offset, window):
         return F.scaled_dot_product_attention(q, k, v, **kwargs)
-    if window is None and q_offset == 0 and q_len == k_len:
+    if window is None and isinstance(q_offset, int) and q_offset == 0 and q_len == k_len:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, **kwargs)
     mask = visibility_mask(q_len, k_len, q_offset, window, q.device)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **kwargs)

@@ -108,3 +108,49 @@ class KVCache:
 
     def __len__(self) -> int:
         return self.position
+
+
+class StaticLayerCache:
+    """One layer's keys and values in a buffer of fixed size, indexed by position.
+
+    The write position is a tensor shared by every layer (the owning
+    ``StaticKVCache.position``), so a decoding step is the same computation at
+    every position: a compiled step never recompiles as the text grows. Slots not
+    yet written hold zeros and are hidden by the visibility mask.
+    """
+
+    def __init__(self, owner: "StaticKVCache", keys: torch.Tensor, values: torch.Tensor) -> None:
+        self.owner = owner
+        self.keys, self.values = keys, values
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Write new keys at their positions; return (keys, values, q_offset as a tensor)."""
+        start = self.owner.position
+        positions = start + torch.arange(k.shape[2], device=k.device)
+        self.keys.index_copy_(2, positions, k)
+        self.values.index_copy_(2, positions, v)
+        return self.keys, self.values, start
+
+
+class StaticKVCache:
+    """Fixed-size caches for every layer, sliding ones included, and the next position as a tensor.
+
+    Sliding layers keep every position too (the window is applied by the mask),
+    which costs memory proportional to ``capacity`` but keeps all shapes fixed.
+    """
+
+    def __init__(self, n_layers: int, capacity: int, batch: int, n_kv_heads: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        self.capacity = capacity
+        shape = (batch, n_kv_heads, capacity, head_dim)
+        self.layers = [StaticLayerCache(self, torch.zeros(shape, dtype=dtype, device=device),
+                                        torch.zeros(shape, dtype=dtype, device=device))
+                       for _ in range(n_layers)]
+        self.position = torch.zeros((), dtype=torch.long, device=device)
+
+    def __len__(self) -> int:
+        return int(self.position)
+
+    def reset(self) -> None:
+        """Start a new text; stale keys beyond the position stay hidden by the mask."""
+        self.position.zero_()

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from gemma_core.attention import attend, resolve_kernel
 from gemma_core.config import GemmaConfig
-from gemma_core.kv_cache import KVCache
+from gemma_core.kv_cache import KVCache, StaticKVCache
 
 
 class RMSNorm(nn.Module):
@@ -64,12 +64,19 @@ class RotaryEmbedding(nn.Module):
                 self._cos, self._sin = angles.cos(), angles.sin()
         return self._cos, self._sin
 
-    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, start: int | torch.Tensor) -> torch.Tensor:
         """Rotate x of shape (B, heads, T, head_dim) for positions start .. start+T-1."""
         length = x.shape[2]
-        cos, sin = self.reserve(start + length, x.device)
-        cos = cos[start:start + length].to(x.dtype)
-        sin = sin[start:start + length].to(x.dtype)
+        if isinstance(start, torch.Tensor):
+            # A static cache's position: the tables were reserved for its capacity, and
+            # the rows are gathered, so a compiled step does not depend on the value.
+            positions = start + torch.arange(length, device=x.device)
+            cos = self._cos.index_select(0, positions).to(x.dtype)
+            sin = self._sin.index_select(0, positions).to(x.dtype)
+        else:
+            cos, sin = self.reserve(start + length, x.device)
+            cos = cos[start:start + length].to(x.dtype)
+            sin = sin[start:start + length].to(x.dtype)
         first, second = x.chunk(2, dim=-1)
         rotated = torch.cat([-second, first], dim=-1)
         return x * cos + rotated * sin
@@ -179,6 +186,15 @@ class Gemma3Model(nn.Module):
 
     def new_cache(self, capacity: int = 256) -> KVCache:
         return KVCache([layer.attn.window for layer in self.layers], capacity)
+
+    def new_static_cache(self, capacity: int, batch: int = 1,
+                         dtype: torch.dtype | None = None) -> StaticKVCache:
+        """A cache of fixed shapes for compiled decoding, with RoPE tables covering ``capacity``."""
+        weight = self.embed_tokens.weight
+        for layer in self.layers:
+            layer.attn.rope.reserve(capacity, weight.device)
+        return StaticKVCache(len(self.layers), capacity, batch, self.cfg.n_kv_heads,
+                             self.cfg.head_dim, dtype or weight.dtype, weight.device)
 
     # ---------------------------------------------------------------- forward
     def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None,

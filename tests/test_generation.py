@@ -48,6 +48,21 @@ def test_same_seed_same_text_and_top_k_1_is_greedy(nano):
     assert list(generate_tokens(model, prompt, top1)) == list(generate_tokens(model, prompt, greedy))
 
 
+def test_compiled_decoding_gives_the_same_tokens_as_eager(nano):
+    """generate --compile: a torch.compile'd step over a static cache, far past the window."""
+    model, tok = nano
+    prompt = tok.encode("ROMEO: But soft, what light")
+    for params in (SamplingParams(max_new_tokens=60, temperature=0, stop_at_eos=False),
+                   SamplingParams(max_new_tokens=60, temperature=1.0, top_k=40, seed=5, stop_at_eos=False)):
+        eager = list(generate_tokens(model, prompt, params))
+        assert list(generate_tokens(model, prompt, params, compiled=True)) == eager
+    # A prompt of another length reuses the compiled step (same capacity class).
+    shorter = prompt[:3]
+    greedy = SamplingParams(max_new_tokens=60, temperature=0, stop_at_eos=False)
+    assert list(generate_tokens(model, shorter, greedy, compiled=True)) == list(
+        generate_tokens(model, shorter, greedy))
+
+
 def test_top_p_keeps_the_smallest_set_reaching_p():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     params = SamplingParams(temperature=1.0, top_p=0.75)
@@ -101,6 +116,12 @@ def test_checkpoint_round_trip_and_generate_command(tmp_path, nano):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Good morrow")
     assert result.stdout == "Good morrow" + expected + "\n"
+    compiled = subprocess.run(
+        [sys.executable, "-m", "gemma_core", "generate", "--checkpoint", str(tmp_path / "run"),
+         "--prompt", "Good morrow", "--max_new_tokens", "12", "--temperature", "0", "--compile"],
+        capture_output=True, text=True, timeout=300)
+    assert compiled.returncode == 0, compiled.stderr
+    assert compiled.stdout == result.stdout
 
 
 def test_generate_on_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path):

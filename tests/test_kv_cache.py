@@ -60,3 +60,30 @@ def test_sliding_layers_keep_only_the_window():
     assert sliding.keys.shape[2] == window
     assert full.length == 3 * window
     assert cache.position == 3 * window
+
+
+@pytest.mark.parametrize("n_kv_groups", [1, 2])
+def test_static_cache_decode_equals_full_forward_far_past_the_window(n_kv_groups):
+    """The fixed-shape cache of compiled decoding: position is a tensor, slots are masked."""
+    model = randomised(Gemma3Model(tiny_config(n_kv_groups=n_kv_groups)))
+    window = model.cfg.sliding_window
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 4 * window + 3))
+    with torch.no_grad():
+        full = model(ids)
+        cache = model.new_static_cache(capacity=ids.shape[1] + 5, batch=2)
+        prompt = 5
+        steps = [model(ids[:, :prompt], cache)]
+        steps += [model(ids[:, t:t + 1], cache) for t in range(prompt, ids.shape[1])]
+    assert int(cache.position) == ids.shape[1]
+    assert (torch.cat(steps, dim=1) - full).abs().max().item() <= 1e-4
+
+
+def test_a_reset_static_cache_forgets_the_previous_text():
+    model = randomised(Gemma3Model(tiny_config()))
+    first, second = (torch.randint(0, model.cfg.vocab_size, (1, 40)) for _ in range(2))
+    with torch.no_grad():
+        cache = model.new_static_cache(capacity=64)
+        model(first, cache)
+        cache.reset()
+        reused = model(second[:, :30], cache)
+    assert (reused - model(second[:, :30])).abs().max().item() <= 1e-4
