@@ -67,6 +67,8 @@ class GpuPanel(Vertical):
         super().__init__(id=id, classes=classes)
         self.history: deque[float] = deque(maxlen=HISTORY)
         self.sample: TelemetrySample | None = None
+        self._line_count = 0
+        self._label = ""
 
     def compose(self) -> ComposeResult:
         yield Static("reading the GPU…", id="gpu-readings")
@@ -84,6 +86,13 @@ class GpuPanel(Vertical):
         else:
             label = ""
         width = max(8, min(24, self.size.width - LABEL_WIDTH - 24))
-        self.query_one("#gpu-readings", Static).update(describe_sample(sample, width))
-        self.query_one("#gpu-history-label", Static).update(Content.styled(label, "$text-muted"))
+        # Layouts re-render the whole screen (CPU the training thread needs): only
+        # when the readings gain or lose a line, or the label changes.
+        readings = describe_sample(sample, width)
+        line_count = readings.plain.count("\n")
+        self.query_one("#gpu-readings", Static).update(readings, layout=line_count != self._line_count)
+        self._line_count = line_count
+        if label != self._label:
+            self._label = label
+            self.query_one("#gpu-history-label", Static).update(Content.styled(label, "$text-muted"))
         self.query_one("#gpu-history", Sparkline).data = list(self.history)

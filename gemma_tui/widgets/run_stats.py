@@ -36,14 +36,23 @@ class RunStats(Static):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__("waiting for the engine…", id=id, classes=classes)
         self.snapshot: RunSnapshot | None = None
+        self._line_count = 0
 
     def show(self, snapshot: RunSnapshot) -> None:
         self.snapshot = snapshot
-        self.update(self.describe(snapshot))
+        self._redraw()
 
     def on_resize(self) -> None:
         if self.snapshot is not None:
-            self.update(self.describe(self.snapshot))  # the bar follows the width
+            self._redraw()  # the bar follows the width
+
+    def _redraw(self) -> None:
+        # A new layout re-renders the whole screen, which costs the training thread
+        # CPU time: ask for one only when the number of lines changes.
+        content = self.describe(self.snapshot)
+        line_count = content.plain.count("\n")
+        self.update(content, layout=line_count != self._line_count)
+        self._line_count = line_count
 
     def _line(self, label: str, *parts: str | tuple[str, str] | Content) -> Content:
         return Content.assemble((label.ljust(LABEL_WIDTH), "$text-muted"), *parts, "\n")
