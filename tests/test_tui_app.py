@@ -32,6 +32,14 @@ class QuietTelemetry:
         return TelemetrySample(0.0, None, None, HostReading(None, 2, None, None), "test")
 
 
+async def until(pilot, condition, timeout: float = 3.0) -> None:
+    """Let the studio run until ``condition()`` holds (its poll timer fires every 0.5 s)."""
+    for _ in range(int(timeout / 0.1)):
+        if condition():
+            return
+        await pilot.pause(0.1)
+
+
 def studio(engine: PreviewEngine, **options):
     return create_app(engine, telemetry=QuietTelemetry(), poll_hz=20, **options)
 
@@ -125,7 +133,7 @@ async def test_engine_failure_shows_as_a_message_not_a_traceback():
         engine.set_snapshot(replace(
             preview_snapshot(state=RunState.FAILED, error="stopped at step 641: 5 steps in a row "
                              "had a non-finite loss"), version=10_000))
-        await pilot.pause(0.3)
+        await until(pilot, lambda: "non-finite loss" in screen_text(app))
         text = screen_text(app)
         assert "FAILED" in text and "non-finite loss" in text and "Traceback" not in text
         assert any("failed at step 640" in n.title for n in app._notifications)

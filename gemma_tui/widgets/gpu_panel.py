@@ -67,7 +67,7 @@ class GpuPanel(Vertical):
         super().__init__(id=id, classes=classes)
         self.history: deque[float] = deque(maxlen=HISTORY)
         self.sample: TelemetrySample | None = None
-        self._line_count = 0
+        self._height = 0
         self._label = ""
 
     def compose(self) -> ComposeResult:
@@ -87,11 +87,12 @@ class GpuPanel(Vertical):
             label = ""
         width = max(8, min(24, self.size.width - LABEL_WIDTH - 24))
         # Layouts re-render the whole screen (CPU the training thread needs): only
-        # when the readings gain or lose a line, or the label changes.
+        # when the readings' height changes, or the label does.
         readings = describe_sample(sample, width)
-        line_count = readings.plain.count("\n")
-        self.query_one("#gpu-readings", Static).update(readings, layout=line_count != self._line_count)
-        self._line_count = line_count
+        readings_pane = self.query_one("#gpu-readings", Static)
+        height = readings.get_height(readings_pane.styles, max(1, readings_pane.size.width))
+        readings_pane.update(readings, layout=height != self._height)
+        self._height = height
         if label != self._label:
             self._label = label
             self.query_one("#gpu-history-label", Static).update(Content.styled(label, "$text-muted"))

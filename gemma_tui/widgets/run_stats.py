@@ -36,7 +36,7 @@ class RunStats(Static):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__("waiting for the engine…", id=id, classes=classes)
         self.snapshot: RunSnapshot | None = None
-        self._line_count = 0
+        self._height = 0
 
     def show(self, snapshot: RunSnapshot) -> None:
         self.snapshot = snapshot
@@ -48,11 +48,11 @@ class RunStats(Static):
 
     def _redraw(self) -> None:
         # A new layout re-renders the whole screen, which costs the training thread
-        # CPU time: ask for one only when the number of lines changes.
+        # CPU time: ask for one only when the height (wrapped lines) changes.
         content = self.describe(self.snapshot)
-        line_count = content.plain.count("\n")
-        self.update(content, layout=line_count != self._line_count)
-        self._line_count = line_count
+        height = content.get_height(self.styles, max(1, self.size.width))
+        self.update(content, layout=height != self._height)
+        self._height = height
 
     def _line(self, label: str, *parts: str | tuple[str, str] | Content) -> Content:
         return Content.assemble((label.ljust(LABEL_WIDTH), "$text-muted"), *parts, "\n")
