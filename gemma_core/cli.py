@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--attention", default=None, help="attention kernel: auto, eager, sdpa, flex")
     generate.add_argument("--compile", action="store_true",
                           help="decode with a torch.compile'd step: about twice the tokens/s on a CPU "
-                               "after a one-off compile of 15-45 s, so worth it for long outputs")
+                               "after a one-off compile of 10-50 s, so worth it for long outputs")
     generate.set_defaults(func=cmd_generate)
 
     from gemma_core import hf_cli, train_cli

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import torch
 
-from gemma_core.kv_cache import StaticKVCache
+from gemma_core.kv_cache import KVCache, StaticKVCache
 from gemma_core.model import Gemma3Model
 from gemma_core.tokenizer import Tokenizer
 
@@ -74,7 +74,7 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=dtype) if dtype else contextlib.nullcontext()
 
 
-def _decode_step(model: Gemma3Model, ids: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
+def _decode_step(model: Gemma3Model, ids: torch.Tensor, cache: KVCache | StaticKVCache) -> torch.Tensor:
     return model(ids, cache)[:, -1]
 
 
