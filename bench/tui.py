@@ -5,7 +5,8 @@ All in one process on the same config (demo preset by default, bundled corpus,
 CPU): a headless engine, then an engine driven by the studio (Textual's headless
 driver renders every frame exactly as on a terminal), alternated ``--repeats``
 times with medians taken, then a headless engine that answers chat prompts back
-to back. Training speed is taken from the
+to back. It also reports the UI thread's CPU time as a share of one core
+(``ui_thread_cpu``). Training speed is taken from the
 training log's wall-clock between the same step numbers in each run.
 """
 
@@ -18,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -47,24 +49,29 @@ def headless(folder: Path, preset: str, steps: int) -> None:
     engine.join()
 
 
-def with_studio(folder: Path, preset: str, steps: int) -> None:
+def with_studio(folder: Path, preset: str, steps: int) -> float:
+    """Train with the studio open; return the UI thread's CPU time as a share of one core."""
     from gemma_tui.app import create_app
 
     engine = TrainingEngine(settings(folder, preset, steps))
     app = create_app(engine)
+    ui_share = {}
 
     async def drive():
         async with app.run_test(size=(160, 48)) as pilot:
+            cpu, wall = time.thread_time(), time.perf_counter()
             # A plain sleep, not pilot.pause: the pilot waits for the screen to settle
             # and forces redraws, which would bill the studio for the benchmark's own
             # polling (about 3% of a core at five polls a second).
             while engine.snapshot().step < steps and engine.snapshot().error is None:
                 await asyncio.sleep(0.5)
+            ui_share["cpu"] = (time.thread_time() - cpu) / (time.perf_counter() - wall)
             await pilot.pause(0.5)
 
     engine.start()
     asyncio.run(drive())
     engine.join()
+    return ui_share["cpu"]
 
 
 def with_chat(folder: Path, preset: str, steps: int) -> dict:
@@ -101,11 +108,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as root:
         root = Path(root)
         # Headless and studio runs alternate, so the machine's drift hits both alike.
-        bases, studios = [], []
+        bases, studios, ui_shares = [], [], []
         for turn in range(args.repeats):
             headless(root / f"headless{turn}", preset, steps)
             bases.append(tokens_per_s(root / f"headless{turn}", skip))
-            with_studio(root / f"studio{turn}", preset, steps)
+            ui_shares.append(with_studio(root / f"studio{turn}", preset, steps))
             studios.append(tokens_per_s(root / f"studio{turn}", skip))
         chat = with_chat(root / "chat", preset, steps)
         base, studio = statistics.median(bases), statistics.median(studios)
@@ -114,6 +121,7 @@ def main(argv=None) -> int:
               "headless_runs": [round(b, 1) for b in bases], "studio_runs": [round(x, 1) for x in studios],
               "headless_tokens_per_s": round(base, 1),
               "studio_tokens_per_s": round(studio, 1), "ratio": round(studio / base, 3),
+              "ui_thread_cpu": round(statistics.median(ui_shares), 4),
               "tokens_per_s_while_chatting": round(during_chat, 1),
               "chat_ratio": round(during_chat / base, 3), "chat_tokens_generated": chat["tokens"]}
     print(json.dumps(result), flush=True)
