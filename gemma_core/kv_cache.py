@@ -141,7 +141,6 @@ class StaticKVCache:
 
     def __init__(self, n_layers: int, capacity: int, batch: int, n_kv_heads: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device) -> None:
-        self.capacity = capacity
         shape = (batch, n_kv_heads, capacity, head_dim)
         self.layers = [StaticLayerCache(self, torch.zeros(shape, dtype=dtype, device=device),
                                         torch.zeros(shape, dtype=dtype, device=device))

@@ -70,13 +70,12 @@ class RotaryEmbedding(nn.Module):
         if isinstance(start, torch.Tensor):
             # A static cache's position: the tables were reserved for its capacity, and
             # the rows are gathered, so a compiled step does not depend on the value.
-            positions = start + torch.arange(length, device=x.device)
-            cos = self._cos.index_select(0, positions).to(x.dtype)
-            sin = self._sin.index_select(0, positions).to(x.dtype)
+            rows = start + torch.arange(length, device=x.device)
+            cos, sin = self._cos[rows], self._sin[rows]
         else:
             cos, sin = self.reserve(start + length, x.device)
-            cos = cos[start:start + length].to(x.dtype)
-            sin = sin[start:start + length].to(x.dtype)
+            cos, sin = cos[start:start + length], sin[start:start + length]
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         first, second = x.chunk(2, dim=-1)
         rotated = torch.cat([-second, first], dim=-1)
         return x * cos + rotated * sin

@@ -12,11 +12,12 @@ from collections import deque
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
-from textual.widgets import Sparkline, Static
+from textual.widgets import Sparkline
 
 from gemma_core.telemetry import TelemetrySample
 from gemma_tui import formatting as fmt
 from gemma_tui.widgets.run_stats import progress_bar
+from gemma_tui.widgets.steady_static import SteadyStatic
 
 HISTORY = 60  # samples kept for the sparkline (one a second: the last minute)
 LABEL_WIDTH = 9
@@ -67,12 +68,10 @@ class GpuPanel(Vertical):
         super().__init__(id=id, classes=classes)
         self.history: deque[float] = deque(maxlen=HISTORY)
         self.sample: TelemetrySample | None = None
-        self._height = 0
-        self._label = ""
 
     def compose(self) -> ComposeResult:
-        yield Static("reading the GPU…", id="gpu-readings")
-        yield Static("", id="gpu-history-label")
+        yield SteadyStatic("reading the GPU…", id="gpu-readings")
+        yield SteadyStatic("", id="gpu-history-label")
         yield Sparkline([], id="gpu-history")
 
     def show(self, sample: TelemetrySample) -> None:
@@ -86,14 +85,6 @@ class GpuPanel(Vertical):
         else:
             label = ""
         width = max(8, min(24, self.size.width - LABEL_WIDTH - 24))
-        # Layouts re-render the whole screen (CPU the training thread needs): only
-        # when the readings' height changes, or the label does.
-        readings = describe_sample(sample, width)
-        readings_pane = self.query_one("#gpu-readings", Static)
-        height = readings.get_height(readings_pane.styles, max(1, readings_pane.size.width))
-        readings_pane.update(readings, layout=height != self._height)
-        self._height = height
-        if label != self._label:
-            self._label = label
-            self.query_one("#gpu-history-label", Static).update(Content.styled(label, "$text-muted"))
+        self.query_one("#gpu-readings", SteadyStatic).update(describe_sample(sample, width))
+        self.query_one("#gpu-history-label", SteadyStatic).update(Content.styled(label, "$text-muted"))
         self.query_one("#gpu-history", Sparkline).data = list(self.history)

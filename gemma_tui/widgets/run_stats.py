@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from textual.content import Content
-from textual.widgets import Static
 
 from gemma_core.events import RunSnapshot, RunState
 from gemma_core.safe_text import printable
 from gemma_tui import formatting as fmt
+from gemma_tui.widgets.steady_static import SteadyStatic
 
 # The theme colour each state is shown in.
 STATE_STYLES = {
@@ -30,29 +30,20 @@ def progress_bar(fraction: float, width: int) -> Content:
     return Content.assemble(("━" * filled, "$primary"), ("━" * (width - filled), "$panel-lighten-2"))
 
 
-class RunStats(Static):
+class RunStats(SteadyStatic):
     """Everything about the run that is a number, redrawn from each snapshot."""
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__("waiting for the engine…", id=id, classes=classes)
         self.snapshot: RunSnapshot | None = None
-        self._height = 0
 
     def show(self, snapshot: RunSnapshot) -> None:
         self.snapshot = snapshot
-        self._redraw()
+        self.update(self.describe(snapshot))
 
     def on_resize(self) -> None:
         if self.snapshot is not None:
-            self._redraw()  # the bar follows the width
-
-    def _redraw(self) -> None:
-        # A new layout re-renders the whole screen, which costs the training thread
-        # CPU time: ask for one only when the height (wrapped lines) changes.
-        content = self.describe(self.snapshot)
-        height = content.get_height(self.styles, max(1, self.size.width))
-        self.update(content, layout=height != self._height)
-        self._height = height
+            self.update(self.describe(self.snapshot))  # the bar follows the width
 
     def _line(self, label: str, *parts: str | tuple[str, str] | Content) -> Content:
         return Content.assemble((label.ljust(LABEL_WIDTH), "$text-muted"), *parts, "\n")
