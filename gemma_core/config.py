@@ -174,9 +174,11 @@ PRESETS: dict[str, GemmaConfig] = {
         query_pre_attn_scalar=256, tie_embeddings=True),
     # A CPU-sized Gemma 3: same shape rules (MQA, QK-norm, 5 sliding : 1 full,
     # two RoPE bases, GeGLU, sandwich norms), small enough to learn in minutes.
+    # 256 wide rather than 384: it steps about 1.35x faster on two CPU cores, which
+    # buys more than the wider model learns per token within ten minutes (BENCHMARKS.md).
     "demo": GemmaConfig(
-        vocab_size=4096, context_length=1024, emb_dim=384, n_heads=6, n_layers=6,
-        hidden_dim=1024, head_dim=64, qk_norm=True, n_kv_groups=1,
+        vocab_size=4096, context_length=1024, emb_dim=256, n_heads=4, n_layers=6,
+        hidden_dim=768, head_dim=64, qk_norm=True, n_kv_groups=1,
         rope_local_base=10_000.0, rope_base=1_000_000.0, sliding_window=128,
         layer_types=default_layer_types(6), dtype="bfloat16",
         query_pre_attn_scalar=64, tie_embeddings=True),

@@ -119,9 +119,9 @@ PRESET_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "seed-270m": {},  # the seed's defaults, exactly
     "gemma-3-270m": {},
     # Tuned for learning speed on two CPU cores (see BENCHMARKS.md). torch.compile
-    # doubles its CPU throughput, which pays for the compile time (about 40 s) many
-    # times over; evaluations and checkpoints every 200 and 400 steps cost about 4%.
-    "demo": dict(learning_rate=3e-3, max_steps=1200, warmup_steps=50, eval_iters=200,
+    # doubles its CPU throughput, which pays for the compile time (about 45 s) many
+    # times over; evaluations and checkpoints every 200 and 400 steps cost about 5%.
+    "demo": dict(learning_rate=4.5e-3, max_steps=1400, warmup_steps=50, eval_iters=200,
                  gradient_accumulation_steps=1, train_batch_size=8, val_batch_size=16,
                  max_length=256, stride=256, weight_decay=0.1, eval_batches=10, save_steps=400,
                  sample_tokens=48, compile=True),

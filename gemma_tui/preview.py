@@ -67,7 +67,7 @@ def preview_snapshot(step: int = 640, max_steps: int = 1500, n_layers: int = 18,
         lr_history=lrs, eval_history=evals, best_eval=best, last_checkpoint=checkpoint,
         layer_stats=LayerStats(step=step, name="grad norm", values=layer_values) if step else None,
         messages=messages, error=error, output_dir="output", device="cpu", dtype="float32",
-        preset="demo", n_parameters=10_725_504)
+        preset="demo", n_parameters=5_577_728)
 
 
 class PreviewChatJob:
