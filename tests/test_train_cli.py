@@ -27,8 +27,11 @@ def corpus(tmp_path_factory):
 
 def gemma(*args, env_cache, **kwargs):
     env = dict(os.environ, GEMMA_STUDIO_CACHE=str(env_cache), PYTHONUNBUFFERED="1")
+    # A job started in the background inherits SIGINT ignored; give the child Ctrl-C back
+    # so the interrupt test means the same however the tests are launched.
     return subprocess.Popen([sys.executable, "-m", "gemma_core", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, **kwargs)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
 
 
 def nano_train_args(out, train):
