@@ -45,12 +45,16 @@ def test_interrupt_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, co
     train, _ = corpus
     out = tmp_path / "run"
     process = gemma(*nano_train_args(out, train), env_cache=tmp_path / "cache")
-    deadline = time.time() + 120
-    log = out / "training_log.jsonl"
-    while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 3):
-        time.sleep(0.1)
-    process.send_signal(how)
-    stdout, stderr = process.communicate(timeout=120)
+    try:
+        deadline = time.time() + 120
+        log = out / "training_log.jsonl"
+        while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 3):
+            time.sleep(0.1)
+        process.send_signal(how)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:  # a run that ignored the signal must not outlive the test
+        if process.poll() is None:
+            process.kill()
     assert process.returncode == 0, stderr
     assert f"gemma-core train --resume --output_dir {out}" in stdout
     state = json.loads((out / "checkpoint" / "state.json").read_text())
