@@ -21,7 +21,7 @@ import time
 import torch
 
 from bench.common import report
-from gemma_core.compiled_loss import CompiledLoss
+from bench.train import make_step as training_step
 from gemma_core.config import GemmaConfig, default_layer_types, preset
 from gemma_core.model import Gemma3Model
 
@@ -45,23 +45,13 @@ def variant_config(name: str) -> tuple[GemmaConfig, str]:
 
 
 def make_step(name: str):
+    """The variant's training step exactly as ``bench train`` times the shipped one."""
     cfg, attention = variant_config(name)
     torch.manual_seed(0)
     model = Gemma3Model(cfg)
     model.set_attention_kernel(attention)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    loss_fn = CompiledLoss(model)
     ids = torch.randint(0, cfg.vocab_size, (BATCH, LENGTH + 1))
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = loss_fn(ids[:, :-1], ids[:, 1:])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step, model.num_parameters()
+    return training_step(model, ids, True, torch.bfloat16, shipped=True), model.num_parameters()
 
 
 def main(argv=None) -> int:
