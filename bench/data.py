@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from bench.common import report
-from gemma_core.corpus import bundled_works
 from gemma_core.data import DataOptions, InMemoryDocuments, build_token_cache
-from gemma_core.tokenizer import load_tokenizer
+from gemma_core.data.corpus import bundled_works
+from gemma_core.tokenizers.tokenizer import load_tokenizer
 
 
 def wikipedia_like(folder: Path, n_articles: int) -> Path:

@@ -17,9 +17,9 @@ import torch
 
 from bench.common import alternating_medians, report
 from bench.reference import transformers_twin
-from gemma_core.config import preset
-from gemma_core.generation import SamplingParams, generate_tokens
-from gemma_core.model import Gemma3Model
+from gemma_core.model.generation import SamplingParams, generate_tokens
+from gemma_core.model.model import Gemma3Model
+from gemma_core.model.presets import preset
 
 PROMPT, NEW = 32, 128
 

@@ -13,10 +13,11 @@ import sys
 import torch
 
 from bench.common import median_time, report
-from gemma_core.attention import available_kernels
-from gemma_core.config import FULL, SLIDING, GemmaConfig, preset
-from gemma_core.flops import device_peak_flops, training_flops_per_token
-from gemma_core.model import Gemma3Model
+from gemma_core.model.attention import available_kernels
+from gemma_core.model.config import FULL, SLIDING, GemmaConfig
+from gemma_core.model.model import Gemma3Model
+from gemma_core.model.presets import preset
+from gemma_core.train.flops import device_peak_flops, training_flops_per_token
 
 
 def kernel_agreement(device) -> dict:
@@ -71,8 +72,8 @@ def training_throughput(device, kernel: str, batch: int, seq: int, compile_model
 
 
 def generation_vs_transformers(device, repeats: int) -> dict:
-    from gemma_core.generation import SamplingParams, generate_tokens
-    from gemma_core.hf_interop import config_to_hf, state_dict_to_hf
+    from gemma_core.hf.interop import config_to_hf, state_dict_to_hf
+    from gemma_core.model.generation import SamplingParams, generate_tokens
 
     cfg = preset("seed-270m")
     torch.manual_seed(0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from gemma_core.hf_interop import config_to_hf, state_dict_to_hf
-from gemma_core.model import Gemma3Model
+from gemma_core.hf.interop import config_to_hf, state_dict_to_hf
+from gemma_core.model.model import Gemma3Model
 
 
 def transformers_twin(model: Gemma3Model, attn_implementation: str = "sdpa") -> torch.nn.Module:

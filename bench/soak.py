@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from bench.common import report
-from gemma_core.train_settings import resolve_settings
-from gemma_core.trainer import TrainingEngine
+from gemma_core.train.engine import TrainingEngine
+from gemma_core.train.settings import resolve_settings
 
 
 def rss_mib() -> float:

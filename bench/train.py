@@ -22,9 +22,9 @@ import torch
 
 from bench.common import alternating_medians, report
 from bench.reference import transformers_twin
-from gemma_core.compiled_loss import CompiledLoss
-from gemma_core.config import preset
-from gemma_core.model import Gemma3Model
+from gemma_core.model.model import Gemma3Model
+from gemma_core.model.presets import preset
+from gemma_core.train.compiled_loss import CompiledLoss
 
 CASES = {"demo": (8, 256), "seed-270m": (1, 512)}
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 
 from bench.common import report
-from gemma_core import run_files
-from gemma_core.generation import SamplingParams
-from gemma_core.train_settings import resolve_settings
-from gemma_core.trainer import TrainingEngine
+from gemma_core.model.generation import SamplingParams
+from gemma_core.run import files as run_files
+from gemma_core.train.engine import TrainingEngine
+from gemma_core.train.settings import resolve_settings
 
 
 def settings(folder: Path, preset: str, steps: int):

@@ -22,8 +22,9 @@ import torch
 
 from bench.common import report
 from bench.train import make_step as training_step
-from gemma_core.config import GemmaConfig, default_layer_types, preset
-from gemma_core.model import Gemma3Model
+from gemma_core.model.config import GemmaConfig, default_layer_types
+from gemma_core.model.model import Gemma3Model
+from gemma_core.model.presets import preset
 
 VARIANTS: dict[str, dict] = {
     "demo": {},  # 256 wide, 4 query heads, MLP 768

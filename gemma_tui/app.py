@@ -17,13 +17,12 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from gemma_core.events import RunSnapshot, RunState
 from gemma_core.safe_text import printable
 from gemma_core.telemetry import TelemetrySampler
+from gemma_core.train.events import RunSnapshot, RunState
 from gemma_tui.engine_api import StudioEngine
 from gemma_tui.screens.confirm import ConfirmScreen
-from gemma_tui.themes import (DEFAULT_THEME, FALLBACK_THEME, ThemeFileError, discover_themes,
-                              load_theme_file)
+from gemma_tui.themes import DEFAULT_THEME, FALLBACK_THEME, ThemeFileError, discover_themes, load_theme_file
 from gemma_tui.widgets.chat_panel import ChatPanel
 from gemma_tui.widgets.gpu_panel import GpuPanel
 from gemma_tui.widgets.layer_map import LayerMap

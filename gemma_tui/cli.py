@@ -20,7 +20,7 @@ THEME_HELP = ("studio theme: gemma-dark (default), gemma-light, any Textual them
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gemma_core.train_cli import add_train_arguments
+    from gemma_core.cli.train import add_train_arguments
 
     parser = argparse.ArgumentParser(
         prog="gemma-tui",
@@ -66,8 +66,8 @@ def run_studio(engine, theme: str | None) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from gemma_core.train_cli import settings_from_args
-    from gemma_core.trainer import TrainingEngine
+    from gemma_core.cli.train import settings_from_args
+    from gemma_core.train.engine import TrainingEngine
 
     engine = TrainingEngine(settings_from_args(args))
     engine.start()
@@ -75,7 +75,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 
 def cmd_open(args: argparse.Namespace) -> int:
-    from gemma_core.run_viewer import RunViewer
+    from gemma_core.run.viewer import RunViewer
 
     return run_studio(RunViewer(args.output_dir, device=args.device), args.theme)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Iterator, Protocol
 
-from gemma_core.config import GemmaConfig
-from gemma_core.events import RunSnapshot
-from gemma_core.generation import SamplingParams
+from gemma_core.model.config import GemmaConfig
+from gemma_core.model.generation import SamplingParams
+from gemma_core.train.events import RunSnapshot
 
 
 class ChatJob(Protocol):

@@ -1,9 +1,11 @@
-"""Short, human forms of the numbers the panes show."""
+"""Short, human forms of the numbers the panes show, and the bars that draw fractions."""
 
 from __future__ import annotations
 
 import math
 import time
+
+from textual.content import Content
 
 
 def count(n: float | int | None) -> str:
@@ -66,3 +68,10 @@ def clock(wall_time: float | None) -> str:
     if wall_time is None:
         return "-"
     return time.strftime("%H:%M:%S", time.localtime(wall_time))
+
+
+def progress_bar(fraction: float, width: int) -> Content:
+    """A bar ``width`` cells wide, the first ``fraction`` of it in the primary colour."""
+    fraction = min(1.0, max(0.0, fraction))
+    filled = int(round(fraction * width))
+    return Content.assemble(("━" * filled, "$primary"), ("━" * (width - filled), "$panel-lighten-2"))

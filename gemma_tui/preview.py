@@ -12,10 +12,18 @@ import math
 import random
 from dataclasses import replace
 
-from gemma_core.config import GemmaConfig, preset
-from gemma_core.events import (CheckpointSaved, EvalResult, LayerStats, LogMessage, RunSnapshot,
-                               RunState, StepMetrics)
-from gemma_core.generation import SamplingParams
+from gemma_core.model.config import GemmaConfig
+from gemma_core.model.generation import SamplingParams
+from gemma_core.model.presets import preset
+from gemma_core.train.events import (
+    CheckpointSaved,
+    EvalResult,
+    LayerStats,
+    LogMessage,
+    RunSnapshot,
+    RunState,
+    StepMetrics,
+)
 
 TOKENS_PER_STEP = 16 * 256
 

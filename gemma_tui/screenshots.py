@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     the README's screenshot, from a real run."""
     import argparse
 
-    from gemma_core.train_cli import add_train_arguments, settings_from_args
-    from gemma_core.trainer import TrainingEngine
+    from gemma_core.cli.train import add_train_arguments, settings_from_args
+    from gemma_core.train.engine import TrainingEngine
 
     parser = argparse.ArgumentParser(prog="python -m gemma_tui.screenshots")
     parser.add_argument("out", help="the .svg file to write")

@@ -8,8 +8,8 @@ import socket
 import pytest
 import torch
 
-from gemma_core.config import FULL, SLIDING, GemmaConfig
-from gemma_core.corpus import bundled_works
+from gemma_core.data.corpus import bundled_works
+from gemma_core.model.config import FULL, SLIDING, GemmaConfig
 
 
 class NetworkBlocked(RuntimeError):

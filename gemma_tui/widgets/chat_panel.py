@@ -17,7 +17,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Label
 
 from gemma_core.errors import UserError
-from gemma_core.generation import SamplingParams
+from gemma_core.model.generation import SamplingParams
 from gemma_tui.engine_api import StudioEngine
 from gemma_tui.widgets.chat_exchange import ChatExchange
 

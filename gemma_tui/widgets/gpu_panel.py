@@ -16,7 +16,6 @@ from textual.widgets import Sparkline
 
 from gemma_core.telemetry import TelemetrySample
 from gemma_tui import formatting as fmt
-from gemma_tui.widgets.run_stats import progress_bar
 from gemma_tui.widgets.steady_static import SteadyStatic
 
 HISTORY = 60  # samples kept for the sparkline (one a second: the last minute)
@@ -33,7 +32,7 @@ def describe_sample(sample: TelemetrySample, bar_width: int = 20) -> Content:
     if gpu is not None:
         lines.append(Content.assemble((f"{gpu.name}", "bold"), f"  (GPU {gpu.index})\n"))
         fraction = gpu.memory_used / gpu.memory_total if gpu.memory_total else 0.0
-        lines.append(_line("memory", progress_bar(fraction, bar_width),
+        lines.append(_line("memory", fmt.progress_bar(fraction, bar_width),
                            f" {fmt.nbytes(gpu.memory_used)} / {fmt.nbytes(gpu.memory_total)}"))
         util = f"{gpu.utilization:.0f}%" if gpu.utilization is not None else "-"
         temp = f"{gpu.temperature_c:.0f}°C" if gpu.temperature_c is not None else "-"

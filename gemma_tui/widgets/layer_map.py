@@ -17,8 +17,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widget import Widget
 
-from gemma_core.config import SLIDING, GemmaConfig
-from gemma_core.events import LayerStats
+from gemma_core.model.config import SLIDING, GemmaConfig
+from gemma_core.train.events import LayerStats
 from gemma_tui.formatting import count, number
 from gemma_tui.palette import StudioPalette, studio_palette
 

@@ -8,10 +8,9 @@ import time
 from textual.color import Color
 from textual_plotext import PlotextPlot
 
-from gemma_core.events import RunSnapshot
+from gemma_core.train.events import RunSnapshot
 from gemma_tui.palette import studio_palette
-from gemma_tui.series import (HistoryColumns, columns_of, downsample, ema, finite,
-                              interpolate_x, log10)
+from gemma_tui.series import HistoryColumns, columns_of, downsample, ema, finite, interpolate_x, log10
 
 SMOOTHING_STEPS = (0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from textual.content import Content
 
-from gemma_core.events import RunSnapshot, RunState
 from gemma_core.safe_text import printable
+from gemma_core.train.events import RunSnapshot, RunState
 from gemma_tui import formatting as fmt
 from gemma_tui.widgets.steady_static import SteadyStatic
 
@@ -22,12 +22,6 @@ STATE_STYLES = {
 }
 LABEL_WIDTH = 11
 BAR_WIDTH_MAX = 40
-
-
-def progress_bar(fraction: float, width: int) -> Content:
-    fraction = min(1.0, max(0.0, fraction))
-    filled = int(round(fraction * width))
-    return Content.assemble(("━" * filled, "$primary"), ("━" * (width - filled), "$panel-lighten-2"))
 
 
 class RunStats(SteadyStatic):
@@ -65,7 +59,7 @@ class RunStats(SteadyStatic):
         bar_width = max(8, min(BAR_WIDTH_MAX, self.size.width - LABEL_WIDTH - 8))
         lines.append(self._line("step", f"{snap.step:,} / {snap.max_steps:,}  ",
                                 (f"{100 * fraction:.1f}%", "bold")))
-        lines.append(self._line("", progress_bar(fraction, bar_width)))
+        lines.append(self._line("", fmt.progress_bar(fraction, bar_width)))
         eta = latest.eta_s if latest and snap.state not in (
             RunState.FINISHED, RunState.FAILED, RunState.VIEWING) else None
         lines.append(self._line("elapsed", fmt.duration(latest.elapsed_s if latest else None),

@@ -1,0 +1,313 @@
+"""``gemma-core train``, ``eval``, ``tokenizer train`` and ``data wikipedia``.
+
+``train`` is one client of the training engine: it starts the engine's thread,
+draws a rich progress bar from its events, and turns Ctrl-C or SIGTERM into a
+clean stop with a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from gemma_core.errors import UserError
+
+_HELP = {
+    "output_dir": "where the run's files go (default: output)",
+    "learning_rate": "peak learning rate after warmup",
+    "max_steps": "optimizer steps to train",
+    "warmup_steps": "linear warmup, in optimizer steps",
+    "min_lr": "learning rate at the end of the cosine decay (default: learning_rate / 10)",
+    "eval_iters": "evaluate every this many optimizer steps",
+    "gradient_accumulation_steps": "micro-batches per optimizer step",
+    "train_batch_size": "windows per micro-batch",
+    "val_batch_size": "windows per validation batch",
+    "max_length": "tokens per training window",
+    "stride": "tokens between the starts of two training windows",
+    "eos_token": "the end-of-text token placed between documents",
+    "logging_steps": "write a training log entry every this many steps",
+    "weight_decay": "AdamW weight decay (matrices only)",
+    "seed": "seed for initialisation, data order and sampling",
+    "tiktoken_encoder_name": "tokenizer: gpt2, shakespeare-4k, a .tiktoken file, or a tiktoken encoding",
+    "train_dataset_path": ".jsonl/.txt file, directory or glob (default: the bundled Shakespeare)",
+    "val_dataset_path": "validation data (default: a held-out part of the training data)",
+    "test_dataset_path": "test data, evaluated by 'gemma-core eval'",
+    "preset": "model and training defaults: seed-270m, gemma-3-270m, demo, nano (default: demo)",
+    "val_fraction": "fraction of the training tokens held out when no validation path is given",
+    "text_field": "the JSONL field holding the text",
+    "save_steps": "write a resumable checkpoint every this many steps",
+    "eval_batches": "validation batches per evaluation (a fixed subset)",
+    "grad_clip": "clip the gradient norm to this (0: no clipping)",
+    "device": "auto, cpu or cuda",
+    "dtype": "auto, bf16 or fp32 (autocast over fp32 master weights; never fp16)",
+    "attention": "attention kernel: auto, eager, sdpa, flex",
+    "init_from": "start from the weights of this checkpoint directory",
+    "cache_dir": "where token caches live (default: ~/.cache/gemma-studio/tokens)",
+    "sample_every": "print a sample of each --sample_prompt every this many steps",
+    "sample_tokens": "tokens per sample",
+    "max_bad_steps": "stop after this many non-finite steps in a row",
+}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every training flag; defaults are SUPPRESSed so explicit flags can be told apart."""
+    from gemma_core.train.settings import TrainSettings
+
+    parser.add_argument("--config", help="TOML file with the same keys as these flags (flags override)")
+    parser.add_argument("--resume", action="store_true", default=argparse.SUPPRESS,
+                        help="continue the run in --output_dir from its checkpoint")
+    parser.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS,
+                        help="replace a run already in --output_dir")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                        help="torch.compile the model (the demo preset's default; the first step "
+                             "then compiles, about 45 s for the demo model on a CPU)")
+    parser.add_argument("--betas", nargs=2, type=float, metavar=("BETA1", "BETA2"),
+                        default=argparse.SUPPRESS, help="AdamW betas (default 0.9 0.95)")
+    parser.add_argument("--sample_prompt", action="append", default=argparse.SUPPRESS,
+                        help="a prompt to sample from during training (repeatable)")
+    parser.add_argument("--fsdp", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                        help="under torchrun: shard parameters, gradients and optimizer state "
+                             "across ranks with FSDP2 (default: DDP, each rank a full replica)")
+    for flag in ("add_eos_between_documents", "split_on_blank_lines", "skip_bad_lines"):
+        parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction,
+                            default=argparse.SUPPRESS)
+    handled = {"resume", "overwrite", "compile", "fsdp", "betas", "sample_prompt", "model_overrides",
+               "add_eos_between_documents", "split_on_blank_lines", "skip_bad_lines"}
+    types = {"learning_rate": float, "min_lr": float, "weight_decay": float, "grad_clip": float,
+             "val_fraction": float}
+    for field in TrainSettings.__dataclass_fields__.values():
+        if field.name in handled:
+            continue
+        kind = types.get(field.name)
+        if kind is None:
+            kind = int if isinstance(field.default, int) or field.name == "eval_batches" else str
+        parser.add_argument(f"--{field.name}", type=kind, default=argparse.SUPPRESS,
+                            help=_HELP.get(field.name))
+
+
+def settings_from_args(args: argparse.Namespace):
+    """TrainSettings from parsed flags (for a resumed run, the checkpoint's settings are the base)."""
+    from gemma_core.train.settings import TrainSettings, resolve_settings
+
+    names = set(TrainSettings.__dataclass_fields__)
+    explicit = {k: v for k, v in vars(args).items() if k in names}
+    if "betas" in explicit:
+        explicit["betas"] = tuple(explicit["betas"])
+    if "sample_prompt" in explicit:
+        explicit["sample_prompt"] = tuple(explicit["sample_prompt"])
+    base = None
+    if explicit.get("resume"):
+        base = _checkpoint_settings(Path(explicit.get("output_dir", "output")))
+    return resolve_settings(explicit, getattr(args, "config", None), base=base)
+
+
+def _checkpoint_settings(output_dir: Path) -> dict:
+    from gemma_core.run import files as run_files
+
+    run_files.check_output_dir(output_dir, resume=True, overwrite=False)  # says why not, if not
+    import json
+    for folder in (output_dir / run_files.CHECKPOINT, output_dir / (run_files.CHECKPOINT + ".old")):
+        state_path = folder / "state.json"
+        if state_path.is_file():
+            try:
+                return dict(json.loads(state_path.read_text(encoding="utf-8"))["settings"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(f"{state_path}: damaged checkpoint state") from None
+    return {}
+
+
+# --------------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    from gemma_core.safe_text import printable
+    from gemma_core.train.engine import TrainingEngine
+    from gemma_core.train.events import (
+        CheckpointSaved,
+        EvalResult,
+        LogMessage,
+        RunFailed,
+        RunFinished,
+        SampleProduced,
+        StepMetrics,
+    )
+
+    settings = settings_from_args(args)
+    engine = TrainingEngine(settings)
+    events: queue.Queue = queue.Queue()
+    engine.subscribe(events.put)
+    # Under torchrun every rank runs this; rank 0 alone speaks.
+    console = Console(stderr=False, highlight=False, quiet=not engine.ranks.is_main)
+    stop_requested = threading.Event()
+
+    def request_stop(signum=None, frame=None):
+        if not stop_requested.is_set():
+            stop_requested.set()
+            engine.stop(save=True)
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    progress = Progress(
+        TextColumn("[bold]step {task.completed:>6.0f}/{task.total:.0f}"), BarColumn(),
+        TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]} tok/s"),
+        TimeRemainingColumn(), console=console, transient=False)
+    task = progress.add_task("train", total=settings.max_steps, loss="-", lr="-", speed="-")
+    failure = None
+    engine.start()
+    try:
+        with progress:
+            while True:
+                try:
+                    event = events.get(timeout=0.2)
+                except queue.Empty:
+                    if not engine.is_alive():
+                        break
+                    continue
+                except KeyboardInterrupt:
+                    request_stop()
+                    progress.console.print("stopping: saving a checkpoint...")
+                    continue
+                if isinstance(event, StepMetrics):
+                    progress.update(task, completed=event.step, loss=f"{event.loss:.4f}",
+                                    lr=f"{event.learning_rate:.2e}", speed=f"{event.tokens_per_s:,.0f}")
+                elif isinstance(event, EvalResult):
+                    progress.console.print(
+                        f"step {event.step}: val loss {event.val_loss:.4f}  perplexity "
+                        f"{event.perplexity:.2f}  bits/byte {event.bits_per_byte:.4f}")
+                elif isinstance(event, SampleProduced):
+                    line = Text(f"sample @ {event.step}: ", style="dim")
+                    line.append(printable(event.prompt + event.text))
+                    progress.console.print(line)
+                elif isinstance(event, CheckpointSaved):
+                    progress.console.print(f"[dim]checkpoint saved at step {event.step}[/dim]")
+                elif isinstance(event, LogMessage) and event.level != "info":
+                    progress.console.print(Text(f"{event.level}: {printable(event.text)}"))
+                elif isinstance(event, LogMessage):
+                    progress.console.print(Text(printable(event.text), style="dim"))
+                elif isinstance(event, RunFailed):
+                    failure = event.message
+                elif isinstance(event, RunFinished):
+                    if event.reason == "stopped":
+                        progress.console.print(
+                            f"stopped at step {event.step}; checkpoint in {event.checkpoint}\n"
+                            f"resume with: gemma-core train --resume --output_dir {settings.output_dir}",
+                            soft_wrap=True)
+                    else:
+                        progress.console.print(f"finished {event.step} steps; outputs in {settings.output_dir}",
+                                               soft_wrap=True)
+    except KeyboardInterrupt:
+        request_stop()
+    finally:
+        while engine.is_alive():
+            try:
+                engine.join(timeout=0.5)
+            except KeyboardInterrupt:
+                request_stop()
+        signal.signal(signal.SIGTERM, previous)
+    if failure is not None:
+        if not engine.ranks.is_main:
+            return 2  # rank 0 prints the message
+        snapshot = engine.snapshot()
+        if args.debug:
+            for message in snapshot.messages:
+                if message.level == "error":
+                    print(message.text, file=sys.stderr)
+        raise UserError(failure)
+    return 0
+
+
+# ---------------------------------------------------------------------- eval
+def cmd_eval(args) -> int:
+    import torch
+
+    from gemma_core.data import DataOptions, TokenWindows, build_token_cache
+    from gemma_core.device import resolve_device, resolve_dtype
+    from gemma_core.run.model_dir import load_model_dir
+    from gemma_core.tokenizers.tokenizer import token_byte_lengths
+    from gemma_core.train.evaluation import score_windows
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    model, tokenizer, data = load_model_dir(args.checkpoint, device)
+    training = data.get("training", {})
+    max_length = args.max_length or min(training.get("max_length", 1024), model.cfg.context_length)
+    shards = build_token_cache(args.dataset, tokenizer, DataOptions(text_field=args.text_field), args.cache_dir)
+    windows = TokenWindows(shards.tokens, max_length, max_length, name=str(args.dataset))
+    batches = [range(start, min(start + args.batch_size, len(windows)))
+               for start in range(0, len(windows), args.batch_size)]
+    score = score_windows(model, windows, batches, torch.from_numpy(token_byte_lengths(tokenizer)),
+                          device, dtype)
+    print(f"dataset {args.dataset}: {score.tokens:,} tokens in {len(windows)} windows of {max_length}")
+    print(f"loss {score.loss:.4f}  perplexity {score.perplexity:.2f}  bits/byte {score.bits_per_byte:.4f}")
+    return 0
+
+
+# ------------------------------------------------------------------ tokenizer
+def cmd_tokenizer_train(args) -> int:
+    from gemma_core.data import DataOptions, iter_documents
+    from gemma_core.tokenizers.tokenizer import from_ranks_file, train_bpe, write_ranks
+
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise UserError(f"{output}: exists; pass --overwrite to replace it")
+    documents = list(iter_documents(args.input, DataOptions(text_field=args.text_field)))
+    ranks = train_bpe(documents, args.vocab_size)
+    write_ranks(ranks, output)
+    tokenizer = from_ranks_file(output)
+    print(f"wrote {output}: {tokenizer.n_vocab} tokens ({len(ranks)} ranks + <|endoftext|>)")
+    return 0
+
+
+# ----------------------------------------------------------------- wikipedia
+def cmd_data_wikipedia(args) -> int:
+    from gemma_core.data.wikipedia import export_wikipedia
+
+    export_wikipedia(args.output_dir, n_train=args.train, n_val=args.val, n_test=args.test)
+    print(f"wrote train.jsonl, val.jsonl, test.jsonl to {args.output_dir}")
+    return 0
+
+
+def add_commands(commands) -> None:
+    train = commands.add_parser(
+        "train", help="train a model (default: the demo preset on the bundled Shakespeare)",
+        description="Train a Gemma 3 model. With no arguments: the demo preset on the bundled "
+                    "Shakespeare corpus, on the best device here. Ctrl-C saves a checkpoint.")
+    add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser("eval", help="loss, perplexity and bits per byte on a dataset")
+    evaluate.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    evaluate.add_argument("--dataset", required=True, help=".jsonl/.txt file, directory or glob")
+    evaluate.add_argument("--text_field", default="text")
+    evaluate.add_argument("--max_length", type=int, default=None)
+    evaluate.add_argument("--batch_size", type=int, default=4)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--dtype", default="auto")
+    evaluate.add_argument("--cache_dir", default=None)
+    evaluate.set_defaults(func=cmd_eval)
+
+    tokenizer = commands.add_parser("tokenizer", help="tokenizer tools")
+    tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True)
+    train_tok = tokenizer_commands.add_parser(
+        "train", help="train a byte-level BPE and save it as a .tiktoken ranks file")
+    train_tok.add_argument("--input", nargs="+", required=True, help=".jsonl/.txt files, directories or globs")
+    train_tok.add_argument("--vocab_size", type=int, required=True, help="ids in all, <|endoftext|> included")
+    train_tok.add_argument("--output", required=True, help="the .tiktoken file to write")
+    train_tok.add_argument("--text_field", default="text")
+    train_tok.add_argument("--overwrite", action="store_true")
+    train_tok.set_defaults(func=cmd_tokenizer_train)
+
+    data = commands.add_parser("data", help="dataset tools")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    wiki = data_commands.add_parser(
+        "wikipedia", help="sample wikimedia/wikipedia 20231101.en as the seed did (needs network)")
+    wiki.add_argument("--output_dir", required=True)
+    wiki.add_argument("--train", type=int, default=10_000)
+    wiki.add_argument("--val", type=int, default=1_000)
+    wiki.add_argument("--test", type=int, default=1_000)
+    wiki.set_defaults(func=cmd_data_wikipedia)

@@ -1,0 +1,1 @@
+"""Hugging Face interop: transformers' Gemma 3 names and config, import and export."""

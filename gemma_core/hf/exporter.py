@@ -1,0 +1,94 @@
+"""``gemma-core export-hf``: a checkpoint as a Hugging Face ``Gemma3ForCausalLM`` directory.
+
+The output loads with ``transformers.AutoModelForCausalLM.from_pretrained`` and
+``AutoTokenizer.from_pretrained``: config.json, generation_config.json,
+model.safetensors (transformers' names, a tied head left out), tokenizer.json and
+tokenizer_config.json. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from gemma_core import atomic
+from gemma_core.errors import UserError
+from gemma_core.hf.interop import config_to_hf, state_dict_to_hf
+from gemma_core.run.model_dir import load_model_dir, model_state_for_saving
+from gemma_core.tokenizers.tokenizer import EOS_TOKEN
+
+HF_WEIGHTS = "model.safetensors"
+
+
+def prepare_output(output: str | Path, overwrite: bool) -> Path:
+    """The output directory, created; refuse a non-empty one unless ``overwrite``."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise UserError(f"{output}: exists and is not a directory; choose another --output")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise UserError(f"{output}: directory is not empty; choose another --output or pass --overwrite")
+    output.mkdir(parents=True, exist_ok=True)
+    return output
+
+
+def _token_text(tokenizer, token_id: int) -> str:
+    try:
+        return tokenizer.token_bytes(token_id).decode("utf-8")
+    except (KeyError, UnicodeDecodeError):
+        return EOS_TOKEN
+
+
+def export_hf(checkpoint: str | Path, output: str | Path, overwrite: bool = False) -> Path:
+    """Write ``checkpoint`` as a transformers Gemma 3 text model in ``output``."""
+    from gemma_core.tokenizers.hf_json import (
+        TOKENIZER_JSON,
+        HFTokenizer,
+        build_hf_tokenizer,
+        check_same_encoding,
+    )
+
+    checkpoint = Path(checkpoint)
+    model, tokenizer, _ = load_model_dir(checkpoint, "cpu")
+    cfg = model.cfg
+    if not cfg.qk_norm:
+        raise UserError(f"{checkpoint / 'config.json'}: field 'qk_norm' is false; transformers' "
+                        "Gemma 3 always normalises queries and keys, so this model cannot be exported")
+    # Build (and check) the tokenizer before writing anything.
+    if isinstance(tokenizer, HFTokenizer):
+        tokenizer_json = tokenizer.path.read_text(encoding="utf-8")
+    else:
+        hf_tok = build_hf_tokenizer(tokenizer)
+        check_same_encoding(hf_tok, tokenizer, where=str(checkpoint))
+        tokenizer_json = hf_tok.to_str(pretty=False)
+
+    output = prepare_output(output, overwrite)
+    eos = tokenizer.eos_id
+    state = state_dict_to_hf(model_state_for_saving(model), cfg)
+    state = {name: tensor.to(torch.float32).contiguous() for name, tensor in state.items()}
+    with atomic.atomic_path(output / HF_WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+
+    atomic.write_text(output / TOKENIZER_JSON, tokenizer_json)
+    eos_text = _token_text(tokenizer, eos)
+    atomic.write_json(output / "tokenizer_config.json", {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": eos_text,
+        "bos_token": eos_text,
+        "pad_token": eos_text,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": cfg.context_length,
+    })
+    atomic.write_json(output / "generation_config.json", {
+        "bos_token_id": eos, "eos_token_id": eos, "pad_token_id": eos,
+    })
+    hf_config = config_to_hf(cfg, eos_token_id=eos, pad_token_id=eos, bos_token_id=eos)
+    hf_config["dtype"] = "float32"
+    hf_config["use_cache"] = True
+    # Config last: a directory with config.json is a complete one.
+    atomic.write_text(output / "config.json", json.dumps(hf_config, indent=2) + "\n")
+    return output

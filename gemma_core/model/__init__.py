@@ -1,0 +1,7 @@
+"""The model: Gemma 3's architecture and how to run it.
+
+``config`` describes an architecture, ``presets`` names the shipped ones (each
+with its tokenizer and training defaults), ``model`` is the network in one page,
+``attention`` the kernels behind one interface, ``kv_cache`` and ``generation``
+decode text from it, ``weights`` moves its tensors in and out of files.
+"""

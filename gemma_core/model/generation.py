@@ -1,0 +1,198 @@
+"""Text generation: prefill once, then decode token by token from a KV cache.
+
+``generate_tokens`` yields token ids; ``stream_text`` turns them into text
+pieces as soon as they form whole UTF-8 characters, and stops at EOS or at a
+user's stop string. The command line and the studio's chat pane both use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from gemma_core.model.kv_cache import KVCache, StaticKVCache
+from gemma_core.model.model import Gemma3Model
+from gemma_core.tokenizers.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 128
+    temperature: float = 0.8  # 0 means greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop_strings: tuple[str, ...] = field(default_factory=tuple)
+    stop_at_eos: bool = True
+
+    def validate(self) -> None:
+        from gemma_core.errors import UserError
+
+        if self.max_new_tokens < 0:
+            raise UserError(f"--max_new_tokens must be 0 or more, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise UserError(f"--temperature must be 0 (greedy) or more, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise UserError(f"--top_k must be 1 or more, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise UserError(f"--top_p must be in (0, 1], got {self.top_p}")
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """Pick the next token from last-position logits of shape (B, vocab)."""
+    if params.temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / params.temperature
+    if params.top_k is not None and params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if params.top_p is not None and params.top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest set whose mass reaches top_p (the first token always stays).
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= params.top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 on CUDA devices that have it; elsewhere no autocast (the weights' dtype)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def _autocast(device: torch.device):
+    dtype = _autocast_dtype(device)
+    return torch.autocast("cuda", dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+def _decode_step(model: Gemma3Model, ids: torch.Tensor, cache: KVCache | StaticKVCache) -> torch.Tensor:
+    return model(ids, cache)[:, -1]
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_decode_step():
+    """The single-token step, compiled once per process (one graph per cache capacity).
+
+    Every shape is fixed and the position is a tensor, so the compiled code runs
+    for every token without recompiling: the ~60 small operations per layer of
+    eager decoding become a few fused kernels around the matrix products.
+    """
+    return torch.compile(_decode_step, dynamic=False)
+
+
+def _static_capacity(needed: int, context: int) -> int:
+    """Powers of two, so prompts of similar lengths share one compiled graph."""
+    return min(context, 1 << max(needed - 1, 1).bit_length())
+
+
+def generate_tokens(model: Gemma3Model, prompt_ids: list[int], params: SamplingParams,
+                    eos_id: int | None = None,
+                    cancel: threading.Event | None = None,
+                    compiled: bool = False) -> Iterator[int]:
+    """Yield new token ids one at a time (EOS is not yielded).
+
+    ``compiled`` decodes with a torch.compile'd step over a static cache: the first
+    call pays the compile, later ones with a similar length reuse it.
+    """
+    device = model.embed_tokens.weight.device
+
+    def run(step, ids: torch.Tensor, cache) -> torch.Tensor:
+        # Inference mode and autocast are entered per call, not around the generator's
+        # body: a suspended generator must not leave them on (or off) for its caller.
+        with torch.inference_mode(), _autocast(device):
+            return step(model, ids, cache)
+
+    was_training = model.training
+    model.eval()
+    try:
+        context = model.cfg.context_length
+        budget = max(1, context - params.max_new_tokens)
+        prompt_ids = list(prompt_ids)[-budget:] or ([eos_id] if eos_id is not None else [0])
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=device).manual_seed(params.seed)
+        needed = len(prompt_ids) + params.max_new_tokens
+        if compiled:
+            cache = model.new_static_cache(_static_capacity(needed, context),
+                                           dtype=_autocast_dtype(device))
+            decode = _compiled_decode_step()
+        else:
+            cache = model.new_cache(capacity=min(context, needed))
+            decode = _decode_step
+        # The prompt's length changes every call, so the prefill is never compiled.
+        logits = run(_decode_step, torch.tensor([prompt_ids], dtype=torch.long, device=device), cache)
+        position = len(prompt_ids)
+        for _ in range(params.max_new_tokens):
+            if cancel is not None and cancel.is_set():
+                return
+            token = sample_next(logits, params, generator)
+            token_id = int(token.item())
+            if params.stop_at_eos and eos_id is not None and token_id == eos_id:
+                return
+            yield token_id
+            if position >= context:
+                return
+            logits = run(decode, token.view(1, 1), cache)
+            position += 1
+    finally:
+        model.train(was_training)
+
+
+class Utf8Stream:
+    """Turns token bytes into text, holding back bytes of a half-finished character."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.pending = b""
+
+    def push(self, token_id: int) -> str:
+        self.pending += self.tokenizer.token_bytes(token_id)
+        for cut in range(len(self.pending), max(len(self.pending) - 4, -1), -1):
+            try:
+                text = self.pending[:cut].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            self.pending = self.pending[cut:]
+            return text
+        # Not UTF-8 even allowing a partial tail: emit with replacement characters.
+        text, self.pending = self.pending.decode("utf-8", errors="replace"), b""
+        return text
+
+    def flush(self) -> str:
+        text, self.pending = self.pending.decode("utf-8", errors="replace"), b""
+        return text
+
+
+def stream_text(model: Gemma3Model, tokenizer: Tokenizer, prompt: str, params: SamplingParams,
+                cancel: threading.Event | None = None, compiled: bool = False) -> Iterator[str]:
+    """Yield pieces of the continuation of ``prompt``, stopping at EOS or a stop string."""
+    prompt_ids = tokenizer.encode(prompt)
+    decoder = Utf8Stream(tokenizer)
+    held = ""  # text that might be the start of a stop string
+    longest_stop = max((len(s) for s in params.stop_strings), default=0)
+    for token_id in generate_tokens(model, prompt_ids, params, tokenizer.eos_id, cancel, compiled):
+        held += decoder.push(token_id)
+        if longest_stop:
+            hits = [held.find(s) for s in params.stop_strings if s in held]
+            if hits:
+                yield held[:min(hits)]
+                return
+            safe = len(held) - (longest_stop - 1)
+            if safe > 0:
+                yield held[:safe]
+                held = held[safe:]
+        elif held:
+            yield held
+            held = ""
+    held += decoder.flush()
+    if held:
+        yield held

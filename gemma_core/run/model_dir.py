@@ -1,0 +1,133 @@
+"""Model directories: ``config.json`` + ``model.safetensors`` (+ ``tokenizer.tiktoken``).
+
+``config.json`` keeps the seed's flat model keys at the top level, so the seed's
+readers still work, and adds ``tokenizer`` (how to rebuild the tokenizer) and,
+for trained models, ``training`` (the arguments of the run).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gemma_core import atomic
+from gemma_core.errors import UserError
+from gemma_core.model.config import GemmaConfig
+from gemma_core.model.model import Gemma3Model
+from gemma_core.tokenizers.tokenizer import Tokenizer, tokenizer_from_spec
+from gemma_core.train.distributed import full_tensor
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def model_state_for_saving(model: Gemma3Model) -> dict[str, torch.Tensor]:
+    """Whole, contiguous CPU tensors; a tied head is stored once, as the embedding.
+
+    Under FSDP2 this gathers each sharded tensor, so every rank must call it.
+    """
+    state = model.state_dict()
+    if model.cfg.tie_embeddings:
+        state.pop("lm_head.weight", None)
+    return {name: full_tensor(tensor).detach().to("cpu").contiguous() for name, tensor in state.items()}
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Write ``model_state_for_saving``'s tensors atomically."""
+    with atomic.atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+
+
+def save_model_dir(directory: str | Path, model: Gemma3Model, tokenizer: Tokenizer,
+                   extra: dict | None = None) -> None:
+    """Write a loadable model directory (weights first, config last)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_weights(directory / WEIGHTS_FILE, model_state_for_saving(model))
+    write_config(directory, model.cfg, tokenizer, extra)
+
+
+def write_config(directory: Path, cfg: GemmaConfig, tokenizer: Tokenizer,
+                 extra: dict | None = None) -> None:
+    payload = cfg.to_dict()
+    payload["tokenizer"] = tokenizer.save_into(directory)
+    payload.update(extra or {})
+    atomic.write_json(directory / CONFIG_FILE, payload)
+
+
+def read_config(directory: str | Path) -> tuple[GemmaConfig, dict]:
+    """The model config and the whole ``config.json`` mapping."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"{directory}: checkpoint directory not found")
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: missing; a checkpoint directory holds config.json and model.safetensors")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return GemmaConfig.from_dict(data, source=str(path)), data
+
+
+def load_tokenizer_of(directory: str | Path, data: dict, cfg: GemmaConfig) -> Tokenizer:
+    directory = Path(directory)
+    spec = data.get("tokenizer")
+    if spec is None:  # the seed's config.json: GPT-2 through tiktoken
+        spec = {"kind": "builtin", "name": data.get("tiktoken_encoder_name", "gpt2")}
+    tokenizer = tokenizer_from_spec(spec, directory)
+    if tokenizer.n_vocab > cfg.vocab_size:
+        raise UserError(
+            f"{directory / CONFIG_FILE}: tokenizer has {tokenizer.n_vocab} tokens but the model's "
+            f"vocab_size is {cfg.vocab_size}; use the tokenizer the model was trained with")
+    return tokenizer
+
+
+def load_weights(path: Path, model: Gemma3Model) -> None:
+    """Load safetensors weights, checking names, shapes and dtypes."""
+    if not path.is_file():
+        raise UserError(f"{path}: missing weights file")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"{path}: unreadable safetensors file ({str(err).splitlines()[0]}); "
+                        "it may be truncated or corrupted: restore it or retrain") from None
+    expected = model.state_dict()
+    if model.cfg.tie_embeddings:
+        expected = {k: v for k, v in expected.items() if k != "lm_head.weight"}
+        state.pop("lm_head.weight", None)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        name = (missing or unexpected)[0]
+        what = "missing" if missing else "unexpected"
+        raise UserError(f"{path}: tensor {name!r} is {what}; the weights do not match config.json")
+    for name, tensor in state.items():
+        want = expected[name]
+        if tensor.shape != want.shape:
+            raise UserError(f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                            f"config.json implies {tuple(want.shape)}")
+        if not tensor.is_floating_point():
+            raise UserError(f"{path}: tensor {name!r} has dtype {tensor.dtype}, expected floating point")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            expected[name].copy_(tensor)
+
+
+def load_model_dir(directory: str | Path, device: str | torch.device = "cpu"
+                   ) -> tuple[Gemma3Model, Tokenizer, dict]:
+    """Model (fp32, eval mode), tokenizer and the whole config mapping."""
+    directory = Path(directory)
+    cfg, data = read_config(directory)
+    tokenizer = load_tokenizer_of(directory, data, cfg)
+    with torch.device(device):
+        model = Gemma3Model(cfg)
+    load_weights(directory / WEIGHTS_FILE, model)
+    model.eval()
+    return model, tokenizer, data

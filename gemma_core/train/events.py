@@ -1,0 +1,150 @@
+"""What the training engine tells its clients: immutable events and snapshots.
+
+Events are delivered to subscribers on the training thread, in order; a
+subscriber must return quickly (append to a queue, post a message). A
+``RunSnapshot`` is the cumulative state of a run: everything the events said so
+far, folded together (``state_store``). A UI that polls it a few times a second
+needs nothing else. Every event and snapshot names its run (``run_id``), which
+stays the same when the run is resumed.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class RunState(str, enum.Enum):
+    STARTING = "starting"  # preparing data and model
+    RUNNING = "running"
+    PAUSED = "paused"
+    EVALUATING = "evaluating"
+    SAVING = "saving"
+    FINISHED = "finished"  # reached max_steps, or stopped on request
+    FAILED = "failed"
+    VIEWING = "viewing"  # a finished run opened for inspection, no training
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    step: int  # optimizer steps done
+    max_steps: int
+    tokens_seen: int
+    loss: float  # mean training loss of this optimizer step
+    learning_rate: float
+    grad_norm: float
+    tokens_per_s: float
+    elapsed_s: float
+    eta_s: float | None
+    mfu: float | None = None  # model FLOPs utilisation, on a GPU with a known peak
+    run_id: str = ""  # stamped by the run's state store
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    step: int
+    tokens_seen: int
+    val_loss: float
+    perplexity: float
+    bits_per_byte: float
+    run_id: str = ""  # stamped by the run's state store
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    step: int
+    path: str
+    wall_time: float  # time.time() when written
+    run_id: str = ""  # stamped by the run's state store
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """One value per decoder layer, for the layer map's shading."""
+
+    step: int
+    name: str  # what the values are, e.g. "grad norm"
+    values: tuple[float, ...]
+    run_id: str = ""  # stamped by the run's state store
+
+
+@dataclass(frozen=True)
+class SampleProduced:
+    step: int
+    prompt: str
+    text: str
+    run_id: str = ""  # stamped by the run's state store
+
+
+@dataclass(frozen=True)
+class LogMessage:
+    level: str  # "info", "warning" or "error"
+    text: str
+    run_id: str = ""  # stamped by the run's state store
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    state: RunState
+    step: int
+    run_id: str = ""  # stamped by the run's state store
+
+
+@dataclass(frozen=True)
+class StepSkipped:
+    """A step whose loss or gradient was not finite: no update was made."""
+
+    step: int  # the step that was attempted (steps done + 1)
+    in_a_row: int
+    run_id: str = ""  # stamped by the run's state store
+
+
+@dataclass(frozen=True)
+class RunFailed:
+    step: int
+    message: str  # one line, fit to show a user
+    run_id: str = ""  # stamped by the run's state store
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    step: int
+    reason: str  # "completed" or "stopped"
+    checkpoint: str | None
+    run_id: str = ""  # stamped by the run's state store
+
+
+Event = (StepMetrics | EvalResult | CheckpointSaved | LayerStats | SampleProduced
+         | LogMessage | StateChanged | StepSkipped | RunFailed | RunFinished)
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """Everything a client shows about a run, as of ``version``.
+
+    Histories are bounded: they are thinned as they grow, so a long run costs
+    the same memory and drawing time as a short one.
+    """
+
+    version: int
+    state: RunState
+    step: int
+    max_steps: int
+    tokens_seen: int
+    latest: StepMetrics | None
+    train_history: tuple[tuple[int, int, float], ...]  # (step, tokens_seen, loss)
+    lr_history: tuple[tuple[int, float], ...]  # (step, learning_rate)
+    eval_history: tuple[EvalResult, ...]
+    best_eval: EvalResult | None
+    last_checkpoint: CheckpointSaved | None
+    layer_stats: LayerStats | None
+    messages: tuple[LogMessage, ...]  # the most recent few
+    error: str | None
+    output_dir: str
+    device: str
+    dtype: str
+    preset: str | None
+    n_parameters: int
+    skipped_steps: int = 0
+    run_id: str = ""
+    extra: dict = field(default_factory=dict)

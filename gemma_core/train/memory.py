@@ -1,0 +1,47 @@
+"""A lower bound on a training step's memory, so a batch that cannot fit is refused up front.
+
+On a CPU an oversized batch does not raise an error: the kernel's out-of-memory
+killer ends the process, or the machine swaps to a halt. So before the first
+step the trainer compares this estimate with the memory actually available and
+refuses a batch that cannot fit, naming what to lower.
+
+The estimate counts only what must exist: fp32 weights, gradients and AdamW's
+two moments (16 bytes per parameter), and the activations autograd keeps for the
+backward pass, per token and layer (the residual stream and norms in fp32, the
+projections and the GeGLU in the compute dtype), plus the float32 logits and
+their gradient. Real peaks are higher, never lower.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from gemma_core.model.config import GemmaConfig
+
+
+def training_bytes(cfg: GemmaConfig, n_parameters: int, batch: int, length: int,
+                   dtype: torch.dtype) -> int:
+    width = 2 if dtype == torch.bfloat16 else 4
+    attention = (2 * cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim  # q, k, v, output
+    per_token_layer = 4 * 4 * cfg.emb_dim + width * (attention + 3 * cfg.hidden_dim)
+    per_token = cfg.n_layers * per_token_layer + 2 * 4 * cfg.vocab_size
+    return 16 * n_parameters + batch * length * per_token
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for this process on the device, or None when it cannot be told."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

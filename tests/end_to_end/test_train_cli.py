@@ -1,0 +1,96 @@
+"""The headless command line: Ctrl-C saves and says how to resume; eval; clear refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gemma_core.data.corpus import bundled_works
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli-corpus")
+    text = bundled_works()[0].text[:40_000]
+    train = folder / "train.txt"
+    train.write_text(text, encoding="utf-8")
+    test = folder / "test.jsonl"
+    test.write_text(json.dumps({"text": bundled_works()[5].text[:8_000]}) + "\n", encoding="utf-8")
+    return train, test
+
+
+def gemma(*args, env_cache, **kwargs):
+    env = dict(os.environ, GEMMA_STUDIO_CACHE=str(env_cache), PYTHONUNBUFFERED="1")
+    # A job started in the background inherits SIGINT ignored; give the child Ctrl-C back
+    # so the interrupt test means the same however the tests are launched.
+    return subprocess.Popen([sys.executable, "-m", "gemma_core", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
+
+
+def nano_train_args(out, train):
+    return ["train", "--preset", "nano", "--output_dir", str(out), "--train_dataset_path", str(train),
+            "--device", "cpu", "--dtype", "fp32", "--max_steps", "100000", "--eval_iters", "1000",
+            "--save_steps", "1000", "--warmup_steps", "2"]
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, corpus, how):
+    train, _ = corpus
+    out = tmp_path / "run"
+    process = gemma(*nano_train_args(out, train), env_cache=tmp_path / "cache")
+    try:
+        deadline = time.time() + 120
+        log = out / "training_log.jsonl"
+        while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 3):
+            time.sleep(0.1)
+        process.send_signal(how)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:  # a run that ignored the signal must not outlive the test
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert f"gemma-core train --resume --output_dir {out}" in stdout
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] >= 3
+    entries = json.loads((out / "training_log.json").read_text())
+    assert [e["step"] for e in entries] == list(range(1, len(entries) + 1))
+
+    # The folder now holds a run: a new run there is refused, --resume continues it.
+    again = gemma("train", "--preset", "nano", "--output_dir", str(out), "--train_dataset_path",
+                  str(train), "--max_steps", "20", env_cache=tmp_path / "cache")
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 2 and "holds another run" in err and "Traceback" not in err
+    resumed = gemma("train", "--resume", "--output_dir", str(out), "--max_steps", str(state["step"] + 2),
+                    env_cache=tmp_path / "cache")
+    _, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    steps = [e["step"] for e in json.loads((out / "training_log.json").read_text())]
+    assert steps == list(range(1, state["step"] + 3))
+
+
+def test_resume_without_a_checkpoint_is_refused_in_one_line(tmp_path):
+    process = gemma("train", "--resume", "--output_dir", str(tmp_path / "empty"), env_cache=tmp_path)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert err.strip().splitlines() == [f"error: {tmp_path / 'empty'}: no checkpoint to resume from; "
+                                        "start a new run without --resume"]
+
+
+def test_eval_reports_loss_perplexity_and_bits_per_byte(tmp_path, corpus):
+    train, test = corpus
+    out = tmp_path / "run"
+    trained = gemma("train", "--preset", "nano", "--output_dir", str(out), "--train_dataset_path",
+                    str(train), "--max_steps", "12", "--device", "cpu", env_cache=tmp_path / "cache")
+    _, err = trained.communicate(timeout=180)
+    assert trained.returncode == 0, err
+    evaluated = gemma("eval", "--checkpoint", str(out), "--dataset", str(test), env_cache=tmp_path / "cache")
+    stdout, err = evaluated.communicate(timeout=120)
+    assert evaluated.returncode == 0, err
+    assert "loss " in stdout and "perplexity " in stdout and "bits/byte " in stdout

@@ -1,0 +1,70 @@
+"""`gemma-tui`: its commands and flags, mistakes reported in one line, threads always joined."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import gemma_tui.app
+from gemma_core.cli.train import settings_from_args
+from gemma_tui import cli
+from gemma_tui.preview import PreviewEngine
+
+
+def parse(*argv: str):
+    return cli.build_parser().parse_args(cli.with_default_command(list(argv)))
+
+
+def test_bare_command_means_launch_with_the_defaults():
+    args = parse()
+    assert args.command == "launch" and args.theme is None
+    settings = settings_from_args(args)
+    assert settings.preset == "demo" and settings.train_dataset_path is None  # bundled corpus
+
+
+def test_launch_takes_every_train_flag_and_a_theme():
+    args = parse("--preset", "nano", "--max_steps", "70", "--theme", "gemma-light")
+    assert args.command == "launch" and args.theme == "gemma-light"
+    settings = settings_from_args(args)
+    assert (settings.preset, settings.max_steps) == ("nano", 70)
+    assert parse("--debug", "launch", "--learning_rate", "0.01").learning_rate == 0.01
+
+
+def test_open_takes_a_directory():
+    args = parse("open", "runs/a", "--theme", "nord")
+    assert (args.command, args.output_dir, args.theme) == ("open", "runs/a", "nord")
+
+
+def test_mistakes_are_one_line_errors(tmp_path, capsys):
+    assert cli.main(["launch", "--max_steps", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --max_steps must be positive, got 0"
+    assert cli.main(["open", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_studio_exit_always_stops_and_joins_the_engine(monkeypatch):
+    class AppThatReturnsAtOnce:
+        def run(self):
+            return None
+
+    monkeypatch.setattr(gemma_tui.app, "create_app", lambda engine, theme=None: AppThatReturnsAtOnce())
+    engine = PreviewEngine(alive=True)
+    assert cli.run_studio(engine, None) == 0
+    assert engine.calls == ["stop(save=True)"] and not engine.is_alive()
+
+
+def test_python_dash_m_runs_the_cli():
+    out = subprocess.run([sys.executable, "-m", "gemma_tui", "--help"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0
+    assert "launch" in out.stdout and "open" in out.stdout
+
+
+@pytest.mark.parametrize("command", ["launch", "open"])
+def test_each_command_has_help(command):
+    out = subprocess.run([sys.executable, "-m", "gemma_tui", command, "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--theme" in out.stdout
