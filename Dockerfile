@@ -16,7 +16,7 @@ WORKDIR /opt/gemma-studio
 COPY pyproject.toml README.md ./
 COPY gemma_core ./gemma_core
 COPY gemma_tui ./gemma_tui
-# torch comes from the base image; pip keeps it because it satisfies torch>=2.4.
+# torch comes from the base image; pip keeps it because it satisfies torch>=2.6.
 RUN pip install --no-cache-dir .
 
 WORKDIR /runs

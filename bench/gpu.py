@@ -84,7 +84,7 @@ def generation_vs_transformers(device, repeats: int) -> dict:
     ours_tokens = []
 
     def run_ours():
-        ours_tokens[:] = list(generate_tokens(ours, prompt, params))
+        ours_tokens[:] = list(generate_tokens(ours, prompt, params, dtype=torch.bfloat16))
 
     seconds = median_time(run_ours, warmup=1, repeats=repeats, sync=True)
     result["ours_tokens_per_s"] = round(128 / seconds, 1)
@@ -116,7 +116,7 @@ def generation_vs_transformers(device, repeats: int) -> dict:
     compiled_tokens = []
 
     def run_compiled():
-        compiled_tokens[:] = list(generate_tokens(ours, prompt, params, compiled=True))
+        compiled_tokens[:] = list(generate_tokens(ours, prompt, params, compiled=True, dtype=torch.bfloat16))
 
     ref_seconds = median_time(run_reference, warmup=1, repeats=repeats, sync=True)
     seconds = median_time(run_ours, warmup=1, repeats=repeats, sync=True)

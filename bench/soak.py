@@ -23,7 +23,7 @@ import torch
 
 from bench.common import report
 from gemma_core.train.engine import TrainingEngine
-from gemma_core.train.settings import resolve_settings
+from gemma_core.train.settings import TrainSettings
 
 
 def rss_mib() -> float:
@@ -43,9 +43,9 @@ def main(argv=None) -> int:
     steps = args.steps or (3_000 if args.quick else 20_000)
     samples: list[tuple[int, float, float]] = []  # (step, seconds, RSS MiB)
     with tempfile.TemporaryDirectory() as root:
-        engine = TrainingEngine(resolve_settings(dict(
-            preset="nano", output_dir=str(Path(root) / "run"), max_steps=steps, device="cpu",
-            eval_iters=max(50, steps // 100), save_steps=max(500, steps // 10), warmup_steps=10)))
+        engine = TrainingEngine(TrainSettings.for_preset(
+            "nano", output_dir=str(Path(root) / "run"), max_steps=steps, device="cpu",
+            eval_iters=max(50, steps // 100), save_steps=max(500, steps // 10), warmup_steps=10))
         app = create_app(engine)
         started = time.perf_counter()
 

@@ -26,19 +26,20 @@ import torch
 
 from bench.common import report
 from gemma_core.model.generation import SamplingParams
-from gemma_core.run import files as run_files
+from gemma_core.run.layout import TRAIN_STREAM
+from gemma_core.run.logs import read_jsonl
 from gemma_core.train.engine import TrainingEngine
-from gemma_core.train.settings import resolve_settings
+from gemma_core.train.settings import TrainSettings
 
 
 def settings(folder: Path, preset: str, steps: int):
-    return resolve_settings(dict(preset=preset, output_dir=str(folder), max_steps=steps, device="cpu",
-                                 eval_iters=10_000, save_steps=10_000, warmup_steps=1, compile=False))
+    return TrainSettings.for_preset(preset, output_dir=str(folder), max_steps=steps, device="cpu",
+                                    eval_iters=10_000, save_steps=10_000, warmup_steps=1, compile=False)
 
 
 def tokens_per_s(folder: Path, skip: int) -> float:
     """Tokens per wall-clock second between step ``skip`` and the last step."""
-    entries = run_files.read_jsonl(folder / run_files.TRAIN_STREAM)
+    entries = read_jsonl(folder / TRAIN_STREAM)
     first, last = entries[skip - 1], entries[-1]
     return (last["tokens_seen"] - first["tokens_seen"]) / (last["elapsed_s"] - first["elapsed_s"])
 

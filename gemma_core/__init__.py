@@ -1,0 +1,94 @@
+"""gemma_core: pretrain a Gemma 3 language model on one machine, from Python or the command line.
+
+    from gemma_core import TrainSettings, TrainingEngine
+    settings = TrainSettings.for_preset("nano", output_dir="runs/nb", max_steps=200)
+    final = TrainingEngine(settings).run()
+
+The path of data through the library:
+
+    text -> tokens       data.documents, data.token_cache   (tokenizers.tokenizer)
+    tokens -> windows    data.windows, data.splits
+    windows -> batches   data.batches
+    batches -> step      train.step                           (model.model)
+    step -> events       train.engine                         (run.logs, run.checkpoints)
+    events -> snapshot   train.state_store                    -> any client (CLI, studio)
+
+The folders: ``model`` (the architecture and generation), ``tokenizers``,
+``data``, ``train``, ``run`` (a run's files), ``hf`` (Hugging Face interop),
+``cli`` (the ``gemma-core`` command), ``chat.py`` (answering prompts while
+training). Nothing here imports a UI toolkit.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public names, imported on first use so that ``import gemma_core`` (and the CLI's
+# start) does not pay for torch until something needs it.
+_PUBLIC = {
+    "TrainSettings": "gemma_core.train.settings",
+    "TrainingEngine": "gemma_core.train.engine",
+    "TrainingFailed": "gemma_core.train.engine",
+    "CommandRefused": "gemma_core.train.engine",
+    "RunViewer": "gemma_core.run.viewer",
+    "RunSnapshot": "gemma_core.train.events",
+    "RunState": "gemma_core.train.events",
+    "StepMetrics": "gemma_core.train.events",
+    "EvalResult": "gemma_core.train.events",
+    "CheckpointSaved": "gemma_core.train.events",
+    "RunFinished": "gemma_core.train.events",
+    "RunFailed": "gemma_core.train.events",
+    "SamplingParams": "gemma_core.model.generation",
+    "ChatJob": "gemma_core.chat",
+    "GemmaConfig": "gemma_core.model.config",
+    "Gemma3Model": "gemma_core.model.model",
+    "PRESETS": "gemma_core.model.presets",
+    "load_model_dir": "gemma_core.run.model_dir",
+    "UserError": "gemma_core.errors",
+}
+
+__all__ = [
+    "ChatJob",
+    "CheckpointSaved",
+    "CommandRefused",
+    "EvalResult",
+    "Gemma3Model",
+    "GemmaConfig",
+    "PRESETS",
+    "RunFailed",
+    "RunFinished",
+    "RunSnapshot",
+    "RunState",
+    "RunViewer",
+    "SamplingParams",
+    "StepMetrics",
+    "TrainSettings",
+    "TrainingEngine",
+    "TrainingFailed",
+    "UserError",
+    "load_model_dir",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gemma_core.chat import ChatJob
+    from gemma_core.errors import UserError
+    from gemma_core.model.config import GemmaConfig
+    from gemma_core.model.generation import SamplingParams
+    from gemma_core.model.model import Gemma3Model
+    from gemma_core.model.presets import PRESETS
+    from gemma_core.run.model_dir import load_model_dir
+    from gemma_core.run.viewer import RunViewer
+    from gemma_core.train.engine import CommandRefused, TrainingEngine, TrainingFailed
+    from gemma_core.train.events import (CheckpointSaved, EvalResult, RunFailed, RunFinished, RunSnapshot,
+                                         RunState, StepMetrics)
+    from gemma_core.train.settings import TrainSettings
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gemma_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

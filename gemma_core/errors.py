@@ -13,3 +13,7 @@ class UserError(Exception):
 
 class DiskFull(UserError):
     """A write ran out of space (ENOSPC); what was on disk before is intact."""
+
+
+class Cancelled(Exception):
+    """Work stopped because the user asked to stop (not a failure)."""

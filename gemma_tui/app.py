@@ -8,6 +8,7 @@ final join when quitting, after the engine has been asked to save and stop.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -42,6 +43,9 @@ class GemmaStudio(App):
     TITLE = "Gemma Studio"
     CSS_PATH = "studio.tcss"
     AUTO_FOCUS = "#layer-map"  # not the prompt: one-letter keys work from the start
+    # Quitting waits this long for the trainer to finish its step and save; a run
+    # still tokenizing stops within a second.
+    QUIT_TIMEOUT_S = 120.0
 
     BINDINGS = [
         Binding("p", "toggle_pause", "Pause/Resume", id="studio.pause"),
@@ -73,6 +77,9 @@ class GemmaStudio(App):
         self.startup_notices: list[str] = []
         self._paused = False  # what we last asked for, until a snapshot says otherwise
         self._shutting_down = False
+        self._quit_deadline: float | None = None
+        # Kept as an attribute: on_unmount cancels its reply after the DOM is gone.
+        self.chat_panel = ChatPanel(engine, id="chat")
         self._engine_error_shown = False
         self._install_themes(theme, theme_dirs)
 
@@ -109,8 +116,6 @@ class GemmaStudio(App):
 
     # ----------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
-        # Kept as an attribute: on_unmount cancels its reply after the DOM is gone.
-        self.chat_panel = ChatPanel(self.engine, id="chat")
         yield Header()
         with Horizontal(id="studio"):
             with Vertical(id="main"):
@@ -150,7 +155,7 @@ class GemmaStudio(App):
                             title="Engine error", severity="error", timeout=30)
             return
         layer_map = self.query_one(LayerMap)
-        config = getattr(self.engine, "model_config", None)
+        config = self.engine.model_config
         if layer_map.config is None and config is not None:
             layer_map.set_config(config)
         if self.snapshot is not None and snap.version == self.snapshot.version:
@@ -204,7 +209,7 @@ class GemmaStudio(App):
 
     def action_toggle_pause(self) -> None:
         if self._paused:
-            self.engine.resume()
+            self.engine.unpause()
             self.notify("Resuming training.")
         else:
             self.engine.pause()
@@ -271,20 +276,26 @@ class GemmaStudio(App):
             self.exit()
             return
         self.engine.stop(save=True)
-        self.notify("Saving a checkpoint and stopping the trainer…", timeout=120)
+        self._quit_deadline = time.monotonic() + self.QUIT_TIMEOUT_S
+        self.notify("Saving a checkpoint and stopping the trainer…", timeout=self.QUIT_TIMEOUT_S)
         self.set_interval(0.1, self._exit_when_stopped)
 
     def _exit_when_stopped(self) -> None:
         if not self.engine.is_alive():
             self.engine.join(timeout=1.0)
             self.exit()
+        elif time.monotonic() > self._quit_deadline:
+            self.exit(message=f"The trainer did not stop within {self.QUIT_TIMEOUT_S:.0f} s; quitting "
+                              "without it. The last complete checkpoint is kept.")
 
     def on_unmount(self) -> None:
-        # However the app ends (quit, ctrl+c, an exception), no trainer thread may outlive it.
+        # However the app ends (quit, ctrl+c, an exception), no trainer thread may outlive it
+        # for long: it is asked to stop, and waited for at most QUIT_TIMEOUT_S.
         self.chat_panel.cancel_reply()
         if self.engine.is_alive():
             self.engine.stop(save=True)
-            self.engine.join()
+            self.engine.join(timeout=max(0.0, self._quit_deadline - time.monotonic())
+                             if self._quit_deadline else self.QUIT_TIMEOUT_S)
         close = getattr(self.telemetry, "close", None)
         if close is not None:
             close()

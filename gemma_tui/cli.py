@@ -48,14 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_studio(engine, theme: str | None) -> int:
     """Run the app on ``engine``; whatever happens, the engine's threads end first."""
-    from gemma_tui.app import create_app
+    from gemma_tui.app import GemmaStudio, create_app
 
     try:
         create_app(engine, theme=theme).run()
     finally:
         if engine.is_alive():  # the app's own quit path already did this; this is the net
             engine.stop(save=True)
-            engine.join()
+            if not engine.join(timeout=GemmaStudio.QUIT_TIMEOUT_S):
+                print("the trainer did not stop in time; exiting without it (the last complete "
+                      "checkpoint is kept)", file=sys.stderr)
     snap = engine.snapshot()
     if snap.error:
         print(f"training failed at step {snap.step}: {snap.error}", file=sys.stderr)

@@ -133,8 +133,8 @@ class PreviewEngine:
         self.calls.append("pause")
         self._state(RunState.PAUSED)
 
-    def resume(self) -> None:
-        self.calls.append("resume")
+    def unpause(self) -> None:
+        self.calls.append("unpause")
         self._state(RunState.RUNNING)
 
     def save_now(self) -> None:

@@ -6,7 +6,7 @@ import sys
 
 
 def cmd_generate(args) -> int:
-    from gemma_core.device import resolve_device
+    from gemma_core.device import resolve_device, resolve_dtype
     from gemma_core.model.generation import SamplingParams, stream_text
     from gemma_core.run.model_dir import load_model_dir
     from gemma_core.safe_text import printable
@@ -16,13 +16,14 @@ def cmd_generate(args) -> int:
                             stop_strings=tuple(args.stop or ()))
     params.validate()
     device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
     model, tokenizer, _ = load_model_dir(args.checkpoint, device)
     if args.attention:
         model.set_attention_kernel(args.attention)
     out = sys.stdout
     out.write(printable(args.prompt))
     out.flush()
-    for piece in stream_text(model, tokenizer, args.prompt, params, compiled=args.compile):
+    for piece in stream_text(model, tokenizer, args.prompt, params, compiled=args.compile, dtype=dtype):
         out.write(printable(piece))
         out.flush()
     out.write("\n")
@@ -43,6 +44,9 @@ def add_commands(commands) -> None:
     generate.add_argument("--stop", action="append", metavar="TEXT",
                           help="stop when this text appears (repeatable)")
     generate.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    generate.add_argument("--dtype", default="auto",
+                          help="auto, bf16 or fp32: the precision to compute in (auto: as training "
+                               "would here, bf16 where the hardware has it)")
     generate.add_argument("--attention", default=None, help="attention kernel: auto, eager, sdpa, flex")
     generate.add_argument("--compile", action="store_true",
                           help="decode with a torch.compile'd step: about twice the tokens/s on a CPU "

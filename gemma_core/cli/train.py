@@ -76,7 +76,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction,
                             default=argparse.SUPPRESS)
     handled = {"resume", "overwrite", "compile", "fsdp", "betas", "sample_prompt", "model_overrides",
-               "add_eos_between_documents", "split_on_blank_lines", "skip_bad_lines"}
+               "add_eos_between_documents", "split_on_blank_lines", "skip_bad_lines",
+               "train_texts", "val_texts"}
     types = {"learning_rate": float, "min_lr": float, "weight_decay": float, "grad_clip": float,
              "val_fraction": float}
     for field in TrainSettings.__dataclass_fields__.values():
@@ -90,34 +91,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    """TrainSettings from parsed flags (for a resumed run, the checkpoint's settings are the base)."""
-    from gemma_core.train.settings import TrainSettings, resolve_settings
+    """TrainSettings from parsed flags: the library's own for_preset / for_resume, so the
+    command line and Python can never disagree on defaults."""
+    from gemma_core.train.settings import TrainSettings
 
     names = set(TrainSettings.__dataclass_fields__)
     explicit = {k: v for k, v in vars(args).items() if k in names}
-    if "betas" in explicit:
-        explicit["betas"] = tuple(explicit["betas"])
-    if "sample_prompt" in explicit:
-        explicit["sample_prompt"] = tuple(explicit["sample_prompt"])
-    base = None
-    if explicit.get("resume"):
-        base = _checkpoint_settings(Path(explicit.get("output_dir", "output")))
-    return resolve_settings(explicit, getattr(args, "config", None), base=base)
-
-
-def _checkpoint_settings(output_dir: Path) -> dict:
-    from gemma_core.run import files as run_files
-
-    run_files.check_output_dir(output_dir, resume=True, overwrite=False)  # says why not, if not
-    import json
-    for folder in (output_dir / run_files.CHECKPOINT, output_dir / (run_files.CHECKPOINT + ".old")):
-        state_path = folder / "state.json"
-        if state_path.is_file():
-            try:
-                return dict(json.loads(state_path.read_text(encoding="utf-8"))["settings"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"{state_path}: damaged checkpoint state") from None
-    return {}
+    config_file = getattr(args, "config", None)
+    if explicit.pop("resume", False):
+        output_dir = explicit.pop("output_dir", "output")
+        return TrainSettings.for_resume(output_dir, config_file=config_file, **explicit)
+    return TrainSettings.for_preset(explicit.pop("preset", None), config_file=config_file, **explicit)
 
 
 # --------------------------------------------------------------------- train
@@ -128,15 +112,8 @@ def cmd_train(args) -> int:
 
     from gemma_core.safe_text import printable
     from gemma_core.train.engine import TrainingEngine
-    from gemma_core.train.events import (
-        CheckpointSaved,
-        EvalResult,
-        LogMessage,
-        RunFailed,
-        RunFinished,
-        SampleProduced,
-        StepMetrics,
-    )
+    from gemma_core.train.events import (CheckpointSaved, EvalResult, LogMessage, RunFailed, RunFinished,
+                                         SampleProduced, StepMetrics)
 
     settings = settings_from_args(args)
     engine = TrainingEngine(settings)
@@ -192,7 +169,10 @@ def cmd_train(args) -> int:
                 elif isinstance(event, RunFailed):
                     failure = event.message
                 elif isinstance(event, RunFinished):
-                    if event.reason == "stopped":
+                    if event.reason == "stopped" and event.checkpoint is None:
+                        progress.console.print(f"stopped before the first step; nothing was saved in "
+                                               f"{settings.output_dir}", soft_wrap=True)
+                    elif event.reason == "stopped":
                         progress.console.print(
                             f"stopped at step {event.step}; checkpoint in {event.checkpoint}\n"
                             f"resume with: gemma-core train --resume --output_dir {settings.output_dir}",
@@ -249,14 +229,14 @@ def cmd_eval(args) -> int:
 
 # ------------------------------------------------------------------ tokenizer
 def cmd_tokenizer_train(args) -> int:
-    from gemma_core.data import DataOptions, iter_documents
+    from gemma_core.data.documents import DataOptions, iter_text
     from gemma_core.tokenizers.tokenizer import from_ranks_file, train_bpe, write_ranks
 
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise UserError(f"{output}: exists; pass --overwrite to replace it")
-    documents = list(iter_documents(args.input, DataOptions(text_field=args.text_field)))
-    ranks = train_bpe(documents, args.vocab_size)
+    # Streamed: the corpus is never held in memory whole, whatever its size.
+    ranks = train_bpe(iter_text(args.input, DataOptions(text_field=args.text_field)), args.vocab_size)
     write_ranks(ranks, output)
     tokenizer = from_ranks_file(output)
     print(f"wrote {output}: {tokenizer.n_vocab} tokens ({len(ranks)} ranks + <|endoftext|>)")

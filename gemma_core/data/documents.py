@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 from gemma_core.errors import UserError
 
@@ -183,50 +183,167 @@ def _jsonl_text(path: Path, number: int, raw: bytes, field_name: str) -> str:
 
 _BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")
 
-
-def _txt_documents(path: Path, options: DataOptions) -> Iterator[tuple[str, int]]:
-    raw = path.read_bytes()
-    binary = _binary_error(path, raw)
-    if binary is not None:
-        raise binary
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise _utf8_error(path, raw, err) from None
-    text = text.removeprefix("\ufeff")
-    if not options.split_on_blank_lines:
-        yield text, len(raw)
-        return
-    blocks = _BLANK_LINES.split(text)
-    for i, block in enumerate(blocks):
-        # The blank-line separators belong to no document; the file's bytes are
-        # reported consumed with the last block.
-        yield block.strip("\r\n"), (len(raw) if i == len(blocks) - 1 else 0)
+# A .txt file is read this many bytes at a time and its text handed on in pieces
+# cut where tokenization would split anyway, so memory stays flat however large
+# the file (a one-document corpus of several GB) and a stop request is seen
+# between pieces.
+TEXT_CHUNK_BYTES = 2 << 20
 
 
-def _documents_with_progress(paths: Sequence[Path], options: DataOptions,
-                             stats: ReadStats) -> Iterator[tuple[str | None, int]]:
-    """(document or None, file bytes consumed so far); None marks a progress-only step."""
+class Piece(NamedTuple):
+    """Part of the document stream: text, the input bytes read so far, and whether it
+    starts a new document (the rest of a document follows in later pieces).
+    ``text`` None reports progress only."""
+
+    text: str | None
+    bytes_done: int
+    new_document: bool
+
+
+def safe_cut(text: str, start: int = 0) -> int:
+    """The last index after ``start`` where ``text`` may be cut without changing its tokens.
+
+    The split patterns of every tiktoken tokenizer here (GPT-2's and our own)
+    end a piece at a line end that follows a visible character and precedes one
+    (``...word.\nNext``), and before a space that follows a visible character and
+    precedes a letter (``word word``); cutting there, each side tokenizes as the
+    whole does. Line ends are preferred. Returns ``start`` when no such place exists.
+    (Tokenizers without such a split pattern, as Gemma's own, may tokenize the few
+    characters at a cut differently: a cut is then a line end, as between documents.)
+    """
+    for separator, fits in (("\n", lambda i: not text[i].isspace()),
+                            (" ", lambda i: text[i].isalpha())):
+        end = len(text) - 1
+        while True:
+            i = text.rfind(separator, start + 1, end)
+            if i < 0:
+                break
+            before, after = i - 1, i + 1
+            if not text[before].isspace() and fits(after):
+                return after if separator == "\n" else i
+            end = i
+    return start
+
+
+def _txt_text_chunks(path: Path) -> Iterator[tuple[str, int]]:
+    """(text, bytes read so far), decoded a chunk at a time, each chunk ending at a raw
+    newline (never inside a UTF-8 character); errors name the file and line."""
+    with open(path, "rb") as f:
+        carry = b""
+        lines_before, read = 0, 0
+        while True:
+            block = f.read(TEXT_CHUNK_BYTES)
+            read += len(block)
+            raw = carry + block
+            nul = raw.find(b"\0")
+            if nul >= 0:  # a NUL byte never occurs in text: the file is binary (or UTF-16)
+                raise _binary_error(path, raw, lines_before + raw.count(b"\n", 0, nul) + 1)
+            if block:
+                end = raw.rfind(b"\n") + 1
+                if end == 0 and len(raw) <= MAX_LINE_BYTES:
+                    carry = raw  # no line end yet: read on
+                    continue
+                if end == 0:
+                    raise UserError(f"{path}:{lines_before + 1}: line is longer than "
+                                    f"{MAX_LINE_BYTES:,} bytes; is this really a text file?")
+                raw, carry = raw[:end], raw[end:]
+            else:
+                carry = b""
+            if not raw:
+                return
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise _utf8_error(path, raw, err, line=lines_before + raw.count(b"\n", 0, err.start) + 1) from None
+            lines_before += raw.count(b"\n")
+            yield text, read
+            if not block:
+                return
+
+
+def _txt_pieces(path: Path, options: DataOptions) -> Iterator[tuple[str, int, bool]]:
+    """(text, bytes read so far, starts a document) for a .txt file, a bounded piece at a time."""
+    pending = ""  # decoded text not handed on yet
+    first = True  # the next piece starts a document
+    at_file_start = True
+    for text, read in _txt_text_chunks(path):
+        if at_file_start:
+            text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
+            at_file_start = False
+        pending += text
+        if options.split_on_blank_lines:
+            # Whole blocks before the last blank-line separator are documents.
+            # A separator at the very end may go on in the next chunk: wait for it.
+            separators = [m for m in _BLANK_LINES.finditer(pending) if m.end() < len(pending)]
+            if separators:
+                last = separators[-1]
+                complete, pending = pending[:last.start()], pending[last.end():]
+                for i, block in enumerate(_BLANK_LINES.split(complete)):
+                    starts = first or i > 0
+                    yield (block.strip("\r\n") if starts else block.rstrip("\r\n")), read, starts
+                    first = False
+                first = True
+        if len(pending) > TEXT_CHUNK_BYTES:  # a long document: hand on what is safe
+            cut = safe_cut(pending, len(pending) // 2)
+            if cut == len(pending) // 2 and len(pending) > MAX_LINE_BYTES:
+                cut = pending.rfind("\n") + 1  # no clean cut in 256 MiB: a line end must do
+            if cut > len(pending) // 2:
+                piece, pending = pending[:cut], pending[cut:]
+                yield (piece.lstrip("\r\n") if first and options.split_on_blank_lines else piece), read, first
+                first = False
+    if options.split_on_blank_lines:
+        pending = pending.lstrip("\r\n") if first else pending
+        pending = pending.rstrip("\r\n")
+    yield pending, path.stat().st_size, first
+
+
+def _document_pieces(paths: Sequence[Path], options: DataOptions, stats: ReadStats) -> Iterator[Piece]:
+    """Every file's documents as pieces, in order; empty and whitespace-only documents
+    are left out (and counted), and a corpus with no text at all is refused."""
     consumed = 0
     for path in paths:
         try:
-            pieces = (_jsonl_documents(path, options, stats) if path.suffix == ".jsonl"
-                      else _txt_documents(path, options))
-            for text, n in pieces:
-                consumed += n
-                if not text.strip():
-                    if text:
+            if path.suffix == ".jsonl":
+                raw_pieces = ((text, n, True) for text, n in _jsonl_documents(path, options, stats))
+                relative = True  # JSONL reports bytes per line; .txt reports bytes read so far
+            else:
+                raw_pieces = _txt_pieces(path, options)
+                relative = False
+            started = False  # the current document has shown some text
+            held: list[str] = []  # its leading whitespace, until text arrives
+            done = consumed
+            for text, n, new_document in raw_pieces:
+                done = done + n if relative else consumed + n
+                if new_document:
+                    if not started and any(held):
                         stats.empty_documents += 1
-                    yield None, consumed
-                    continue
-                stats.documents += 1
-                yield text, consumed
+                    started, held = False, []
+                if started:
+                    yield Piece(text, done, False)
+                elif text.strip():
+                    started = True
+                    stats.documents += 1
+                    yield Piece("".join(held) + text, done, True)
+                    held = []
+                else:
+                    held.append(text)
+                    yield Piece(None, done, False)
+            if not started and any(held):
+                stats.empty_documents += 1
+            consumed = done
         except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
             raise UserError(f"{path}: cannot read ({err.strerror}); check the data path") from None
     if stats.documents == 0:
         where = str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more files"
         skipped = f" ({stats.bad_lines} bad lines skipped)" if stats.bad_lines else ""
         raise UserError(f"{where}: no text found{skipped}; the corpus is empty or whitespace only")
+
+
+def _files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    files = expand_paths(paths) if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    if not files:
+        raise UserError("no data files given; pass a .jsonl or .txt file, a directory or a glob")
+    return files
 
 
 def iter_documents(paths: str | Path | Sequence[str | Path], options: DataOptions = DataOptions(),
@@ -237,14 +354,27 @@ def iter_documents(paths: str | Path | Sequence[str | Path], options: DataOption
     blank lines are ignored. ``.txt``: the whole file is one document, or each
     blank-line-separated block is one when ``options.split_on_blank_lines``.
     Empty and whitespace-only documents are skipped (counted in ``stats``).
-    Raises ``UserError`` when nothing at all is left.
+    Raises ``UserError`` when nothing at all is left. A document is held whole in
+    memory: to stream a large corpus, use ``iter_text``.
     """
-    files = expand_paths(paths) if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
-    if not files:
-        raise UserError("no data files given; pass a .jsonl or .txt file, a directory or a glob")
     stats = stats if stats is not None else ReadStats()
-    for text, _ in _documents_with_progress(files, options, stats):
-        if text is not None:
-            yield text
+    parts: list[str] = []
+    for piece in _document_pieces(_files(paths), options, stats):
+        if piece.text is None:
+            continue
+        if piece.new_document and parts:
+            yield "".join(parts)
+            parts = []
+        parts.append(piece.text)
+    if parts:
+        yield "".join(parts)
 
 
+def iter_text(paths: str | Path | Sequence[str | Path], options: DataOptions = DataOptions(),
+              stats: ReadStats | None = None) -> Iterator[str]:
+    """The corpus's text in bounded pieces, each cut where tokenization splits anyway:
+    what training a tokenizer needs, in memory independent of the file sizes."""
+    stats = stats if stats is not None else ReadStats()
+    for piece in _document_pieces(_files(paths), options, stats):
+        if piece.text:
+            yield piece.text

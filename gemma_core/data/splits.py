@@ -6,9 +6,10 @@ holdout split used when only a training path is given.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -67,25 +68,39 @@ def _bytes_of(tokens: np.ndarray, lengths: np.ndarray) -> int:
     return total
 
 
+def _named(source) -> str:
+    if isinstance(source, InMemoryDocuments):
+        return f"{len(source.documents):,} texts from Python"
+    return str(source)
+
+
 def prepare_datasets(train_path, val_path, test_path, tokenizer: Tokenizer,
                      options: DataOptions, max_length: int, stride: int | None,
                      val_fraction: float, cache_dir: str | Path | None = None,
-                     progress: Callable[[str, int, int, int], None] | None = None) -> PreparedData:
+                     progress: Callable[[str, int, int, int], None] | None = None,
+                     cancel: threading.Event | None = None,
+                     train_texts: Sequence[str] = (), val_texts: Sequence[str] = ()) -> PreparedData:
     """Tokenize (or reuse) each split and cut it into windows.
 
-    * no ``train_path``: the bundled Shakespeare corpus, split by work;
-    * ``train_path`` only: the last ``val_fraction`` of its tokens is validation;
-    * ``train_path`` and ``val_path``: each file set is its own split.
+    * no ``train_path`` (nor ``train_texts``): the bundled Shakespeare corpus, split by work;
+    * ``train_path`` or ``train_texts`` only: the last ``val_fraction`` of its tokens is validation;
+    * training and validation data both given: each is its own split.
 
+    ``train_texts`` and ``val_texts`` are documents held in memory (from Python).
     Training windows use ``stride``; validation and test windows use
     ``stride = max_length`` so each token is scored once (the tail window aside).
-    ``progress(split, docs_done, bytes_done, total_bytes)`` reports tokenization.
+    ``progress(split, docs_done, bytes_done, total_bytes)`` reports tokenization;
+    setting ``cancel`` stops it (``Cancelled``).
     """
     notes: list[str] = []
+    if train_texts:
+        train_path = InMemoryDocuments("python:train_texts", list(train_texts))
+    if val_texts:
+        val_path = InMemoryDocuments("python:val_texts", list(val_texts))
 
     def build(name: str, source) -> TokenShards:
         callback = None if progress is None else (lambda d, b, t: progress(name, d, b, t))
-        shards = build_token_cache(source, tokenizer, options, cache_dir, progress=callback)
+        shards = build_token_cache(source, tokenizer, options, cache_dir, progress=callback, cancel=cancel)
         if shards.bad_lines:
             notes.append(f"{name}: skipped {shards.bad_lines} bad JSONL lines")
         return shards
@@ -120,15 +135,15 @@ def prepare_datasets(train_path, val_path, test_path, tokenizer: Tokenizer,
         train_bytes, val_bytes = _bytes_of(tokens[:cut], lengths), _bytes_of(tokens[cut:], lengths)
         percent = f"{val_fraction * 100:g}%"
         train = split("train", tokens[:cut], shards, train_bytes,
-                      f"{train_path} (all but the last {percent} of tokens)", stride, False)
+                      f"{_named(train_path)} (all but the last {percent} of tokens)", stride, False)
         val = split("val", tokens[cut:], shards, val_bytes,
-                    f"{train_path} (last {percent} of tokens)", None, False)
+                    f"{_named(train_path)} (last {percent} of tokens)", None, False)
     else:
         train_shards, val_shards = build("train", train_path), build("val", val_path)
         train = split("train", train_shards.tokens, train_shards, train_shards.n_bytes,
-                      str(train_path), stride, True)
+                      _named(train_path), stride, True)
         val = split("val", val_shards.tokens, val_shards, val_shards.n_bytes,
-                    str(val_path), None, True)
+                    _named(val_path), None, True)
 
     test = None
     if test_path is not None:

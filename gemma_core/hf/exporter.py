@@ -43,12 +43,8 @@ def _token_text(tokenizer, token_id: int) -> str:
 
 def export_hf(checkpoint: str | Path, output: str | Path, overwrite: bool = False) -> Path:
     """Write ``checkpoint`` as a transformers Gemma 3 text model in ``output``."""
-    from gemma_core.tokenizers.hf_json import (
-        TOKENIZER_JSON,
-        HFTokenizer,
-        build_hf_tokenizer,
-        check_same_encoding,
-    )
+    from gemma_core.tokenizers.hf_json import (TOKENIZER_JSON, HFTokenizer, build_hf_tokenizer,
+                                               check_same_encoding)
 
     checkpoint = Path(checkpoint)
     model, tokenizer, _ = load_model_dir(checkpoint, "cpu")
@@ -73,20 +69,24 @@ def export_hf(checkpoint: str | Path, output: str | Path, overwrite: bool = Fals
 
     atomic.write_text(output / TOKENIZER_JSON, tokenizer_json)
     eos_text = _token_text(tokenizer, eos)
+    # A tokenizer with a BOS token (Gemma's) trained every document after it, so
+    # transformers must add it too. Ours have none: like GPT-2, the end-of-text
+    # token doubles as BOS in the config, and nothing is added.
+    bos = tokenizer.bos_id if tokenizer.bos_id is not None else eos
     atomic.write_json(output / "tokenizer_config.json", {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "eos_token": eos_text,
-        "bos_token": eos_text,
+        "bos_token": _token_text(tokenizer, bos),
         "pad_token": eos_text,
-        "add_bos_token": False,
+        "add_bos_token": tokenizer.bos_id is not None,
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
         "model_max_length": cfg.context_length,
     })
     atomic.write_json(output / "generation_config.json", {
-        "bos_token_id": eos, "eos_token_id": eos, "pad_token_id": eos,
+        "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": eos,
     })
-    hf_config = config_to_hf(cfg, eos_token_id=eos, pad_token_id=eos, bos_token_id=eos)
+    hf_config = config_to_hf(cfg, eos_token_id=eos, pad_token_id=eos, bos_token_id=bos)
     hf_config["dtype"] = "float32"
     hf_config["use_cache"] = True
     # Config last: a directory with config.json is a complete one.

@@ -22,6 +22,7 @@ from gemma_core.hf.exporter import prepare_output
 from gemma_core.hf.interop import config_from_hf, name_from_hf
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.model import Gemma3Model
+from gemma_core.model.weights import stored_tensors
 from gemma_core.run.model_dir import CONFIG_FILE, WEIGHTS_FILE, write_config
 
 TEXT_ARCHITECTURES = ("Gemma3ForCausalLM", "Gemma3TextModel")
@@ -137,9 +138,7 @@ def read_hf_weights(hf_dir: Path, cfg: GemmaConfig, multimodal: bool) -> dict[st
                     state[ours] = tensor.contiguous()
         except (SafetensorError, OSError) as err:
             raise UserError(f"{file}: unreadable safetensors file ({str(err).splitlines()[0]})") from None
-    if cfg.tie_embeddings:
-        state.pop("lm_head.weight", None)
-        expected.pop("lm_head.weight", None)
+    state, expected = stored_tensors(state, cfg), stored_tensors(expected, cfg)
     missing = sorted(set(expected) - set(state))
     if missing:
         from gemma_core.hf.interop import name_to_hf
@@ -166,6 +165,32 @@ def _eos_of(hf_dir: Path, text_config: dict) -> tuple[int | None, str | None]:
     return eos_id, eos_token if isinstance(eos_token, str) else None
 
 
+def _bos_of(hf_dir: Path, text_config: dict, tokenizer) -> int | None | object:
+    """The beginning-of-text id the model was trained with, as tokenizer_config.json says.
+
+    ``add_bos_token`` true with a ``bos_token`` (Gemma's own files) names it; false
+    means none; where the file says nothing, the tokenizer's post-processor decides.
+    """
+    from gemma_core.tokenizers.hf_json import DETECT
+
+    config_path = hf_dir / "tokenizer_config.json"
+    settings = _read_json(config_path) if config_path.is_file() else {}
+    add_bos = settings.get("add_bos_token")
+    if add_bos is False:
+        return None
+    if add_bos is not True:
+        return DETECT
+    token = settings.get("bos_token")
+    token = token.get("content") if isinstance(token, dict) else token
+    bos_id = tokenizer._tok.token_to_id(token) if isinstance(token, str) else None
+    if bos_id is None:
+        bos_id = text_config.get("bos_token_id")
+    if not isinstance(bos_id, int):
+        raise UserError(f"{config_path}: add_bos_token is true but no bos_token is named; "
+                        "add \"bos_token\" to the file")
+    return bos_id
+
+
 def import_tokenizer(hf_dir: Path, output: Path, text_config: dict, override: str | None = None):
     """The tokenizer for the imported checkpoint, its files written into ``output``."""
     from gemma_core.tokenizers.tokenizer import from_ranks_file, load_tokenizer, write_ranks
@@ -176,12 +201,8 @@ def import_tokenizer(hf_dir: Path, output: Path, text_config: dict, override: st
     if not path.is_file():
         raise UserError(f"{hf_dir}: no tokenizer.json; pass --tokenizer (gpt2, shakespeare-4k "
                         "or a .tiktoken file) to pair the weights with one of ours")
-    from gemma_core.tokenizers.hf_json import (
-        HFTokenizer,
-        check_same_encoding,
-        ranks_from_tokenizer_json,
-        require_tokenizers,
-    )
+    from gemma_core.tokenizers.hf_json import (DETECT, HFTokenizer, check_same_encoding,
+                                               ranks_from_tokenizer_json, require_tokenizers)
 
     data = _read_json(path)
     converted = ranks_from_tokenizer_json(data)
@@ -200,7 +221,11 @@ def import_tokenizer(hf_dir: Path, output: Path, text_config: dict, override: st
         except UserError:
             target.unlink()  # keep the tokenizer.json as it is instead
     eos_id, eos_token = _eos_of(hf_dir, text_config)
-    return HFTokenizer(path, eos_id=eos_id, eos_token=eos_token)
+    tokenizer = HFTokenizer(path, eos_id=eos_id, eos_token=eos_token)
+    bos_id = _bos_of(hf_dir, text_config, tokenizer)
+    if bos_id is not DETECT:
+        tokenizer = HFTokenizer(path, eos_id=eos_id, eos_token=eos_token, bos_id=bos_id)
+    return tokenizer
 
 
 def import_hf(hf_dir: str | Path, output: str | Path, overwrite: bool = False,

@@ -11,6 +11,7 @@ import torch
 
 from gemma_core.errors import UserError
 from gemma_core.model.config import GemmaConfig
+from gemma_core.model.weights import full_state, stored_tensors
 
 # Inside a decoder layer: our name -> transformers' name.
 _LAYER_NAMES = {
@@ -59,19 +60,11 @@ def name_from_hf(name: str) -> str:
 
 def state_dict_to_hf(state: dict[str, torch.Tensor], cfg: GemmaConfig) -> dict[str, torch.Tensor]:
     """Our state dict in transformers' names; a tied head is left out, as transformers saves it."""
-    out = {}
-    for name, tensor in state.items():
-        if name == "lm_head.weight" and cfg.tie_embeddings:
-            continue
-        out[name_to_hf(name)] = tensor
-    return out
+    return {name_to_hf(name): tensor for name, tensor in stored_tensors(state, cfg).items()}
 
 
 def state_dict_from_hf(state: dict[str, torch.Tensor], cfg: GemmaConfig) -> dict[str, torch.Tensor]:
-    out = {name_from_hf(name): tensor for name, tensor in state.items()}
-    if cfg.tie_embeddings or "lm_head.weight" not in out:
-        out["lm_head.weight"] = out["embed_tokens.weight"]
-    return out
+    return full_state({name_from_hf(name): tensor for name, tensor in state.items()}, cfg)
 
 
 def config_to_hf(cfg: GemmaConfig, *, eos_token_id: int | None = None,

@@ -3,5 +3,6 @@
 ``config`` describes an architecture, ``presets`` names the shipped ones (each
 with its tokenizer and training defaults), ``model`` is the network in one page,
 ``attention`` the kernels behind one interface, ``kv_cache`` and ``generation``
-decode text from it, ``weights`` moves its tensors in and out of files.
+decode text from it, ``weights`` says how files hold its tensors (a tied head once),
+``summary`` prints its tree and parameter counts.
 """

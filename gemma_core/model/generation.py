@@ -7,7 +7,6 @@ user's stop string. The command line and the studio's chat pane both use it.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Iterator
 
 import torch
 
+from gemma_core.device import autocast
 from gemma_core.model.kv_cache import KVCache, StaticKVCache
 from gemma_core.model.model import Gemma3Model
 from gemma_core.tokenizers.tokenizer import Tokenizer
@@ -62,20 +62,8 @@ def sample_next(logits: torch.Tensor, params: SamplingParams,
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 on CUDA devices that have it; elsewhere no autocast (the weights' dtype)."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def _autocast(device: torch.device):
-    dtype = _autocast_dtype(device)
-    return torch.autocast("cuda", dtype=dtype) if dtype else contextlib.nullcontext()
-
-
 def _decode_step(model: Gemma3Model, ids: torch.Tensor, cache: KVCache | StaticKVCache) -> torch.Tensor:
-    return model(ids, cache)[:, -1]
+    return model(ids, cache, last_position_only=True)[:, -1]
 
 
 @functools.lru_cache(maxsize=1)
@@ -97,18 +85,22 @@ def _static_capacity(needed: int, context: int) -> int:
 def generate_tokens(model: Gemma3Model, prompt_ids: list[int], params: SamplingParams,
                     eos_id: int | None = None,
                     cancel: threading.Event | None = None,
-                    compiled: bool = False) -> Iterator[int]:
+                    compiled: bool = False,
+                    dtype: torch.dtype = torch.float32,
+                    bos_id: int | None = None) -> Iterator[int]:
     """Yield new token ids one at a time (EOS is not yielded).
 
+    ``dtype`` is the compute precision (autocast over the weights, as in training).
     ``compiled`` decodes with a torch.compile'd step over a static cache: the first
-    call pays the compile, later ones with a similar length reuse it.
+    call pays the compile, later ones with a similar length reuse it. A prompt too
+    long for the context keeps its end, and its ``bos_id`` if it began with one.
     """
     device = model.embed_tokens.weight.device
 
     def run(step, ids: torch.Tensor, cache) -> torch.Tensor:
         # Inference mode and autocast are entered per call, not around the generator's
         # body: a suspended generator must not leave them on (or off) for its caller.
-        with torch.inference_mode(), _autocast(device):
+        with torch.inference_mode(), autocast(device, dtype):
             return step(model, ids, cache)
 
     was_training = model.training
@@ -116,14 +108,17 @@ def generate_tokens(model: Gemma3Model, prompt_ids: list[int], params: SamplingP
     try:
         context = model.cfg.context_length
         budget = max(1, context - params.max_new_tokens)
-        prompt_ids = list(prompt_ids)[-budget:] or ([eos_id] if eos_id is not None else [0])
+        prompt_ids = list(prompt_ids)
+        if len(prompt_ids) > budget and bos_id is not None and prompt_ids[0] == bos_id:
+            prompt_ids = [bos_id] + prompt_ids[len(prompt_ids) - budget + 1:]
+        prompt_ids = prompt_ids[-budget:] or ([eos_id] if eos_id is not None else [0])
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=device).manual_seed(params.seed)
         needed = len(prompt_ids) + params.max_new_tokens
         if compiled:
             cache = model.new_static_cache(_static_capacity(needed, context),
-                                           dtype=_autocast_dtype(device))
+                                           dtype=None if dtype == torch.float32 else dtype)
             decode = _compiled_decode_step()
         else:
             cache = model.new_cache(capacity=min(context, needed))
@@ -173,13 +168,19 @@ class Utf8Stream:
 
 
 def stream_text(model: Gemma3Model, tokenizer: Tokenizer, prompt: str, params: SamplingParams,
-                cancel: threading.Event | None = None, compiled: bool = False) -> Iterator[str]:
-    """Yield pieces of the continuation of ``prompt``, stopping at EOS or a stop string."""
-    prompt_ids = tokenizer.encode(prompt)
+                cancel: threading.Event | None = None, compiled: bool = False,
+                dtype: torch.dtype = torch.float32) -> Iterator[str]:
+    """Yield pieces of the continuation of ``prompt``, stopping at EOS or a stop string.
+
+    The prompt starts with the tokenizer's BOS token where it has one, as every
+    document did in training.
+    """
+    prompt_ids = tokenizer.encode_document(prompt)
     decoder = Utf8Stream(tokenizer)
     held = ""  # text that might be the start of a stop string
     longest_stop = max((len(s) for s in params.stop_strings), default=0)
-    for token_id in generate_tokens(model, prompt_ids, params, tokenizer.eos_id, cancel, compiled):
+    for token_id in generate_tokens(model, prompt_ids, params, tokenizer.eos_id, cancel, compiled,
+                                    dtype=dtype, bos_id=tokenizer.bos_id):
         held += decoder.push(token_id)
         if longest_stop:
             hits = [held.find(s) for s in params.stop_strings if s in held]

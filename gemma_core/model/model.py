@@ -56,8 +56,10 @@ class RotaryEmbedding(nn.Module):
         if self._cos is None or self._cos.shape[0] < length or self._cos.device != device:
             # Grow in powers of two, so token-by-token decoding rebuilds the table rarely.
             size = 1 << max(length - 1, 1).bit_length()
-            # Angles in float32 whatever the autocast context, as the reference does.
-            with torch.autocast(device_type=device.type, enabled=False):
+            # Angles in float32 whatever the autocast context, as the reference does. The
+            # tables outlive the call that builds them: built during generation they must
+            # still be ordinary tensors, which training may later save for its backward.
+            with torch.autocast(device_type=device.type, enabled=False), torch.inference_mode(False):
                 positions = torch.arange(size, device=device, dtype=torch.float32)
                 angles = torch.outer(positions, self.inv_freq.to(device).float())
                 angles = torch.cat([angles, angles], dim=-1)
@@ -214,9 +216,14 @@ class Gemma3Model(nn.Module):
             cache.position += input_ids.shape[1]
         return x
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits of shape (B, T, vocab_size)."""
-        return self.lm_head(self.final_norm(self.hidden_states(input_ids, cache)))
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
+                last_position_only: bool = False) -> torch.Tensor:
+        """Logits of shape (B, T, vocab_size), or (B, 1, vocab_size) for the last position only
+        (all that decoding needs: the head is the largest matrix of a small model)."""
+        hidden = self.hidden_states(input_ids, cache)
+        if last_position_only:
+            hidden = hidden[:, -1:]
+        return self.lm_head(self.final_norm(hidden))
 
     def head_loss(self, hidden: torch.Tensor, targets: torch.Tensor,
                   ignore_index: int = -100) -> torch.Tensor:

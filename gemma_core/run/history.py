@@ -1,13 +1,27 @@
-"""Bounded metric histories: a million-step run holds as many points as a thousand-step one."""
+"""A run's history: its logs read back, and the bounded series a client draws.
+
+``read_run_history`` is the one reader of a run's logs into curves: the engine
+replays it when a run resumes, so clients show the whole run, and the viewer
+builds a finished run's snapshot from it.
+"""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from gemma_core.run.layout import TRAIN_STREAM, VAL_STREAM
+from gemma_core.run.logs import read_jsonl
+from gemma_core.train.events import EvalResult, StepMetrics
 
 
 class BoundedSeries:
     """Keeps at most ``capacity`` points; when full, every other point is dropped.
 
     Points then arrive with a doubled stride, so the kept points stay evenly
-    spread over the whole run, the first included.
+    spread over the whole run, the first included: a million-step run holds as
+    many points as a thousand-step one.
     """
 
     def __init__(self, capacity: int = 2048) -> None:
@@ -26,3 +40,42 @@ class BoundedSeries:
 
     def snapshot(self) -> tuple[tuple, ...]:
         return tuple(self.points)
+
+
+@dataclass(frozen=True)
+class RunHistory:
+    """What a run's logs say happened, oldest first."""
+
+    steps: tuple[StepMetrics, ...]  # one per logged training step
+    evals: tuple[EvalResult, ...]
+
+    @property
+    def last_step(self) -> StepMetrics | None:
+        return self.steps[-1] if self.steps else None
+
+    @property
+    def elapsed_s(self) -> float:
+        """Training time so far, on the run's own clock (it goes on across resumes)."""
+        return self.steps[-1].elapsed_s if self.steps else 0.0
+
+
+def eval_result_from_entry(entry: dict) -> EvalResult:
+    """A validation-log line as an EvalResult (older logs may lack our added keys)."""
+    return EvalResult(entry["step"], entry.get("tokens_seen", 0), entry["val_loss"],
+                      entry.get("perplexity", math.exp(min(entry["val_loss"], 50))),
+                      entry.get("bits_per_byte", float("nan")))
+
+
+def step_metrics_from_entry(entry: dict, max_steps: int) -> StepMetrics:
+    """A training-log line as the StepMetrics the engine emitted for it."""
+    return StepMetrics(entry["step"], max_steps, entry.get("tokens_seen", 0), entry["train_loss"],
+                       entry["learning_rate"], entry.get("grad_norm", float("nan")),
+                       entry.get("tokens_per_s", 0.0), entry.get("elapsed_s", 0.0), None)
+
+
+def read_run_history(output_dir: Path, max_steps: int) -> RunHistory:
+    """Replay ``training_log.jsonl`` and ``validation_log.jsonl``; a torn last line is skipped."""
+    steps = tuple(step_metrics_from_entry(entry, max_steps)
+                  for entry in read_jsonl(output_dir / TRAIN_STREAM))
+    evals = tuple(eval_result_from_entry(entry) for entry in read_jsonl(output_dir / VAL_STREAM))
+    return RunHistory(steps, evals)

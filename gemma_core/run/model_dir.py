@@ -18,6 +18,7 @@ from gemma_core import atomic
 from gemma_core.errors import UserError
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.model import Gemma3Model
+from gemma_core.model.weights import stored_tensors
 from gemma_core.tokenizers.tokenizer import Tokenizer, tokenizer_from_spec
 from gemma_core.train.distributed import full_tensor
 
@@ -30,9 +31,7 @@ def model_state_for_saving(model: Gemma3Model) -> dict[str, torch.Tensor]:
 
     Under FSDP2 this gathers each sharded tensor, so every rank must call it.
     """
-    state = model.state_dict()
-    if model.cfg.tie_embeddings:
-        state.pop("lm_head.weight", None)
+    state = stored_tensors(model.state_dict(), model.cfg)
     return {name: full_tensor(tensor).detach().to("cpu").contiguous() for name, tensor in state.items()}
 
 
@@ -98,10 +97,8 @@ def load_weights(path: Path, model: Gemma3Model) -> None:
     except (SafetensorError, OSError, ValueError) as err:
         raise UserError(f"{path}: unreadable safetensors file ({str(err).splitlines()[0]}); "
                         "it may be truncated or corrupted: restore it or retrain") from None
-    expected = model.state_dict()
-    if model.cfg.tie_embeddings:
-        expected = {k: v for k, v in expected.items() if k != "lm_head.weight"}
-        state.pop("lm_head.weight", None)
+    expected = stored_tensors(model.state_dict(), model.cfg)
+    state = stored_tensors(state, model.cfg)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:

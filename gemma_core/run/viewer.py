@@ -1,117 +1,114 @@
 """A finished run, opened for inspection: its curves from the logs, chat on its weights.
 
 It offers the engine's reading side (``snapshot``, ``chat``, ``join``) so a
-client can show a finished run exactly as it shows a live one. The training
-controls exist and do nothing: there is no training to control.
+client can show a finished run exactly as it shows a live one: the snapshot
+comes from the same state store, filled from the run's logs, and chats are
+answered by the same chat service. The training controls exist and refuse:
+there is no training to control.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
-from gemma_core.device import resolve_device
-from gemma_core.model.generation import SamplingParams, stream_text
-from gemma_core.run import files as run_files
-from gemma_core.run.history import BoundedSeries
+import torch
+
+from gemma_core.chat import ChatJob, ChatService, FixedWeights
+from gemma_core.device import resolve_device, resolve_dtype
+from gemma_core.errors import UserError
+from gemma_core.model.generation import SamplingParams
+from gemma_core.run.history import read_run_history
+from gemma_core.run.layout import newest_checkpoint
 from gemma_core.run.model_dir import load_model_dir
-from gemma_core.train.engine import ChatJob
-from gemma_core.train.events import CheckpointSaved, LogMessage, RunSnapshot, RunState, StepMetrics
+from gemma_core.train.events import CheckpointSaved, LogMessage, RunSnapshot, RunState
+from gemma_core.train.state_store import RunStateStore
+
+
+class NothingToControl(UserError):
+    """A training command sent to a finished run."""
 
 
 class RunViewer:
     def __init__(self, output_dir: str | Path, device: str = "auto") -> None:
         self.output_dir = Path(output_dir)
-        self.model, self.tokenizer, self.config_data = load_model_dir(self.output_dir, resolve_device(device))
+        torch_device = resolve_device(device)
+        self.model, self.tokenizer, self.config_data = load_model_dir(self.output_dir, torch_device)
         self.model_config = self.model.cfg
         self.ready = threading.Event()
         self.ready.set()
-        self._threads: list[threading.Thread] = []
-        self._snapshot = self._read_snapshot()
-
-    def _read_snapshot(self) -> RunSnapshot:
-        train = run_files.read_jsonl(self.output_dir / run_files.TRAIN_STREAM)
-        val = run_files.read_jsonl(self.output_dir / run_files.VAL_STREAM)
-        train_history, lr_history = BoundedSeries(), BoundedSeries()
-        for entry in train:
-            train_history.append((entry["step"], entry.get("tokens_seen", 0), entry["train_loss"]))
-            lr_history.append((entry["step"], entry["learning_rate"]))
-        evals = [run_files.eval_result_from_entry(e) for e in val]
-        last = train[-1] if train else None
         training = self.config_data.get("training", {})
-        max_steps = training.get("max_steps", last["step"] if last else 0)
-        latest = None
-        if last is not None:
-            latest = StepMetrics(last["step"], max_steps, last.get("tokens_seen", 0), last["train_loss"],
-                                 last["learning_rate"], last.get("grad_norm", float("nan")),
-                                 last.get("tokens_per_s", 0.0), last.get("elapsed_s", 0.0), None)
-        checkpoint = None
-        state_path = self.output_dir / run_files.CHECKPOINT / "state.json"
-        if state_path.is_file():
-            checkpoint = CheckpointSaved(last["step"] if last else 0, str(state_path.parent),
-                                         state_path.stat().st_mtime)
-        return RunSnapshot(
-            version=1, state=RunState.VIEWING, step=last["step"] if last else 0, max_steps=max_steps,
-            tokens_seen=last.get("tokens_seen", 0) if last else 0, latest=latest,
-            train_history=train_history.snapshot(), lr_history=lr_history.snapshot(),
-            eval_history=tuple(evals), best_eval=min(evals, key=lambda e: e.val_loss, default=None),
-            last_checkpoint=checkpoint, layer_stats=None,
-            messages=(LogMessage("info", f"opened {self.output_dir} (best-validation weights)"),),
-            error=None, output_dir=str(self.output_dir),
-            device=str(self.model.embed_tokens.weight.device), dtype="fp32",
-            preset=training.get("preset"), n_parameters=self.model.num_parameters())
+        training = training if isinstance(training, dict) else {}
+        # Chat in the precision the run trained in, as the engine's chat did.
+        dtype = resolve_dtype(str(training.get("dtype", "auto")), torch_device)
+        planned = training.get("max_steps")
+        history = read_run_history(self.output_dir, planned if isinstance(planned, int) else 0)
+        last = history.last_step
+        step = last.step if last is not None else 0
+        run_id = self.config_data.get("run_id")
+        self.store = RunStateStore(run_id if isinstance(run_id, str) else self.output_dir.name,
+                                   str(self.output_dir), planned if isinstance(planned, int) else step,
+                                   training.get("preset"), state=RunState.VIEWING)
+        self.store.load_history(history, position_from_logs=True)
+        checkpoint = newest_checkpoint(self.output_dir)
+        if checkpoint is not None:
+            saved = CheckpointSaved(step, str(checkpoint), (checkpoint / "state.json").stat().st_mtime)
+            self.store.set_position(step=step, tokens_seen=last.tokens_seen if last is not None else 0,
+                                    skipped_steps=0, last_checkpoint=saved)
+        self.store.set_run_facts(device=str(torch_device), n_parameters=self.model.num_parameters(),
+                                 dtype="bf16" if dtype == torch.bfloat16 else "fp32")
+        self.store.keep_message(LogMessage("info", f"opened {self.output_dir} (best-validation weights)"))
+        self._chat = ChatService(FixedWeights(self.model, step), self.tokenizer, dtype)
 
     # ------------------------------------------------------------ reading
     def snapshot(self) -> RunSnapshot:
-        return self._snapshot
+        return self.store.snapshot()
 
     def chat(self, prompt: str, params: SamplingParams) -> ChatJob:
-        job = ChatJob(prompt, params, self._snapshot.step)
+        return self._chat.chat(prompt, params)
 
-        def generate() -> None:
-            try:
-                for piece in stream_text(self.model, self.tokenizer, prompt, params, cancel=job.cancelled):
-                    job._put(piece)
-                job._finish()
-            except Exception as err:  # shown in the chat pane
-                job._finish(f"{type(err).__name__}: {err}")
+    def subscribe(self, callback):
+        return self.store.subscribe(callback)  # a finished run publishes nothing more
 
-        thread = threading.Thread(target=generate, name="gemma-chat", daemon=True)
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-        thread.start()
-        return job
+    def unsubscribe(self, callback) -> None:
+        self.store.unsubscribe(callback)
 
     # ------------------------------------------- controls: nothing to control
     # A finished run has no training thread: these keep the engine's interface
-    # so a client needs no special case, and deliberately change nothing.
+    # so a client needs no special case; each outcome says why nothing happened.
+    def _refused(self) -> Future:
+        future: Future = Future()
+        future.set_exception(NothingToControl(f"{self.output_dir}: a finished run; nothing trains"))
+        return future
+
     def start(self) -> None:
         return None
 
-    def pause(self) -> None:
-        return None
+    def pause(self) -> Future:
+        return self._refused()
 
-    def resume(self) -> None:
-        return None
+    def unpause(self) -> Future:
+        return self._refused()
 
-    def save_now(self) -> None:
-        return None
+    def save_now(self) -> Future:
+        return self._refused()
 
-    def eval_now(self) -> None:
-        return None
+    def eval_now(self) -> Future:
+        return self._refused()
 
-    def stop(self, save: bool = True) -> None:
-        for thread in self._threads:
-            thread.join(timeout=0)
-
-    def subscribe(self, callback) -> None:
-        return None  # a finished run emits no events
+    def stop(self, save: bool = True) -> Future:
+        for job_thread in self._chat.threads():
+            job_thread.join(timeout=0)
+        return self._refused()
 
     def join(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in list(self._threads):
+        for thread in self._chat.threads():
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not self.is_alive()
 
     def is_alive(self) -> bool:
-        return any(t.is_alive() for t in self._threads)
+        return bool(self._chat.threads())
+

@@ -18,11 +18,11 @@ import json
 import os
 import re
 import shutil
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
 from gemma_core.errors import UserError
+from gemma_core.tokenizers.byte_alphabet import bytes_to_unicode, unicode_to_bytes
 from gemma_core.tokenizers.tokenizer import EOS_TOKEN, GPT2_PATTERN, Tokenizer
 
 TOKENIZER_JSON = "tokenizer.json"
@@ -39,26 +39,6 @@ def require_tokenizers():
         raise UserError("the 'tokenizers' package is needed for Hugging Face tokenizers; "
                         "install it with: pip install 'gemma-studio[hf]'") from None
     return tokenizers
-
-
-@lru_cache(maxsize=1)
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character table (byte-level BPE's alphabet)."""
-    keep = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-            + list(range(ord("®"), ord("ÿ") + 1)))
-    mapping, extra = {}, 0
-    for byte in range(256):
-        if byte in keep:
-            mapping[byte] = chr(byte)
-        else:
-            mapping[byte] = chr(256 + extra)
-            extra += 1
-    return mapping
-
-
-@lru_cache(maxsize=1)
-def unicode_to_bytes() -> dict[str, int]:
-    return {char: byte for byte, char in bytes_to_unicode().items()}
 
 
 def _spell(token: bytes) -> str:
@@ -255,6 +235,9 @@ def _decoder_steps(data: dict) -> list[dict]:
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
+DETECT = object()  # HFTokenizer(bos_id=DETECT): take the BOS the file's post-processor adds
+
+
 class HFTokenizer:
     """A ``tokenizer.json`` run by the ``tokenizers`` library, shaped like ``Tokenizer``.
 
@@ -264,7 +247,10 @@ class HFTokenizer:
 
     ranks_path = None  # not a tiktoken ranks file
 
-    def __init__(self, path: str | Path, eos_id: int | None = None, eos_token: str | None = None) -> None:
+    def __init__(self, path: str | Path, eos_id: int | None = None, eos_token: str | None = None,
+                 bos_id: int | None | object = DETECT) -> None:
+        """``bos_id``: the beginning-of-text id, None for none, or ``DETECT``: the id the
+        file's own post-processor puts first (Gemma's adds ``<bos>``)."""
         tk = require_tokenizers()
         self.path = Path(path)
         try:
@@ -295,6 +281,12 @@ class HFTokenizer:
             raise UserError(f"{self.path}: no end-of-text token found; record its id as "
                             "'eos_id' in the tokenizer entry of config.json")
         self._eos_id = int(eos_id)
+        if bos_id is DETECT:
+            bos_id = self._leading_special(specials)
+        if bos_id is not None and not (isinstance(bos_id, int) and 0 <= bos_id < self._n_vocab):
+            raise UserError(f"{self.path}: beginning-of-text id {bos_id!r} is not in the vocabulary; "
+                            "fix 'bos_id' in the tokenizer entry of config.json")
+        self._bos_id = bos_id
         self.encoding = _SpecialsView(specials, self._n_vocab, self._eos_id)
         steps = _decoder_steps(self._data)
         self._byte_level = any(s.get("type") == "ByteLevel" for s in steps)
@@ -316,8 +308,25 @@ class HFTokenizer:
     def eos_id(self) -> int:
         return self._eos_id
 
+    @property
+    def bos_id(self) -> int | None:
+        return self._bos_id
+
+    def _leading_special(self, specials: dict[str, int]) -> int | None:
+        """The special token the post-processor puts before every text, if any."""
+        plain = self._tok.encode("a", add_special_tokens=False).ids
+        full = self._tok.encode("a", add_special_tokens=True).ids
+        if len(full) > len(plain) and full[0] in specials.values() and full[1:1 + len(plain)] == plain:
+            return full[0]
+        return None
+
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_document(self, text: str) -> list[int]:
+        """A whole document or prompt: BOS first where the tokenizer has one, as Gemma expects."""
+        ids = self.encode(text)
+        return ids if self._bos_id is None else [self._bos_id, *ids]
 
     def encode_batch(self, texts: list[str], num_threads: int = 4) -> list[list[int]]:
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
@@ -354,7 +363,8 @@ class HFTokenizer:
         return piece.encode("utf-8")
 
     def spec(self) -> dict:
-        return {"kind": "hf", "file": TOKENIZER_JSON, "eos_id": self._eos_id, "n_vocab": self._n_vocab}
+        return {"kind": "hf", "file": TOKENIZER_JSON, "eos_id": self._eos_id, "bos_id": self._bos_id,
+                "n_vocab": self._n_vocab}
 
     def save_into(self, directory: Path) -> dict:
         target = Path(directory) / TOKENIZER_JSON
@@ -371,4 +381,7 @@ def hf_tokenizer_from_spec(spec: dict, directory: Path | None) -> HFTokenizer:
         raise UserError("tokenizer spec of kind 'hf' needs the checkpoint directory")
     file = spec.get("file", TOKENIZER_JSON)
     eos_id = spec.get("eos_id")
-    return HFTokenizer(Path(directory) / file, eos_id=eos_id if isinstance(eos_id, int) else None)
+    # Checkpoints written before BOS was recorded: find it as a fresh import would.
+    bos_id = spec["bos_id"] if "bos_id" in spec else DETECT
+    return HFTokenizer(Path(directory) / file, eos_id=eos_id if isinstance(eos_id, int) else None,
+                       bos_id=bos_id)

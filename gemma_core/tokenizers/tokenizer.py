@@ -61,9 +61,18 @@ class Tokenizer:
     def eos_id(self) -> int:
         return self.encoding.eot_token
 
+    @property
+    def bos_id(self) -> None:
+        """No beginning-of-text token: documents are only separated, by EOS (GPT-2's way)."""
+        return None
+
     def encode(self, text: str) -> list[int]:
         """Encode ordinary text; special-token strings in it are treated as text."""
         return self.encoding.encode_ordinary(text)
+
+    def encode_document(self, text: str) -> list[int]:
+        """A whole document or prompt: the text, after BOS where the tokenizer has one."""
+        return self.encode(text)
 
     def encode_batch(self, texts: list[str], num_threads: int = 4) -> list[list[int]]:
         return self.encoding.encode_ordinary_batch(texts, num_threads=num_threads)

@@ -6,9 +6,12 @@ import torch
 
 from gemma_core.model.config import SLIDING, GemmaConfig
 
-# Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment.
+# Dense peaks (FLOP/s) by device-name fragment: bf16 on the tensor cores, and fp32
+# without them (PyTorch's default for float32 matrix products: TF32 is off).
 _BF16_PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,
                "L4": 121e12, "4090": 165e12, "3090": 71e12}
+_FP32_PEAKS = {"H200": 67e12, "H100": 67e12, "A100": 19.5e12, "L40S": 91.6e12, "A10G": 31.2e12,
+               "L4": 30.3e12, "4090": 82.6e12, "3090": 35.6e12}
 
 
 def training_flops_per_token(cfg: GemmaConfig, seq_len: int) -> float:
@@ -32,11 +35,22 @@ def training_flops_per_token(cfg: GemmaConfig, seq_len: int) -> float:
     return 3 * (2 * matmul_weights + attention)
 
 
-def device_peak_flops(device: torch.device) -> float | None:
+def device_peak_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> float | None:
+    """One device's peak for matrix products in ``dtype``; None off CUDA or for an unknown GPU."""
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    for fragment, peak in _BF16_PEAKS.items():
+    peaks = _BF16_PEAKS if dtype == torch.bfloat16 else _FP32_PEAKS
+    for fragment, peak in peaks.items():
         if fragment in name:
             return peak
     return None
+
+
+def model_flops_utilisation(tokens_per_s: float, flops_per_token: float, peak_per_device: float | None,
+                            devices: int = 1) -> float | None:
+    """The share of the devices' peak the model's FLOPs use: ``tokens_per_s`` counts
+    every device's tokens, so it is measured against every device's peak."""
+    if not peak_per_device:
+        return None
+    return tokens_per_s * flops_per_token / (peak_per_device * devices)

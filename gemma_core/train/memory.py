@@ -45,3 +45,18 @@ def available_bytes(device: torch.device) -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def evaluation_bytes(cfg: GemmaConfig, n_parameters: int, batch: int, length: int,
+                     dtype: torch.dtype, logits_chunk_rows: int) -> int:
+    """A lower bound on evaluating a batch beside a training run's state.
+
+    The weights, gradients' space and AdamW's moments stay allocated; without a
+    backward pass activations exist for about one layer at a time, and the
+    float32 logits (and their log-softmax) for one chunk of positions.
+    """
+    width = 2 if dtype == torch.bfloat16 else 4
+    attention = (2 * cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim
+    per_token = 4 * 4 * cfg.emb_dim + width * (attention + 3 * cfg.hidden_dim)
+    logits = min(batch * length, logits_chunk_rows) * cfg.vocab_size * 4 * 2
+    return 16 * n_parameters + batch * length * per_token + logits

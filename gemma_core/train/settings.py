@@ -1,57 +1,68 @@
 """Training settings: the seed's arguments by the seed's names, plus ours.
 
-Precedence, lowest first: common defaults, the preset's defaults, the
-``--config`` TOML file, explicit command-line flags.
+``TrainSettings()`` is the default preset's settings, ready to train.
+``TrainSettings.for_preset(name, **overrides)`` starts from a preset's own
+defaults; ``TrainSettings.for_resume(output_dir, **overrides)`` from the
+settings a run was saved with. Both take a ``config_file`` (TOML or JSON with
+the same keys as the flags, and a ``[model]`` table) and the command line is a
+thin client of them. Precedence, lowest first: the preset's (or the saved
+run's) settings, the config file, explicit overrides.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gemma_core.errors import UserError
-from gemma_core.model.presets import PRESETS
+from gemma_core.model.presets import DEFAULT_PRESET, PRESETS, get_preset
 from gemma_core.train.config_file import read_settings_file
+
+_DEFAULT = PRESETS[DEFAULT_PRESET].training
+
+# Intervals a preset sets for its own schedule; a shorter run scales them down with it.
+SCALED_WITH_RUN_LENGTH = ("warmup_steps", "eval_iters", "save_steps")
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    # --- the seed's arguments
+    # --- the seed's arguments (defaults: the default preset's; see model/presets.py)
     output_dir: str = "output"
-    learning_rate: float = 1e-4
-    max_steps: int = 10_000
-    warmup_steps: int = 100
+    learning_rate: float = _DEFAULT.learning_rate
+    max_steps: int = _DEFAULT.max_steps
+    warmup_steps: int = _DEFAULT.warmup_steps
     min_lr: float | None = None  # default: learning_rate / 10
-    eval_iters: int = 200  # evaluate every this many optimizer steps
-    gradient_accumulation_steps: int = 4
-    train_batch_size: int = 1
-    val_batch_size: int = 1
-    max_length: int = 2048
-    stride: int = 2048
+    eval_iters: int = _DEFAULT.eval_iters  # evaluate every this many optimizer steps
+    gradient_accumulation_steps: int = _DEFAULT.gradient_accumulation_steps
+    train_batch_size: int = _DEFAULT.train_batch_size
+    val_batch_size: int = _DEFAULT.val_batch_size
+    max_length: int = _DEFAULT.max_length
+    stride: int = _DEFAULT.stride
     add_eos_between_documents: bool = True
     eos_token: str = "<|endoftext|>"
     logging_steps: int = 1
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     seed: int = 42
-    tiktoken_encoder_name: str = "gpt2"
-    train_dataset_path: str | None = None  # None: the bundled Shakespeare corpus
+    tiktoken_encoder_name: str = _DEFAULT.tokenizer
+    train_dataset_path: str | None = None  # None: the bundled Shakespeare corpus (or train_texts)
     val_dataset_path: str | None = None
     # --- ours
-    preset: str = "demo"
+    preset: str = DEFAULT_PRESET
     test_dataset_path: str | None = None
-    val_fraction: float = 0.05  # held out of the training data when no validation path is given
+    val_fraction: float = 0.05  # held out of the training data when no validation data is given
     text_field: str = "text"
     split_on_blank_lines: bool = False
     skip_bad_lines: bool = False
-    save_steps: int = 500
-    eval_batches: int | None = 50  # None: the whole validation set
+    save_steps: int = _DEFAULT.save_steps
+    eval_batches: int | None = _DEFAULT.eval_batches  # None: the whole validation set
     grad_clip: float = 1.0
     device: str = "auto"
     dtype: str = "auto"
-    compile: bool = False
+    compile: bool = _DEFAULT.compile
     fsdp: bool = False  # under torchrun: shard with FSDP2 instead of replicating with DDP
     attention: str = "auto"
     resume: bool = False
@@ -60,19 +71,99 @@ class TrainSettings:
     cache_dir: str | None = None
     sample_prompt: tuple[str, ...] = ()
     sample_every: int = 0  # 0: never
-    sample_tokens: int = 64
+    sample_tokens: int = _DEFAULT.sample_tokens
     max_bad_steps: int = 5  # consecutive non-finite steps before the run stops
     model_overrides: dict[str, Any] = field(default_factory=dict)  # model fields from --config
+    # --- from Python only: documents held in memory, in place of dataset paths
+    train_texts: tuple[str, ...] = ()
+    val_texts: tuple[str, ...] = ()
 
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def for_preset(cls, preset: str | None = None, *, config_file: str | Path | None = None,
+                   **overrides: Any) -> "TrainSettings":
+        """A preset's training defaults, then ``config_file``, then ``overrides``.
+
+        A run shorter than the preset's own (``max_steps`` given) scales the preset's
+        warmup, evaluation and checkpoint intervals down with it, so ``max_steps=3``
+        trains; an interval given explicitly is kept as given, and checked.
+        """
+        from_file = read_train_config(Path(config_file)) if config_file is not None else {}
+        explicit = {**from_file, **_normalised(overrides)}
+        name = preset or explicit.pop("preset", None) or DEFAULT_PRESET
+        explicit.pop("preset", None)
+        record = get_preset(name)
+        values = record.training.as_settings()
+        if "max_steps" in explicit and _is_int(explicit["max_steps"]) and explicit["max_steps"] > 0:
+            ratio = explicit["max_steps"] / record.training.max_steps
+            if ratio < 1:
+                for key in SCALED_WITH_RUN_LENGTH:
+                    default = values[key]
+                    if key not in explicit and default > 0:
+                        values[key] = max(1, round(default * ratio))
+        values.update(explicit)
+        values["preset"] = name
+        return cls._checked(values, config_file)
+
+    @classmethod
+    def for_resume(cls, output_dir: str | Path, *, config_file: str | Path | None = None,
+                   **overrides: Any) -> "TrainSettings":
+        """The settings ``output_dir``'s run was saved with, then ``config_file``, then ``overrides``.
+
+        A run trained on ``train_texts``/``val_texts`` needs them passed again (its
+        checkpoint keeps only their fingerprint, and checks it).
+        """
+        from gemma_core.run.checkpoints import read_checkpoint_state
+        from gemma_core.run.layout import check_output_dir
+
+        output_dir = Path(output_dir)
+        check_output_dir(output_dir, resume=True, overwrite=False)  # says why not, if not
+        saved = read_checkpoint_state(output_dir).get("settings")
+        if not isinstance(saved, dict):
+            raise UserError(f"{output_dir}: the checkpoint records no settings; it is damaged")
+        from_file = read_train_config(Path(config_file)) if config_file is not None else {}
+        explicit = {**from_file, **_normalised(overrides)}
+        base = {k: v for k, v in saved.items() if k in _field_names() and k not in ("resume", "overwrite")}
+        for key in ("train_texts", "val_texts"):
+            if base.get(key) is None:
+                base.pop(key, None)
+            elif isinstance(base.get(key), dict):  # trained on texts from Python: only a summary is kept
+                if key not in explicit:
+                    raise UserError(f"{output_dir}: this run trained on {key} given from Python; pass "
+                                    f"the same {key}= to resume it")
+                base[key] = ()
+        values = {**base, **explicit, "output_dir": str(output_dir), "resume": True, "overwrite": False}
+        values.setdefault("preset", DEFAULT_PRESET)
+        return cls._checked(_normalised(values), config_file)
+
+    @classmethod
+    def _checked(cls, values: dict[str, Any], source: str | Path | None) -> "TrainSettings":
+        unknown = sorted(set(values) - _field_names())
+        if unknown:
+            raise UserError(f"unknown training setting {unknown[0]!r}; the settings are the flags of "
+                            "'gemma-core train' without dashes")
+        try:
+            settings = cls(**values)
+        except TypeError as err:
+            raise UserError(f"invalid training settings: {err}") from None
+        _check_types(settings, None if source is None else str(source))
+        settings.validate()
+        return settings
+
+    # ----------------------------------------------------------------- reading
     @property
     def resolved_min_lr(self) -> float:
         return self.learning_rate / 10 if self.min_lr is None else self.min_lr
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON values; texts from Python are summarised, not copied."""
         data = dataclasses.asdict(self)
         data["betas"] = list(self.betas)
         data["sample_prompt"] = list(self.sample_prompt)
         data["min_lr"] = self.resolved_min_lr
+        for key in ("train_texts", "val_texts"):
+            texts = getattr(self, key)
+            data[key] = _texts_summary(texts) if texts else None
         return data
 
     def validate(self) -> None:
@@ -82,15 +173,15 @@ class TrainSettings:
                     "sample_tokens", "max_bad_steps")
         for name in positive:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not _is_int(value):
                 raise UserError(f"--{name} must be a whole number, got {value!r}")
             if value <= 0:
                 raise UserError(f"--{name} must be positive, got {value}")
         for name in ("warmup_steps", "sample_every", "seed"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not _is_int(value) or value < 0:
                 raise UserError(f"--{name} must be a whole number >= 0, got {value!r}")
-        if self.eval_batches is not None and (not isinstance(self.eval_batches, int) or self.eval_batches <= 0):
+        if self.eval_batches is not None and (not _is_int(self.eval_batches) or self.eval_batches <= 0):
             raise UserError(f"--eval_batches must be positive, got {self.eval_batches!r}")
         for name in ("learning_rate", "weight_decay", "grad_clip", "val_fraction"):
             value = getattr(self, name)
@@ -112,31 +203,45 @@ class TrainSettings:
             raise UserError(f"unknown preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other; choose one")
+        for key in ("train_texts", "val_texts"):
+            texts = getattr(self, key)
+            if not isinstance(texts, tuple) or not all(isinstance(t, str) for t in texts):
+                raise UserError(f"{key} must be a list of strings")
+        if self.train_texts and self.train_dataset_path:
+            raise UserError("give train_texts or --train_dataset_path, not both")
+        if self.val_texts and self.val_dataset_path:
+            raise UserError("give val_texts or --val_dataset_path, not both")
+        if self.val_texts and not self.train_texts:
+            raise UserError("val_texts needs train_texts; without them the bundled corpus is used with "
+                            "its own validation works")
 
 
-# Each preset's own training defaults, on top of TrainSettings' (the seed's) defaults.
-PRESET_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "seed-270m": {},  # the seed's defaults, exactly
-    "gemma-3-270m": {},
-    # Tuned for learning speed on two CPU cores (see BENCHMARKS.md). torch.compile
-    # doubles its CPU throughput, which pays for the compile time (about 45 s) many
-    # times over; evaluations and checkpoints every 200 and 400 steps cost about 5%.
-    "demo": dict(learning_rate=4.5e-3, max_steps=1400, warmup_steps=50, eval_iters=200,
-                 gradient_accumulation_steps=1, train_batch_size=8, val_batch_size=16,
-                 max_length=256, stride=256, weight_decay=0.1, eval_batches=10, save_steps=400,
-                 sample_tokens=48, compile=True),
-    "nano": dict(learning_rate=3e-3, max_steps=200, warmup_steps=10, eval_iters=50,
-                 gradient_accumulation_steps=1, train_batch_size=8, val_batch_size=8,
-                 max_length=64, stride=64, eval_batches=4, save_steps=100, sample_tokens=24),
-}
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def preset_tokenizer(preset: str) -> str | None:
-    return PRESETS[preset].training.tokenizer if preset in PRESETS else None
+def _texts_summary(texts: tuple[str, ...]) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    for text in texts:
+        encoded = text.encode("utf-8")
+        digest.update(len(encoded).to_bytes(8, "little"))
+        digest.update(encoded)
+    return {"documents": len(texts), "sha256": digest.hexdigest()}
 
 
 def _field_names() -> set[str]:
     return {f.name for f in dataclasses.fields(TrainSettings)}
+
+
+def _normalised(values: dict[str, Any]) -> dict[str, Any]:
+    """Lists where the settings hold tuples (JSON, TOML and Python callers give lists)."""
+    out = dict(values)
+    for key in ("betas", "sample_prompt", "train_texts", "val_texts"):
+        if isinstance(out.get(key), list):
+            out[key] = tuple(out[key])
+        elif key == "sample_prompt" and isinstance(out.get(key), str):
+            out[key] = (out[key],)
+    return out
 
 
 def read_train_config(path: Path) -> dict[str, Any]:
@@ -145,7 +250,7 @@ def read_train_config(path: Path) -> dict[str, Any]:
 
     data = read_settings_file(path)
     model_fields = {f.name for f in dataclasses.fields(GemmaConfig)}
-    known = _field_names() - {"model_overrides"}
+    known = _field_names() - {"model_overrides", "train_texts", "val_texts"}
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key == "model":
@@ -160,37 +265,7 @@ def read_train_config(path: Path) -> dict[str, Any]:
         else:
             raise UserError(f"{path}: unknown key {key!r}; keys are the flags of 'gemma-core train' "
                             "without dashes, plus a [model] table")
-    return out
-
-
-def resolve_settings(explicit: dict[str, Any] | None = None, config_file: str | None = None,
-                     base: dict[str, Any] | None = None) -> TrainSettings:
-    """Merge defaults, preset defaults (or a resumed run's settings), a config file and flags."""
-    explicit = dict(explicit or {})
-    from_file = read_train_config(Path(config_file)) if config_file else {}
-    base = {k: v for k, v in (base or {}).items()
-            if k in _field_names() and k not in ("resume", "overwrite")}
-    preset = explicit.get("preset") or from_file.get("preset") or base.get("preset") or "demo"
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    merged: dict[str, Any] = dict(PRESET_TRAIN_DEFAULTS.get(preset, {}))
-    tokenizer = preset_tokenizer(preset)
-    if tokenizer is not None:
-        merged["tiktoken_encoder_name"] = tokenizer
-    merged.update(base)
-    merged.update(from_file)
-    merged.update(explicit)
-    merged["preset"] = preset
-    for key in ("betas", "sample_prompt"):
-        if key in merged and isinstance(merged[key], list):
-            merged[key] = tuple(merged[key])
-    try:
-        settings = TrainSettings(**merged)
-    except TypeError as err:
-        raise UserError(f"invalid training settings: {err}") from None
-    _check_types(settings, config_file)
-    settings.validate()
-    return settings
+    return _normalised(out)
 
 
 def _check_types(settings: TrainSettings, source: str | None) -> None:
@@ -207,6 +282,5 @@ def _check_types(settings: TrainSettings, source: str | None) -> None:
             raise UserError(f"{where}{f.name!r} must be text, got {value!r}")
         if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise UserError(f"{where}{f.name!r} must be a number, got {value!r}")
-        if isinstance(default, int) and not isinstance(default, bool) and (
-                isinstance(value, bool) or not isinstance(value, int)):
+        if isinstance(default, int) and not isinstance(default, bool) and not _is_int(value):
             raise UserError(f"{where}{f.name!r} must be a whole number, got {value!r}")

@@ -299,3 +299,71 @@ def test_multimodal_gemma3_config_imports_its_language_model(tmp_path):
     back, _, _ = load_model_dir(tmp_path / "back")
     for name, tensor in model.state_dict().items():
         assert torch.equal(back.state_dict()[name], tensor), name
+
+
+# ----------------------------------------------------------- Gemma's <bos>
+def _gemma_like_checkpoint(root, *, template: bool, tokenizer_config: dict | None):
+    """A tiny HF Gemma 3 with a tokenizer shaped like Gemma's, <bos> = 2."""
+    from tokenizers import Tokenizer, processors
+
+    cfg = tiny_config(vocab_size=273)
+    fields = {k: v for k, v in config_to_hf(cfg, eos_token_id=1, bos_token_id=2, pad_token_id=0).items()
+              if k not in ("architectures", "model_type")}
+    transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**fields)).save_pretrained(root)
+    _sentencepiece_style_tokenizer_json(root / "tokenizer.json")
+    if template:  # how Gemma's own tokenizer.json puts <bos> first
+        tok = Tokenizer.from_file(str(root / "tokenizer.json"))
+        tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+        tok.save(str(root / "tokenizer.json"))
+    if tokenizer_config is not None:
+        (root / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+
+
+@pytest.mark.parametrize("template, tokenizer_config", [
+    (True, {"add_bos_token": True, "bos_token": "<bos>", "eos_token": "<eos>"}),  # Gemma's files
+    (True, None),  # only the post-processor says so
+])
+def test_gemma_documents_prompts_and_exports_start_with_bos(tmp_path, monkeypatch, template,
+                                                            tokenizer_config):
+    from gemma_core.data.token_cache import InMemoryDocuments, build_token_cache
+    from gemma_core.model import generation
+
+    _gemma_like_checkpoint(tmp_path / "hf", template=template, tokenizer_config=tokenizer_config)
+    import_hf(tmp_path / "hf", tmp_path / "ours")
+    spec = json.loads((tmp_path / "ours" / "config.json").read_text())["tokenizer"]
+    assert spec["bos_id"] == 2
+    monkeypatch.setattr(checkpoint_module, "tokenizer_from_spec",
+                        lambda s, d=None: hf_tokenizer_from_spec(s, d))
+    model, tokenizer, _ = load_model_dir(tmp_path / "ours")
+    assert tokenizer.bos_id == 2
+
+    hello, world = tokenizer.encode("hello"), tokenizer.encode("world")
+    shards = build_token_cache(InMemoryDocuments("test", ["hello", "world"]), tokenizer,
+                               cache_dir=tmp_path / "cache")
+    assert shards.tokens.tolist() == [2, *hello, 1, 2, *world]  # BOS doc EOS BOS doc
+
+    prompts = []
+    real = generation.generate_tokens
+    monkeypatch.setattr(generation, "generate_tokens",
+                        lambda m, ids, *a, **k: prompts.append(list(ids)) or real(m, ids, *a, **k))
+    list(stream_text(model, tokenizer, "hello", SamplingParams(max_new_tokens=2, temperature=0)))
+    assert prompts == [[2, *hello]]
+
+    export_hf(tmp_path / "ours", tmp_path / "back")
+    config = json.loads((tmp_path / "back" / "config.json").read_text())
+    tokenizer_settings = json.loads((tmp_path / "back" / "tokenizer_config.json").read_text())
+    generation_config = json.loads((tmp_path / "back" / "generation_config.json").read_text())
+    assert config["bos_token_id"] == generation_config["bos_token_id"] == 2
+    assert tokenizer_settings["add_bos_token"] is True and tokenizer_settings["bos_token"] == "<bos>"
+    loaded = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "back"))
+    assert loaded("hello")["input_ids"][0] == 2
+
+
+def test_a_tokenizer_without_bos_adds_none(tmp_path):
+    _gemma_like_checkpoint(tmp_path / "hf", template=False,
+                           tokenizer_config={"add_bos_token": False, "bos_token": "<bos>"})
+    import_hf(tmp_path / "hf", tmp_path / "ours")
+    spec = json.loads((tmp_path / "ours" / "config.json").read_text())["tokenizer"]
+    assert spec["bos_id"] is None
+    tokenizer = hf_tokenizer_from_spec(spec, tmp_path / "ours")
+    assert tokenizer.encode_document("hello") == tokenizer.encode("hello")

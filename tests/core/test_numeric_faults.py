@@ -9,7 +9,7 @@ import torch
 from test_training import nano_settings
 
 from gemma_core.model.model import Gemma3Model
-from gemma_core.run import files as run_files
+from gemma_core.run import checkpoints
 from gemma_core.train.engine import TrainingEngine
 from gemma_core.train.events import RunState
 
@@ -52,6 +52,6 @@ def test_repeated_nan_stops_the_run_naming_the_step_and_keeps_the_checkpoint(tmp
     snapshot = engine.snapshot()
     assert snapshot.state is RunState.FAILED
     assert "stopped at step 9: 3 steps in a row had a non-finite loss" in snapshot.error
-    model_state, _, state = run_files.load_checkpoint(tmp_path / "run")
+    model_state, _, state = checkpoints.load_checkpoint(tmp_path / "run")
     assert state["step"] == 8
     assert all(torch.isfinite(t).all() for t in model_state.values())

@@ -11,11 +11,11 @@ import pytest
 from safetensors.torch import load_file
 
 from gemma_core.errors import UserError
-from gemma_core.run import files as run_files
+from gemma_core.run import checkpoints, layout, logs
 from gemma_core.train.engine import TrainingEngine
 from gemma_core.train.events import EvalResult, RunState, StepMetrics
 from gemma_core.train.optim import lr_at
-from gemma_core.train.settings import resolve_settings
+from gemma_core.train.settings import TrainSettings
 
 SEED_OUTPUTS = ("config.json", "model.safetensors", "training_log.json", "validation_log.json",
                 "vocab.json", "loss_function.png")
@@ -27,7 +27,7 @@ def nano_settings(tmp_path, corpus, **overrides):
                   val_dataset_path=str(val), cache_dir=str(tmp_path / "cache"), device="cpu",
                   dtype="fp32", max_steps=50, eval_iters=25, save_steps=25, seed=3)
     values.update(overrides)
-    return resolve_settings(values)
+    return TrainSettings.for_preset(**values)
 
 
 def run_engine(settings, stop_at: int | None = None) -> TrainingEngine:
@@ -79,10 +79,8 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, corpus):
     assert whole.snapshot().state is RunState.FINISHED
     stopped = run_engine(nano_settings(tmp_path / "b", corpus, max_steps=30, eval_iters=10), stop_at=12)
     assert stopped.exit_reason == "stopped"
-    resumed = run_engine(resolve_settings(
-        dict(resume=True, output_dir=str(tmp_path / "b" / "run"), cache_dir=str(tmp_path / "cache"),
-             device="cpu", dtype="fp32"),
-        base=json.loads((tmp_path / "b" / "run" / "checkpoint" / "state.json").read_text())["settings"]))
+    resumed = run_engine(TrainSettings.for_resume(tmp_path / "b" / "run", cache_dir=str(tmp_path / "cache"),
+                                                  device="cpu", dtype="fp32"))
     assert resumed.snapshot().state is RunState.FINISHED, resumed.snapshot().error
 
     def losses(folder):
@@ -100,17 +98,17 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, 
     out = tmp_path / "run"
     before = json.loads((out / "checkpoint" / "state.json").read_text())
 
-    real_save = run_files.save_file
+    real_save = checkpoints.save_file
 
     def crash_half_way(tensors, path, *args, **kwargs):
         real_save(dict(list(tensors.items())[:2]), path)  # a partial file, then the "crash"
         raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(run_files, "save_file", crash_half_way)
+    monkeypatch.setattr(checkpoints, "save_file", crash_half_way)
     with pytest.raises(KeyboardInterrupt):
-        run_files.save_checkpoint(out, engine.model.state_dict(), {}, {"step": 999})
+        checkpoints.save_checkpoint(out, engine.model.state_dict(), {}, {"step": 999})
     monkeypatch.undo()
-    model_state, _, state = run_files.load_checkpoint(out)
+    model_state, _, state = checkpoints.load_checkpoint(out)
     assert state["step"] == before["step"] == 10
     assert set(model_state) == set(load_file(str(out / "checkpoint" / "model.safetensors")))
 
@@ -130,7 +128,7 @@ def test_pause_and_resume_commands_hold_the_step_counter(tmp_path, corpus):
     held = engine.snapshot().step
     threading.Event().wait(0.5)
     assert engine.snapshot().step == held
-    engine.resume()
+    engine.unpause()
     engine.eval_now()
     for _ in range(200):
         if engine.snapshot().step > held + 2 and engine.snapshot().eval_history:
@@ -140,7 +138,7 @@ def test_pause_and_resume_commands_hold_the_step_counter(tmp_path, corpus):
     assert isinstance(engine.snapshot().eval_history[-1], EvalResult)
     engine.stop(save=True)
     assert engine.join(timeout=60)
-    assert run_files.has_checkpoint(tmp_path / "run")
+    assert layout.has_checkpoint(tmp_path / "run")
 
 
 def test_learning_rate_schedule():
@@ -156,11 +154,11 @@ def test_learning_rate_schedule():
 
 def test_min_lr_above_learning_rate_is_rejected():
     with pytest.raises(UserError, match="--min_lr 0.0005 is above --learning_rate 0.0001"):
-        resolve_settings(dict(preset="seed-270m", learning_rate=1e-4, min_lr=5e-4))
+        TrainSettings.for_preset("seed-270m", learning_rate=1e-4, min_lr=5e-4)
 
 
 def test_seed_preset_keeps_the_seed_defaults_with_its_bugs_fixed():
-    s = resolve_settings(dict(preset="seed-270m"))
+    s = TrainSettings.for_preset("seed-270m")
     assert (s.learning_rate, s.max_steps, s.warmup_steps, s.eval_iters) == (1e-4, 10_000, 100, 200)
     assert (s.gradient_accumulation_steps, s.train_batch_size, s.max_length, s.stride) == (4, 1, 2048, 2048)
     assert s.betas == (0.9, 0.95) and s.seed == 42 and s.tiktoken_encoder_name == "gpt2"
@@ -183,12 +181,12 @@ def test_cli_parses_the_seed_flags(tmp_path):
 def test_toml_config_sits_between_preset_and_flags(tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('preset = "nano"\nmax_steps = 77\nlearning_rate = 0.01\n[model]\nemb_dim = 32\n')
-    s = resolve_settings(dict(learning_rate=0.02), config_file=str(config))
+    s = TrainSettings.for_preset(config_file=str(config), learning_rate=0.02)
     assert (s.preset, s.max_steps, s.learning_rate) == ("nano", 77, 0.02)
     assert s.model_overrides == {"emb_dim": 32}
     config.write_text("max_stepz = 3\n")
     with pytest.raises(UserError, match="unknown key 'max_stepz'"):
-        resolve_settings({}, config_file=str(config))
+        TrainSettings.for_preset(config_file=str(config))
 
 
 def test_tokenizer_train_command_round_trips(tmp_path, corpus):
@@ -210,14 +208,14 @@ def test_vocab_json_has_no_collisions_for_gpt2(tmp_path):
     from gemma_core.tokenizers.tokenizer import load_tokenizer
 
     tok = load_tokenizer("gpt2")
-    vocab = run_files.vocab_mapping(tok)
+    vocab = logs.vocab_mapping(tok)
     assert len(vocab) == 50_257
     assert vocab["<|endoftext|>"] == 50_256
     assert vocab["Ġthe"] == 262  # GPT-2's own vocab.json spelling
 
 
 def test_disk_full_while_saving_stops_the_run_with_the_space_needed(tmp_path, corpus, monkeypatch):
-    real_save = run_files.save_file
+    real_save = checkpoints.save_file
     saves = []
 
     def fill_the_disk_from_the_second_save(tensors, path, *args, **kwargs):
@@ -228,7 +226,7 @@ def test_disk_full_while_saving_stops_the_run_with_the_space_needed(tmp_path, co
             f.write(b"\0" * 1000)  # part of the file, then the device is full
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(run_files, "save_file", fill_the_disk_from_the_second_save)
+    monkeypatch.setattr(checkpoints, "save_file", fill_the_disk_from_the_second_save)
     engine = run_engine(nano_settings(tmp_path, corpus, max_steps=50, save_steps=5, eval_iters=100,
                                       warmup_steps=2))
     error = engine.snapshot().error
@@ -237,7 +235,7 @@ def test_disk_full_while_saving_stops_the_run_with_the_space_needed(tmp_path, co
     assert "previous checkpoint is intact" in error
     monkeypatch.undo()
     out = tmp_path / "run"
-    _, _, state = run_files.load_checkpoint(out)
+    _, _, state = checkpoints.load_checkpoint(out)
     assert state["step"] == 5
     assert not list(out.glob(".checkpoint.building*"))
     resumed = run_engine(nano_settings(tmp_path, corpus, max_steps=7, warmup_steps=2, resume=True))

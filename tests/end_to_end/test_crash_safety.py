@@ -17,7 +17,7 @@ import sys
 import time
 
 from gemma_core.data.corpus import bundled_works
-from gemma_core.run import files as run_files
+from gemma_core.run import checkpoints, layout
 
 KILLS = 20
 MAX_STEPS = 60
@@ -52,7 +52,7 @@ def test_twenty_sigkills_then_resume_gives_the_uninterrupted_losses(tmp_path):
     rng = random.Random(7)
     kills = 0
     while kills < KILLS:
-        resume = run_files.has_checkpoint(out)
+        resume = layout.has_checkpoint(out)
         process = subprocess.Popen(train_command(out, corpus, resume), env=kill_env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(rng.uniform(0.3, 4.0) if kills else 1.2)
@@ -65,12 +65,12 @@ def test_twenty_sigkills_then_resume_gives_the_uninterrupted_losses(tmp_path):
         for name in ("training_log.json", "validation_log.json", "config.json"):
             if (out / name).exists():
                 json.loads((out / name).read_text())  # never half-written
-        if run_files.has_checkpoint(out):
-            _, _, state = run_files.load_checkpoint(out)
+        if layout.has_checkpoint(out):
+            _, _, state = checkpoints.load_checkpoint(out)
             assert 0 < state["step"] <= MAX_STEPS
     assert kills >= 10, "the run finished too fast to be interrupted often; slow it down"
 
-    final = run(train_command(out, corpus, resume=run_files.has_checkpoint(out)), env)
+    final = run(train_command(out, corpus, resume=layout.has_checkpoint(out)), env)
     assert final.returncode == 0, final.stderr
     got = [(e["step"], e["train_loss"]) for e in json.loads((out / "training_log.json").read_text())]
     assert got == expected  # no step missing, none doubled, every loss identical

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from gemma_core.cli import main
 from gemma_core.data import documents as data_module
 from gemma_core.data.corpus import bundled_works
-from gemma_core.train.engine import TrainingEngine
+from gemma_core.train.step import TrainStep
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -223,10 +223,10 @@ def test_resume_with_no_checkpoint_is_refused(tmp_path, capsys):
 
 def test_out_of_memory_names_the_batch_and_what_to_lower(tmp_path, text_file, previous_run, capsys,
                                                          monkeypatch):
-    def out_of_memory(self):
+    def out_of_memory(self, step):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(TrainingEngine, "_train_step", out_of_memory)
+    monkeypatch.setattr(TrainStep, "__call__", out_of_memory)
     code, err = run(["train", "--preset", "nano", "--output_dir", str(tmp_path / "run"),
                      "--train_dataset_path", str(text_file), "--train_batch_size", "6",
                      "--cache_dir", str(tmp_path / "cache")], capsys)

@@ -52,7 +52,7 @@ async def test_control_keys_call_the_engine():
         await pilot.pause(0.1)
         assert engine.snapshot().state is RunState.PAUSED
         await pilot.press("p", "s", "e")
-        assert engine.calls == ["pause", "resume", "save_now", "eval_now"]
+        assert engine.calls == ["pause", "unpause", "save_now", "eval_now"]
         await pilot.press("x")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")  # keep training
@@ -114,6 +114,26 @@ async def test_quit_asks_while_training_then_stops_with_a_checkpoint():
         await pilot.pause(0.3)
         assert not app.is_running
     assert engine.calls == ["stop(save=True)"]
+
+
+async def test_quit_gives_up_waiting_for_a_trainer_that_does_not_stop():
+    class Stuck(PreviewEngine):
+        """A trainer busy somewhere that never sees the stop (a hung disk, say)."""
+
+        def stop(self, save: bool = True) -> None:
+            self.calls.append(f"stop(save={save})")
+
+        def join(self, timeout: float | None = None) -> bool:
+            return False
+
+    engine = Stuck(alive=True)
+    app = studio(engine)
+    app.QUIT_TIMEOUT_S = 0.5
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q", "enter")
+        await until(pilot, lambda: not app.is_running, timeout=5.0)
+        assert not app.is_running
+    assert engine.calls[0] == "stop(save=True)"
 
 
 async def test_quit_without_a_live_run_exits_at_once():

@@ -17,7 +17,7 @@ from gemma_core.cli.train import settings_from_args
 from gemma_core.run.viewer import RunViewer
 from gemma_core.train.engine import TrainingEngine
 from gemma_core.train.events import RunState
-from gemma_core.train.settings import resolve_settings
+from gemma_core.train.settings import TrainSettings
 from gemma_tui.app import create_app
 from gemma_tui.cli import build_parser, with_default_command
 from gemma_tui.screens.confirm import ConfirmScreen
@@ -50,7 +50,7 @@ def nano_flags(output_dir, corpus, **overrides) -> dict:
 def finished_run(tmp_path_factory, corpus):
     """A nano run trained to its end (30 steps), for `open` and `--resume`."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    engine = TrainingEngine(resolve_settings(nano_flags(out, corpus, max_steps=30, eval_iters=10)))
+    engine = TrainingEngine(TrainSettings.for_preset(**nano_flags(out, corpus, max_steps=30, eval_iters=10)))
     engine.start()
     assert engine.join(timeout=240)
     assert engine.snapshot().state is RunState.FINISHED, engine.snapshot().error
@@ -78,7 +78,7 @@ async def threads_left(before: set[threading.Thread]) -> list[str]:
 
 async def test_studio_trains_pauses_saves_chats_switches_theme_and_quits(tmp_path, corpus):
     before = set(threading.enumerate())
-    engine = TrainingEngine(resolve_settings(nano_flags(tmp_path / "run", corpus)))
+    engine = TrainingEngine(TrainSettings.for_preset(**nano_flags(tmp_path / "run", corpus)))
     engine.start()
     app = create_app(engine, poll_hz=10)
     async with app.run_test(size=SIZE) as pilot:
@@ -145,7 +145,7 @@ async def test_studio_trains_pauses_saves_chats_switches_theme_and_quits(tmp_pat
 async def test_engine_failure_is_shown_and_quit_needs_no_confirmation(tmp_path, corpus):
     before = set(threading.enumerate())
     flags = nano_flags(tmp_path / "run", corpus, train_dataset_path=str(tmp_path / "missing.jsonl"))
-    engine = TrainingEngine(resolve_settings(flags))
+    engine = TrainingEngine(TrainSettings.for_preset(**flags))
     engine.start()
     app = create_app(engine, poll_hz=10)
     async with app.run_test(size=SIZE) as pilot:

@@ -1,0 +1,261 @@
+"""Chat with a model while it trains: jobs, one shared inference copy, turns on a CPU.
+
+* ``ChatJob`` is a reply being written: the generating thread ``put``s text
+  pieces and ``finish``es it; a client iterates it, or polls ``take()``.
+* ``LiveWeights`` guards the weights a trainer updates: the optimizer step and
+  the step number the weights belong to change together, under one lock.
+* ``InferenceCopy`` is one frozen copy of those weights that every chat shares.
+  It is refreshed when the weights have moved on and no reply is using it, so
+  concurrent chats cost one copy, not one each.
+* ``ComputeTurns`` lets generation use a CPU's cores only between training
+  steps, one waiting reply at a time, so two torch computations never fight
+  over the cores.
+* ``ChatService`` ties them together; the training engine and the viewer of a
+  finished run both answer chats through one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import queue
+import threading
+from collections import deque
+from typing import Callable, Iterator, Protocol
+
+import torch
+
+from gemma_core.model.generation import SamplingParams, stream_text
+from gemma_core.model.model import Gemma3Model
+from gemma_core.tokenizers.tokenizer import Tokenizer
+
+TOKENS_PER_TURN = 4  # chat tokens decoded between two optimizer steps on a CPU
+
+
+class ChatJob:
+    """A continuation being generated; iterate it for text pieces, or poll ``take()``."""
+
+    def __init__(self, prompt: str, params: SamplingParams, step: int) -> None:
+        self.prompt = prompt
+        self.params = params
+        self.step = step  # the optimizer step whose weights answer
+        self.error: str | None = None
+        self._pieces: queue.Queue[str | None] = queue.Queue()
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+
+    @classmethod
+    def failed(cls, prompt: str, params: SamplingParams, step: int, error: str) -> "ChatJob":
+        """A job that could not start, finished at once with ``error``."""
+        job = cls(prompt, params, step)
+        job.finish(error)
+        return job
+
+    # ------------------------------------------------------------ producer side
+    def put(self, piece: str) -> None:
+        self._pieces.put(piece)
+
+    def finish(self, error: str | None = None) -> None:
+        self.error = error
+        self._done.set()
+        self._pieces.put(None)
+
+    # ------------------------------------------------------------ consumer side
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def cancelled(self) -> threading.Event:
+        return self._cancel
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def take(self) -> str:
+        """Text produced since the last call; never blocks."""
+        out = []
+        while True:
+            try:
+                piece = self._pieces.get_nowait()
+            except queue.Empty:
+                break
+            if piece is not None:
+                out.append(piece)
+        return "".join(out)
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            piece = self._pieces.get()
+            if piece is None:
+                return
+            yield piece
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+
+class ComputeTurns:
+    """Lets generation use the cores between training steps, one waiting reply per gap."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._waiting: deque[object] = deque()  # first come, first served
+        self._granted: object | None = None  # the reply whose turn it is
+        self._training = False
+
+    def run_chunk(self, work: Callable[[], None]) -> None:
+        """Called by a generating thread: wait for a gap between steps, then do ``work``.
+
+        While nothing trains (paused, finished) the cores are free and no turn is needed.
+        """
+        ticket = object()
+        with self._condition:
+            if self._training:
+                self._waiting.append(ticket)
+                self._condition.notify_all()
+                while self._granted is not ticket and self._training:
+                    self._condition.wait(0.05)
+                if ticket in self._waiting:  # training stopped while this reply waited
+                    self._waiting.remove(ticket)
+            granted = self._granted is ticket
+        try:
+            work()
+        finally:
+            if granted:  # hand the cores back to the trainer
+                with self._condition:
+                    self._granted = None
+                    self._condition.notify_all()
+
+    def between_steps(self) -> None:
+        """Called by the trainer after each step: give the first waiting reply one turn."""
+        with self._condition:
+            if not self._waiting:
+                return
+            self._granted = self._waiting.popleft()
+            self._condition.notify_all()
+            while self._granted is not None:
+                self._condition.wait(0.05)
+
+    def set_training(self, active: bool) -> None:
+        with self._condition:
+            self._training = active
+            self._condition.notify_all()
+
+
+class LiveWeights:
+    """A model's weights and the optimizer step they belong to, changed together."""
+
+    def __init__(self, model: Gemma3Model, step: int = 0) -> None:
+        self.model = model
+        self.step = step
+        self.lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def updating(self, step_after: int) -> Iterator[None]:
+        """Hold the weights while the optimizer changes them; they then belong to ``step_after``."""
+        with self.lock:
+            yield
+            self.step = step_after
+
+
+class WeightsForChat(Protocol):
+    def acquire(self) -> tuple[Gemma3Model, int]: ...  # a model to decode with and its step
+    def release(self) -> None: ...
+
+
+class FixedWeights:
+    """Weights that never change (a finished run): every reply uses the model itself."""
+
+    def __init__(self, model: Gemma3Model, step: int) -> None:
+        self.model, self.step = model, step
+
+    def acquire(self) -> tuple[Gemma3Model, int]:
+        return self.model, self.step
+
+    def release(self) -> None:
+        return None
+
+
+class InferenceCopy:
+    """One frozen copy of live weights, shared by every reply, refreshed when they move on."""
+
+    def __init__(self, live: LiveWeights) -> None:
+        self._live = live
+        self._lock = threading.Lock()
+        self._model: Gemma3Model | None = None
+        self._step = -1
+        self._users = 0
+
+    def acquire(self) -> tuple[Gemma3Model, int]:
+        with self._lock:
+            stale = self._model is None or self._step != self._live.step
+            if stale and self._users == 0:  # never change weights a reply is decoding with
+                self._refresh()
+            self._users += 1
+            return self._model, self._step
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+
+    def _refresh(self) -> None:
+        with self._live.lock, torch.no_grad():
+            if self._model is None:
+                self._model = copy.deepcopy(self._live.model).eval()
+                for param in self._model.parameters():
+                    param.grad = None  # a copy taken mid-step must not carry gradients
+                    param.requires_grad_(False)
+            else:
+                for mine, theirs in zip(self._model.parameters(), self._live.model.parameters()):
+                    mine.copy_(theirs)
+            self._step = self._live.step
+
+
+class ChatService:
+    """Answers chats from ``weights`` in background threads, taking turns with training on a CPU."""
+
+    def __init__(self, weights: WeightsForChat, tokenizer: Tokenizer, dtype: torch.dtype,
+                 turns: ComputeTurns | None = None) -> None:
+        self.weights = weights
+        self.tokenizer = tokenizer
+        self.dtype = dtype
+        self.turns = turns
+        self._threads: list[threading.Thread] = []
+
+    def chat(self, prompt: str, params: SamplingParams) -> ChatJob:
+        model, step = self.weights.acquire()
+        job = ChatJob(prompt, params, step)
+        thread = threading.Thread(target=self._generate, args=(job, model), name="gemma-chat",
+                                  daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+        return job
+
+    def _generate(self, job: ChatJob, model: Gemma3Model) -> None:
+        try:
+            pieces = stream_text(model, self.tokenizer, job.prompt, job.params,
+                                 cancel=job.cancelled, dtype=self.dtype)
+            on_cpu = model.embed_tokens.weight.device.type == "cpu"
+            finished = False
+            while not finished:
+                def chunk() -> None:
+                    nonlocal finished
+                    for _ in range(TOKENS_PER_TURN):
+                        piece = next(pieces, None)
+                        if piece is None:
+                            finished = True
+                            return
+                        job.put(piece)
+                if on_cpu and self.turns is not None:
+                    self.turns.run_chunk(chunk)
+                else:
+                    chunk()
+            job.finish()
+        except Exception as err:  # shown in the chat pane, never a traceback
+            job.finish(f"{type(err).__name__}: {err}")
+        finally:
+            self.weights.release()
+
+    def threads(self) -> list[threading.Thread]:
+        return [t for t in self._threads if t.is_alive()]

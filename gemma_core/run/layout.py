@@ -1,0 +1,121 @@
+"""A run folder: the seed's file names, and who may write there.
+
+    output_dir/
+      config.json            model fields (seed names) + "tokenizer" + "training"
+      model.safetensors      best-validation weights
+      training_log.json      the seed's log files, rewritten atomically at checkpoints
+      validation_log.json
+      training_log.jsonl     append-only streams written every step (crash-safe, linear cost)
+      validation_log.jsonl
+      vocab.json             token -> id, lossless (GPT-2's byte-to-unicode alphabet)
+      loss_function.png      train and validation loss against optimizer step
+      samples.jsonl          continuations sampled during training
+      checkpoint/            resumable state: weights, optimizer, step, RNG, data position
+
+A folder never mixes two runs: a new run refuses a folder that holds one,
+unless told to resume it or to overwrite it, and overwriting removes every
+file of the old run before the new one writes its first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from gemma_core.errors import UserError
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TRAIN_LOG = "training_log.json"
+VAL_LOG = "validation_log.json"
+TRAIN_STREAM = "training_log.jsonl"
+VAL_STREAM = "validation_log.jsonl"
+SAMPLES = "samples.jsonl"
+VOCAB = "vocab.json"
+LOSS_PLOT = "loss_function.png"
+CHECKPOINT = "checkpoint"
+PREVIOUS_CHECKPOINT = CHECKPOINT + ".old"  # the last one, kept while a new one is swapped in
+BUILDING_CHECKPOINT = "." + CHECKPOINT + ".building"
+TOKENIZER_FILES = ("tokenizer.tiktoken", "tokenizer.json")
+STATE = "state.json"  # inside a checkpoint folder; written last
+
+RUN_MARKERS = (CONFIG, CHECKPOINT, TRAIN_STREAM, TRAIN_LOG)
+# Everything a run writes; --overwrite removes all of it and nothing else.
+RUN_FILES = (CONFIG, WEIGHTS, TRAIN_LOG, VAL_LOG, TRAIN_STREAM, VAL_STREAM, SAMPLES, VOCAB,
+             LOSS_PLOT, *TOKENIZER_FILES)
+RUN_FOLDERS = (CHECKPOINT, PREVIOUS_CHECKPOINT, BUILDING_CHECKPOINT)
+
+
+# ---------------------------------------------------------------- checkpoints
+def checkpoint_folders(output_dir: Path) -> list[Path]:
+    """The complete checkpoint folders, newest first.
+
+    A checkpoint is complete once its ``state.json`` exists (it is written last).
+    ``checkpoint.old`` only survives a crash in the middle of swapping a new
+    checkpoint in, and is then the newest complete one after ``checkpoint``.
+    """
+    folders = (output_dir / CHECKPOINT, output_dir / PREVIOUS_CHECKPOINT)
+    return [folder for folder in folders if (folder / STATE).is_file()]
+
+
+def newest_checkpoint(output_dir: Path) -> Path | None:
+    folders = checkpoint_folders(output_dir)
+    return folders[0] if folders else None
+
+
+def has_checkpoint(output_dir: Path) -> bool:
+    return newest_checkpoint(output_dir) is not None
+
+
+# ----------------------------------------------------------------- the folder
+def holds_run(path: Path) -> bool:
+    return path.is_dir() and any((path / marker).exists() for marker in RUN_MARKERS)
+
+
+def check_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder, or a folder that cannot be written.
+
+    Changes nothing on disk: a run that then fails on its inputs leaves the folder
+    as it was. ``claim_output_dir`` makes the changes once the run is set to start.
+    """
+    if holds_run(path) and not has_checkpoint(path) and (resume or not overwrite):
+        raise UserError(f"{path}: holds a run that stopped before its first checkpoint, so there is "
+                        "nothing to resume; pass --overwrite to start it again, or choose another "
+                        "--output_dir")
+    if resume:
+        if not has_checkpoint(path):
+            raise UserError(f"{path}: no checkpoint to resume from; start a new run without --resume")
+    elif holds_run(path) and not overwrite:
+        raise UserError(f"{path}: holds another run; pass --resume to continue it, --overwrite to "
+                        "replace it, or choose another --output_dir")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{path}: output directory cannot be created: {existing} is a file; "
+                        "choose another --output_dir")
+    try:  # permission bits do not tell the whole story (read-only mounts, root), so try a write
+        probe = existing / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"{path}: output directory is not writable ({err.strerror}); "
+                        "choose another --output_dir") from None
+
+
+def claim_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
+    """Create the folder; with --overwrite, remove every file of the run it held.
+
+    Files that are not a run's (a user's notes, a dataset) are left alone.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{path}: cannot create the output directory ({err.strerror}); "
+                        "choose another --output_dir") from None
+    if overwrite and not resume:
+        for name in RUN_FILES:
+            (path / name).unlink(missing_ok=True)
+        for name in RUN_FOLDERS:
+            shutil.rmtree(path / name, ignore_errors=True)

@@ -1,0 +1,133 @@
+"""Chat beside training: one shared copy of the weights, labelled with its true step, and
+on a CPU never decoding while a training step runs, one reply at a time."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+
+import torch
+
+from gemma_core.chat import ChatJob, ChatService, ComputeTurns, FixedWeights, InferenceCopy, LiveWeights
+from gemma_core.model.generation import SamplingParams
+from gemma_core.model.model import Gemma3Model
+from gemma_core.model.presets import preset
+from gemma_core.tokenizers.tokenizer import load_tokenizer
+
+
+def nano_model() -> Gemma3Model:
+    torch.manual_seed(0)
+    return Gemma3Model(preset("nano")).eval()
+
+
+def test_two_waiting_replies_never_decode_together_or_while_a_step_runs():
+    turns = ComputeTurns()
+    turns.set_training(True)
+    intervals: list[tuple[str, float, float]] = []
+    lock = threading.Lock()
+
+    def busy(who: str) -> None:
+        start = time.perf_counter()
+        time.sleep(0.01)
+        with lock:
+            intervals.append((who, start, time.perf_counter()))
+
+    def reply(name: str) -> None:
+        for _ in range(10):
+            turns.run_chunk(lambda: busy(name))
+
+    replies = [threading.Thread(target=reply, args=(f"reply-{i}",)) for i in range(2)]
+    for thread in replies:
+        thread.start()
+    deadline = time.monotonic() + 20
+    while any(t.is_alive() for t in replies) and time.monotonic() < deadline:
+        busy("trainer")  # a training step
+        turns.between_steps()
+    turns.set_training(False)
+    for thread in replies:
+        thread.join(5)
+    assert sum(1 for who, *_ in intervals if who.startswith("reply")) == 20
+    ordered = sorted(intervals, key=lambda item: item[1])
+    for (who_a, _, end_a), (who_b, start_b, _) in zip(ordered, ordered[1:]):
+        assert start_b >= end_a, f"{who_a} and {who_b} ran at the same time"
+
+
+def test_one_copy_of_the_weights_serves_every_reply_and_follows_the_training():
+    model = nano_model()
+    live = LiveWeights(model, step=3)
+    shared = InferenceCopy(live)
+    first, step = shared.acquire()
+    second, same_step = shared.acquire()
+    assert first is second and step == same_step == 3 and first is not model
+    with live.updating(4), torch.no_grad():
+        model.embed_tokens.weight.add_(1.0)
+    third, _ = shared.acquire()
+    assert third is first  # in use by two replies: not changed under them
+    for _ in range(3):
+        shared.release()
+    refreshed, step = shared.acquire()
+    assert refreshed is first and step == 4  # refreshed in place, not copied again
+    assert torch.equal(refreshed.embed_tokens.weight, model.embed_tokens.weight)
+
+
+def test_a_reply_is_labelled_with_the_step_its_weights_belong_to():
+    model = nano_model()
+    live = LiveWeights(model, step=0)
+    shared = InferenceCopy(live)
+    done = threading.Event()
+
+    def train() -> None:
+        for step in range(1, 200):
+            with live.updating(step), torch.no_grad():  # the weights of step k hold the value k
+                for param in model.parameters():
+                    param.fill_(float(step))
+        done.set()
+
+    trainer = threading.Thread(target=train)
+    trainer.start()
+    seen = 0
+    while not done.is_set():
+        copy_, step = shared.acquire()
+        assert float(copy_.embed_tokens.weight[0, 0]) == float(step)
+        shared.release()
+        seen += 1
+    trainer.join()
+    assert seen > 0
+
+
+def test_concurrent_chats_make_no_copy_of_their_own(monkeypatch):
+    copies = []
+    real_deepcopy = copy.deepcopy
+
+    def counting_deepcopy(obj, *args):
+        if isinstance(obj, Gemma3Model):
+            copies.append(obj)
+        return real_deepcopy(obj, *args)
+
+    monkeypatch.setattr(copy, "deepcopy", counting_deepcopy)
+    service = ChatService(InferenceCopy(LiveWeights(nano_model(), step=5)), load_tokenizer("shakespeare-4k"),
+                          torch.float32)
+    params = SamplingParams(max_new_tokens=8, temperature=0)
+    jobs = [service.chat("ROMEO:", params) for _ in range(3)]
+    for job in jobs:
+        assert job.wait(60) and job.error is None and job.step == 5
+    assert len(copies) == 1
+
+
+def test_a_job_is_written_through_its_public_producer_side():
+    job = ChatJob("hi", SamplingParams(), step=2)
+    job.put("hel")
+    job.put("lo")
+    assert job.take() == "hello" and not job.done
+    job.finish()
+    assert job.done and list(job) == [] and job.error is None
+    failed = ChatJob.failed("hi", SamplingParams(), 0, "not ready")
+    assert failed.done and failed.error == "not ready"
+
+
+def test_a_finished_run_answers_from_its_own_model():
+    model = nano_model()
+    service = ChatService(FixedWeights(model, step=30), load_tokenizer("shakespeare-4k"), torch.float32)
+    job = service.chat("KING:", SamplingParams(max_new_tokens=5, temperature=0))
+    assert job.wait(60) and job.error is None and job.step == 30
