@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+from safetensors import SafetensorError
+
 from gemma_core.errors import DiskFull
 
 
@@ -36,18 +38,41 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_directory(path.parent)
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
+    except (OSError, SafetensorError) as err:
+        if not is_disk_full(err):
             raise
         tmp.unlink(missing_ok=True)
-        raise DiskFull(f"{path}: disk full while writing it ({_free_mib(path.parent):,.0f} MiB free); "
+        raise DiskFull(f"{path}: disk full while writing it ({free_mib(path.parent):,.0f} MiB free); "
                         "the previous version is intact: free some space and run again") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
 
-def _free_mib(directory: Path) -> float:
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC (or a quota), whether raised by Python or by the safetensors library, which
+    reports it as its own error type with the OS error in the text."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(err)
+    return any(sign in text for sign in ("No space left on device", "os error 28", "code: 28", "StorageFull"))
+
+
+def remove_leftovers(directory: Path) -> list[Path]:
+    """Delete temporary files an interrupted write left in ``directory`` (``.NAME.tmp-PID``).
+
+    Call it only while holding the folder's lock: then no other process can be
+    writing there, and every such file is a leftover.
+    """
+    removed = []
+    for path in directory.glob(".*.tmp-*"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def free_mib(directory: Path) -> float:
     try:
         return shutil.disk_usage(directory).free / 2**20
     except OSError:

@@ -18,6 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
+from gemma_core.errors import internal_message
 from gemma_core.safe_text import printable
 from gemma_core.telemetry import TelemetrySampler
 from gemma_core.train.events import RunSnapshot, RunState
@@ -67,8 +68,9 @@ class GemmaStudio(App):
     def __init__(self, engine: StudioEngine, theme: str | None = None,
                  telemetry: object | None = None, poll_hz: float = 2.0,
                  telemetry_hz: float = 1.0,
-                 theme_dirs: tuple[Path, ...] | None = None) -> None:
+                 theme_dirs: tuple[Path, ...] | None = None, debug: bool = False) -> None:
         super().__init__()
+        self.show_tracebacks = debug  # --debug: a crash shows its full traceback, not one line
         self.engine = engine
         self.telemetry = telemetry if telemetry is not None else TelemetrySampler()
         self.poll_hz = poll_hz
@@ -299,6 +301,16 @@ class GemmaStudio(App):
         close = getattr(self.telemetry, "close", None)
         if close is not None:
             close()
+
+    def _fatal_error(self) -> None:
+        """An unexpected error in the studio: one line on exit, like every command here,
+        unless --debug asks for Textual's full traceback."""
+        if self.show_tracebacks or self._exception is None:
+            super()._fatal_error()
+            return
+        self.bell()
+        self._exit_renderables.append("error: " + printable(internal_message(self._exception)))
+        self._close_messages_no_wait()
 
     # ---------------------------------------------------------- command palette
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

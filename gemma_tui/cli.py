@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gemma_core.cli import run_command
+from gemma_core.cli import run_command, safe_output_streams
+from gemma_core.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USER
+from gemma_core.safe_text import printable
 
 THEME_HELP = ("studio theme: gemma-dark (default), gemma-light, any Textual theme, "
               "or a .toml theme file")
@@ -46,12 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_studio(engine, theme: str | None) -> int:
-    """Run the app on ``engine``; whatever happens, the engine's threads end first."""
+def run_studio(engine, theme: str | None, debug: bool = False) -> int:
+    """Run the app on ``engine``; whatever happens, the engine's threads end first.
+
+    The exit status follows gemma-core's: 2 when the run failed on the user's
+    input or environment, 1 when something failed that is a bug (in the run or in
+    the studio), 0 otherwise.
+    """
     from gemma_tui.app import GemmaStudio, create_app
 
+    app = create_app(engine, theme=theme, debug=debug)
     try:
-        create_app(engine, theme=theme).run()
+        app.run()
     finally:
         if engine.is_alive():  # the app's own quit path already did this; this is the net
             engine.stop(save=True)
@@ -60,11 +68,13 @@ def run_studio(engine, theme: str | None) -> int:
                       "checkpoint is kept)", file=sys.stderr)
     snap = engine.snapshot()
     if snap.error:
-        print(f"training failed at step {snap.step}: {snap.error}", file=sys.stderr)
-        return 1
+        print(printable(f"error: training failed at step {snap.step}: {snap.error}"), file=sys.stderr)
+        return EXIT_INTERNAL if snap.error_internal else EXIT_USER
+    if app.return_code:  # the studio itself failed (its one line is already printed)
+        return EXIT_INTERNAL
     if snap.last_checkpoint is not None:
-        print(f"checkpoint: {snap.last_checkpoint.path} (step {snap.last_checkpoint.step})")
-    return 0
+        print(printable(f"checkpoint: {snap.last_checkpoint.path} (step {snap.last_checkpoint.step})"))
+    return EXIT_OK
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
@@ -73,13 +83,13 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
     engine = TrainingEngine(settings_from_args(args))
     engine.start()
-    return run_studio(engine, args.theme)
+    return run_studio(engine, args.theme, args.debug)
 
 
 def cmd_open(args: argparse.Namespace) -> int:
     from gemma_core.run.viewer import RunViewer
 
-    return run_studio(RunViewer(args.output_dir, device=args.device), args.theme)
+    return run_studio(RunViewer(args.output_dir, device=args.device), args.theme, args.debug)
 
 
 COMMANDS = ("launch", "open")
@@ -95,6 +105,7 @@ def with_default_command(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    safe_output_streams()
     parser = build_parser()
     args = parser.parse_args(with_default_command(list(sys.argv[1:] if argv is None else argv)))
     return run_command(args)

@@ -13,7 +13,7 @@ import argparse
 import sys
 import traceback
 
-from gemma_core.errors import UserError
+from gemma_core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, OneLineError, internal_message
 from gemma_core.safe_text import printable
 
 
@@ -33,25 +33,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    safe_output_streams()
     return run_command(build_parser().parse_args(argv))
 
 
+def safe_output_streams() -> None:
+    """Text that the terminal's encoding cannot show (a model's output, a file name) is
+    escaped, never a crash: an ASCII-only locale still gets every line."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
+
+
 def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed command: a user's mistake is one line on stderr and exit status 2."""
+    """Run a parsed command; every failure is one line on stderr and a non-zero exit status.
+
+    2: the user's input or environment; 1: an internal error (a bug); 130: interrupted.
+    """
     try:
-        return int(args.func(args) or 0)
-    except UserError as err:
+        return int(args.func(args) or EXIT_OK)
+    except OneLineError as err:
         if args.debug:
             traceback.print_exc()
         # Messages quote file names, JSON keys and text from the data: never let them
         # carry escape sequences to the terminal.
-        print(f"error: {printable(str(err))}", file=sys.stderr)
+        report(str(err))
         return err.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
+        report("interrupted", prefix="")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`gemma-core generate ... | head`)
+        return EXIT_OK
+    except SystemExit:
+        raise
+    except BaseException as err:  # a bug, including a panic in a Rust extension
+        if args.debug:
+            traceback.print_exc()
+        report(internal_message(err))
+        return EXIT_INTERNAL
+
+
+def report(line: str, prefix: str = "error: ") -> None:
+    try:
+        print(prefix + printable(line), file=sys.stderr)
+    except (OSError, ValueError):
+        pass  # stderr closed: the exit status still tells
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 
 def cmd_generate(args) -> int:
     from gemma_core.device import resolve_device, resolve_dtype
-    from gemma_core.model.generation import SamplingParams, stream_text
+    from gemma_core.model.generation import SamplingParams, fit_to_context, stream_text
     from gemma_core.run.model_dir import load_model_dir
     from gemma_core.safe_text import printable
 
@@ -18,6 +19,12 @@ def cmd_generate(args) -> int:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     model, tokenizer, _ = load_model_dir(args.checkpoint, device)
+    prompt_tokens = len(tokenizer.encode_document(args.prompt))
+    fits = fit_to_context(prompt_tokens, params.max_new_tokens, model.cfg.context_length)
+    if fits < params.max_new_tokens:
+        print(f"note: the prompt takes {prompt_tokens:,} of the model's {model.cfg.context_length:,} context "
+              f"tokens: generating at most {fits:,} tokens, not {params.max_new_tokens:,}", file=sys.stderr)
+        params = dataclasses.replace(params, max_new_tokens=fits)
     if args.attention:
         model.set_attention_kernel(args.attention)
     out = sys.stdout

@@ -8,13 +8,14 @@ clean stop with a checkpoint.
 from __future__ import annotations
 
 import argparse
+import os
 import queue
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from gemma_core.errors import UserError
+from gemma_core.errors import EXIT_INTERRUPTED, InternalError, UserError
 
 _HELP = {
     "output_dir": "where the run's files go (default: output)",
@@ -124,9 +125,16 @@ def cmd_train(args) -> int:
     stop_requested = threading.Event()
 
     def request_stop(signum=None, frame=None):
+        """The first Ctrl-C or SIGTERM stops with a checkpoint; a second one exits at once."""
         if not stop_requested.is_set():
             stop_requested.set()
             engine.stop(save=True)
+            return
+        console.print("interrupted again: exiting without waiting (the last complete checkpoint "
+                      f"in {settings.output_dir} is kept)", soft_wrap=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)  # the trainer thread must not hold the exit up
 
     previous = signal.signal(signal.SIGTERM, request_stop)
     progress = Progress(
@@ -197,8 +205,8 @@ def cmd_train(args) -> int:
             for message in snapshot.messages:
                 if message.level == "error":
                     print(message.text, file=sys.stderr)
-        raise UserError(failure)
-    return 0
+        raise (InternalError if snapshot.error_internal else UserError)(failure)
+    return EXIT_INTERRUPTED if stop_requested.is_set() and engine.exit_reason == "stopped" else 0
 
 
 # ---------------------------------------------------------------------- eval
@@ -211,11 +219,22 @@ def cmd_eval(args) -> int:
     from gemma_core.tokenizers.tokenizer import token_byte_lengths
     from gemma_core.train.evaluation import score_windows
 
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size must be 1 or more, got {args.batch_size}")
+    if args.max_length is not None and args.max_length < 1:
+        raise UserError(f"--max_length must be 1 or more, got {args.max_length}")
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     model, tokenizer, data = load_model_dir(args.checkpoint, device)
-    training = data.get("training", {})
-    max_length = args.max_length or min(training.get("max_length", 1024), model.cfg.context_length)
+    context = model.cfg.context_length
+    if args.max_length is not None and args.max_length > context:
+        raise UserError(f"--max_length {args.max_length} is above the model's context_length {context}; "
+                        "give a length the model was built for")
+    training = data.get("training") if isinstance(data.get("training"), dict) else {}
+    trained_length = training.get("max_length")
+    if not isinstance(trained_length, int) or not 1 <= trained_length <= context:
+        trained_length = min(1024, context)
+    max_length = args.max_length or trained_length
     shards = build_token_cache(args.dataset, tokenizer, DataOptions(text_field=args.text_field), args.cache_dir)
     windows = TokenWindows(shards.tokens, max_length, max_length, name=str(args.dataset))
     batches = [range(start, min(start + args.batch_size, len(windows)))

@@ -52,8 +52,10 @@ def _usable_files_under(directory: Path) -> list[Path]:
     for root, dirs, files in os.walk(directory):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
-            if not name.startswith(".") and name.endswith(DOCUMENT_SUFFIXES):
-                found.append(Path(root) / name)
+            path = Path(root) / name
+            # Only regular files: reading a pipe or a device found in a folder would hang.
+            if not name.startswith(".") and name.endswith(DOCUMENT_SUFFIXES) and path.is_file():
+                found.append(path)
     return sorted(found)
 
 
@@ -81,6 +83,9 @@ def expand_paths(spec: str | Path | Sequence[str | Path]) -> list[Path]:
                 raise UserError(f"{path}: directory holds no .jsonl or .txt files; "
                                 "point at a directory with data files")
             files.extend(found)
+        elif path.exists():
+            raise UserError(f"{path}: not a regular file (a pipe, socket or device); give .jsonl or "
+                            ".txt files, or a directory of them")
         elif _has_glob(text):
             matches = sorted(glob.glob(str(path), recursive=True))
             if not matches:
@@ -89,7 +94,7 @@ def expand_paths(spec: str | Path | Sequence[str | Path]) -> list[Path]:
             for match in map(Path, matches):
                 if match.is_dir():
                     found.extend(_usable_files_under(match))
-                elif match.name.endswith(DOCUMENT_SUFFIXES):
+                elif match.name.endswith(DOCUMENT_SUFFIXES) and match.is_file():
                     found.append(match)
             if not found:
                 raise UserError(f"{text}: pattern matches no .jsonl or .txt files; check the pattern")
@@ -340,7 +345,7 @@ def _document_pieces(paths: Sequence[Path], options: DataOptions, stats: ReadSta
 
 
 def _files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
-    files = expand_paths(paths) if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    files = expand_paths(paths)
     if not files:
         raise UserError("no data files given; pass a .jsonl or .txt file, a directory or a glob")
     return files

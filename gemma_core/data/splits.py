@@ -103,6 +103,9 @@ def prepare_datasets(train_path, val_path, test_path, tokenizer: Tokenizer,
         shards = build_token_cache(source, tokenizer, options, cache_dir, progress=callback, cancel=cancel)
         if shards.bad_lines:
             notes.append(f"{name}: skipped {shards.bad_lines} bad JSONL lines")
+        if shards.repaired:
+            notes.append(f"{name}: the token cache {shards.directory} was damaged ({shards.repaired}); "
+                         "it was built again")
         return shards
 
     def split(name: str, tokens, shards: TokenShards, n_bytes: int, description: str,

@@ -13,7 +13,7 @@ document starts with it: ``BOS doc1 EOS BOS doc2 ... BOS docN``.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +28,7 @@ import numpy as np
 from gemma_core import atomic
 from gemma_core.data.documents import DataOptions, Piece, ReadStats, _document_pieces, expand_paths
 from gemma_core.errors import Cancelled, UserError
+from gemma_core.folder_lock import FolderLock
 from gemma_core.tokenizers.tokenizer import Tokenizer, file_sha256
 
 # Bump whenever the bytes in tokens.bin or the meaning of meta.json change, so
@@ -111,6 +112,7 @@ class TokenShards:
     sources: list
     bad_lines: int = 0
     from_cache: bool = False  # True when this call reused a cache and tokenized nothing
+    repaired: str | None = None  # why a damaged cache in its place was rebuilt
 
     @property
     def tokens_path(self) -> Path:
@@ -124,7 +126,14 @@ class TokenShards:
 
     @classmethod
     def open(cls, directory: Path, from_cache: bool = True) -> "TokenShards | None":
-        """The cache in ``directory``, or None when it is missing, old or half-built."""
+        """The cache in ``directory``, or None when it is missing, old, half-built or damaged."""
+        shards, _ = cls.inspect(directory, from_cache)
+        return shards
+
+    @classmethod
+    def inspect(cls, directory: Path, from_cache: bool = True) -> tuple["TokenShards | None", str | None]:
+        """(the cache, None) when it is sound; (None, why) when a cache there is damaged;
+        (None, None) when there is none, or only an old or unfinished one."""
         try:
             meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
             dtype = np.dtype(meta["dtype"])
@@ -132,14 +141,44 @@ class TokenShards:
             complete = (meta.get("format") == CACHE_FORMAT_VERSION and n_tokens > 0
                         and dtype in (np.uint16, np.uint32)
                         and (directory / TOKENS_FILE).stat().st_size == n_tokens * dtype.itemsize)
+            shards = cls(directory=directory, n_tokens=n_tokens, n_documents=int(meta["n_documents"]),
+                         n_bytes=int(meta["n_bytes"]), dtype=dtype.name, tokenizer=dict(meta["tokenizer"]),
+                         sources=list(meta["sources"]), bad_lines=int(meta.get("bad_lines", 0)),
+                         from_cache=from_cache)
+            n_vocab = int(shards.tokenizer["n_vocab"])
         except (OSError, ValueError, KeyError, TypeError):
-            return None
+            return None, None
         if not complete:
-            return None
-        return cls(directory=directory, n_tokens=n_tokens, n_documents=int(meta["n_documents"]),
-                   n_bytes=int(meta["n_bytes"]), dtype=dtype.name, tokenizer=meta["tokenizer"],
-                   sources=meta["sources"], bad_lines=int(meta.get("bad_lines", 0)),
-                   from_cache=from_cache)
+            return None, None
+        largest = _largest_id(shards.tokens)
+        if largest >= n_vocab:
+            return None, f"token id {largest} is beyond the tokenizer's {n_vocab:,}"
+        expected = meta.get("sample_sha256")
+        if expected is not None and expected != sample_digest(shards.tokens):
+            return None, "its tokens do not match the checksum it was written with"
+        return shards, None
+
+
+def _largest_id(tokens: np.ndarray) -> int:
+    largest = 0
+    for start in range(0, len(tokens), 1 << 26):  # chunks keep memory flat on huge corpora
+        largest = max(largest, int(np.max(tokens[start:start + (1 << 26)])))
+    return largest
+
+
+SAMPLE_BLOCKS = 64  # token blocks hashed, spread evenly over a token stream
+SAMPLE_BLOCK = 1024  # tokens per block
+
+
+def sample_digest(tokens: np.ndarray) -> str:
+    """sha256 of the length and a fixed sample of a token stream: cheap for any corpus
+    size, and for a damaged or different stream different in practice."""
+    n = len(tokens)
+    digest = hashlib.sha256(n.to_bytes(8, "little"))
+    for i in range(SAMPLE_BLOCKS):
+        start = i * max(0, n - SAMPLE_BLOCK) // max(1, SAMPLE_BLOCKS - 1)
+        digest.update(np.asarray(tokens[start:start + SAMPLE_BLOCK], dtype=np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def _document_stream(source: list[Path] | InMemoryDocuments, options: DataOptions,
@@ -190,12 +229,30 @@ def build_token_cache(source: str | Path | Sequence[str | Path] | InMemoryDocume
     cached = TokenShards.open(directory)
     if cached is not None:
         return cached
-
+    # One builder at a time: a second run tokenizing the same corpus waits, then reads
+    # the cache the first one built.
+    lock = FolderLock(directory, "token cache build")
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{directory}: cannot create the token cache ({err.strerror}); "
-                        "set GEMMA_STUDIO_CACHE to a writable directory") from None
+        lock.acquire(wait=True, cancel=cancel)
+    except UserError as err:
+        raise UserError(f"{err}; set GEMMA_STUDIO_CACHE or --cache_dir to a writable directory") from None
+    try:
+        cached, damage = TokenShards.inspect(directory)
+        if cached is not None:
+            return cached
+        shards = _build(directory, files, signature, tokenizer, options, progress, num_threads, cancel)
+    except BaseException:
+        lock.release(remove_if_unused=True)  # a cancelled or failed first build leaves no folder
+        raise
+    lock.release()
+    return dataclasses.replace(shards, repaired=damage) if damage else shards
+
+
+def _build(directory: Path, files, signature: list[dict], tokenizer: Tokenizer, options: DataOptions,
+           progress: ProgressCallback | None, num_threads: int | None,
+           cancel: threading.Event | None) -> TokenShards:
+    """Tokenize into ``directory`` (its lock held)."""
+    atomic.remove_leftovers(directory)  # from a build that was killed
     # A stale meta.json must never describe the tokens about to be written.
     (directory / META_FILE).unlink(missing_ok=True)
 
@@ -203,14 +260,8 @@ def build_token_cache(source: str | Path | Sequence[str | Path] | InMemoryDocume
     stream, total_bytes = _document_stream(files, options, stats)
     dtype = token_dtype(tokenizer.n_vocab)
     threads = num_threads or max(1, min(8, os.cpu_count() or 1))
-
-    try:
-        counts = _write_tokens(directory / TOKENS_FILE, stream, total_bytes, tokenizer, options,
-                               dtype, threads, progress, cancel)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            directory.rmdir()  # only succeeds when nothing else was ever stored there
-        raise
+    counts = _write_tokens(directory / TOKENS_FILE, stream, total_bytes, tokenizer, options,
+                           dtype, threads, progress, cancel)
 
     # A file edited while it was being read would leave tokens that match neither
     # version under the old key; refuse to label them.
@@ -219,10 +270,13 @@ def build_token_cache(source: str | Path | Sequence[str | Path] | InMemoryDocume
         raise UserError(f"{files[0].parent}: a data file changed while it was being tokenized; "
                         "run again once it is finished")
 
+    tokens = np.memmap(directory / TOKENS_FILE, dtype=dtype, mode="r", shape=(counts["tokens"],))
     meta = {"format": CACHE_FORMAT_VERSION, "n_tokens": counts["tokens"],
             "n_documents": counts["documents"], "n_bytes": counts["bytes"], "dtype": dtype.name,
             "tokenizer": tokenizer.spec(), "options": asdict(options), "sources": signature,
-            "bad_lines": stats.bad_lines, "empty_documents": stats.empty_documents}
+            "bad_lines": stats.bad_lines, "empty_documents": stats.empty_documents,
+            "sample_sha256": sample_digest(tokens)}
+    del tokens
     atomic.write_json(directory / META_FILE, meta)
     shards = TokenShards.open(directory, from_cache=False)
     assert shards is not None, "a cache just written must read back"

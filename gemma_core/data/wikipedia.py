@@ -36,11 +36,11 @@ class ExportedSplit:
 
 def wikipedia_splits(n_train: int = 10_000, n_val: int = 1_000, n_test: int = 1_000) -> dict[str, str]:
     """The Hugging Face split expression of each file, as the original project chose them."""
-    for option, value in (("--n_train", n_train), ("--n_val", n_val), ("--n_test", n_test)):
+    for option, value in (("--train", n_train), ("--val", n_val), ("--test", n_test)):
         if not isinstance(value, int) or value < 1:
             raise UserError(f"{option} {value} must be a whole number of at least 1")
     if n_train + n_val > TEST_START:
-        raise UserError(f"--n_train {n_train} plus --n_val {n_val} exceeds {TEST_START}, where "
+        raise UserError(f"--train {n_train} plus --val {n_val} exceeds {TEST_START}, where "
                         "the test articles start; lower them so the splits do not overlap")
     return {"train": f"train[:{n_train}]",
             "val": f"train[{n_train}:{n_train + n_val}]",

@@ -22,7 +22,10 @@ import functools
 import torch
 import torch.nn.functional as F
 
-KERNELS = ("eager", "sdpa", "flex")
+from gemma_core.errors import UserError
+from gemma_core.model.config import ATTENTION_KERNELS
+
+KERNELS = ATTENTION_KERNELS
 
 # SDPA broadcasts K/V over query-head groups itself from torch 2.5 on.
 _SDPA_HAS_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
@@ -50,9 +53,9 @@ def resolve_kernel(name: str, device: torch.device | str) -> str:
     if name == "auto":
         return "flex" if flex_available(device) else "sdpa"
     if name not in KERNELS:
-        raise ValueError(f"unknown attention kernel {name!r}; choose auto, {', '.join(KERNELS)}")
+        raise UserError(f"--attention {name!r} is not a kernel; choose auto, {', '.join(KERNELS)}")
     if name == "flex" and not flex_available(device):
-        raise ValueError("the flex attention kernel needs a CUDA device and torch with FlexAttention")
+        raise UserError("--attention flex needs a CUDA device and torch with FlexAttention; use auto")
     return name
 
 

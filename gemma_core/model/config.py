@@ -7,12 +7,16 @@ the trainer; the tokenizer is recorded beside the config in a checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gemma_core.errors import UserError
+
+# The attention kernels behind model/attention.py's one interface, same results.
+ATTENTION_KERNELS = ("eager", "sdpa", "flex")
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
@@ -23,6 +27,13 @@ _DTYPE_ALIASES = {
     "bfloat16": "bfloat16", "bf16": "bfloat16", "torch.bfloat16": "bfloat16",
     "float32": "float32", "fp32": "float32", "torch.float32": "float32",
 }
+
+
+# Far beyond any Gemma 3 (the largest has 62 layers and a 262,144-token vocabulary),
+# so a typo (100,000 layers, a 10^9 vocabulary) is refused at once, not allocated.
+SIZE_LIMITS = {"vocab_size": 1 << 24, "context_length": 1 << 24, "emb_dim": 1 << 16, "n_heads": 1024,
+               "n_layers": 1024, "hidden_dim": 1 << 20, "head_dim": 4096, "n_kv_groups": 1024,
+               "sliding_window": 1 << 24}
 
 
 def default_layer_types(n_layers: int, pattern: int = 6) -> list[str]:
@@ -66,12 +77,15 @@ class GemmaConfig:
                 raise ConfigError(name, f"must be a whole number, got {value!r}")
             if value <= 0:
                 raise ConfigError(name, f"must be positive, got {value}")
+            if value > SIZE_LIMITS.get(name, value):
+                raise ConfigError(name, f"is {value:,}, beyond any Gemma 3 this program builds (at most "
+                                  f"{SIZE_LIMITS[name]:,}); check the config")
         for name in ("rope_local_base", "rope_base", "query_pre_attn_scalar"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(name, f"must be a number, got {value!r}")
-            if value <= 0:
-                raise ConfigError(name, f"must be positive, got {value}")
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(name, f"must be positive (and finite), got {value}")
         for name in ("qk_norm", "tie_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
@@ -94,6 +108,16 @@ class GemmaConfig:
                 "(Gemma 3 overflows in float16)")
 
     # ---------------------------------------------------------- derived facts
+    def num_parameters(self) -> int:
+        """Unique parameters (a tied head counted once), from the shape alone: known before
+        anything is allocated, so an oversized model is refused at once."""
+        attention = (2 * self.n_heads + 2 * self.n_kv_heads) * self.head_dim * self.emb_dim
+        norms = 4 * self.emb_dim + (2 * self.head_dim if self.qk_norm else 0)
+        layer = attention + 3 * self.emb_dim * self.hidden_dim + norms
+        embedding = self.vocab_size * self.emb_dim
+        head = 0 if self.tie_embeddings else embedding
+        return embedding + head + self.n_layers * layer + self.emb_dim
+
     @property
     def n_kv_heads(self) -> int:
         return self.n_kv_groups

@@ -8,7 +8,9 @@ user's stop string. The command line and the studio's chat pane both use it.
 from __future__ import annotations
 
 import functools
+import math
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -33,14 +35,46 @@ class SamplingParams:
     def validate(self) -> None:
         from gemma_core.errors import UserError
 
-        if self.max_new_tokens < 0:
+        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 0:
             raise UserError(f"--max_new_tokens must be 0 or more, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise UserError(f"--temperature must be 0 (greedy) or more, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
+        if not _is_number(self.temperature) or not 0 <= self.temperature <= MAX_TEMPERATURE:
+            raise UserError(f"--temperature must be a number from 0 (greedy) to {MAX_TEMPERATURE:g}, "
+                            f"got {self.temperature}")
+        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 1):
             raise UserError(f"--top_k must be 1 or more, got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
+        if self.top_p is not None and (not _is_number(self.top_p) or not 0 < self.top_p <= 1):
             raise UserError(f"--top_p must be in (0, 1], got {self.top_p}")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
+            raise UserError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {self.seed}")
+        for stop in self.stop_strings:
+            if not isinstance(stop, str) or not stop:
+                raise UserError(f"--stop must be non-empty text, got {stop!r}")
+
+
+MAX_TEMPERATURE = 100.0  # far past uniform sampling; beyond it the softmax only loses precision
+MAX_SEED = 2**32 - 1  # what every random generator used here accepts (TrainSettings: the same)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def fit_to_context(prompt_tokens: int, max_new_tokens: int, context: int) -> int:
+    """How many new tokens fit after a prompt of ``prompt_tokens`` within ``context``.
+
+    Raises ``UserError`` when the prompt alone fills the context: cutting it
+    silently would answer another question than the one asked.
+    """
+    from gemma_core.errors import UserError
+
+    if prompt_tokens >= context:
+        raise UserError(f"the prompt is {prompt_tokens:,} tokens but the model's context is {context:,}; "
+                        "shorten the prompt")
+    return min(max_new_tokens, context - prompt_tokens)
 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams,
@@ -136,7 +170,17 @@ def generate_tokens(model: Gemma3Model, prompt_ids: list[int], params: SamplingP
             yield token_id
             if position >= context:
                 return
-            logits = run(decode, token.view(1, 1), cache)
+            try:
+                logits = run(decode, token.view(1, 1), cache)
+            except Exception as err:
+                if decode is _decode_step:
+                    raise
+                # The compiler failed (no C++ compiler, an unwritable temp folder, ...): the
+                # same step runs uncompiled; nothing of the failed compile touched the cache.
+                warnings.warn(f"torch.compile failed ({type(err).__name__}); decoding in eager mode",
+                              RuntimeWarning, stacklevel=2)
+                decode = _decode_step
+                logits = run(decode, token.view(1, 1), cache)
             position += 1
     finally:
         model.train(was_training)

@@ -12,8 +12,8 @@ at any moment leaves a complete checkpoint to resume from.
 
 from __future__ import annotations
 
-import errno
 import json
+import math
 import os
 import random
 import shutil
@@ -54,14 +54,14 @@ def save_checkpoint(output_dir: Path, model_state: dict[str, torch.Tensor],
         with atomic.atomic_path(building / OPTIMIZER_TENSORS) as tmp:
             save_file(optimizer_state, str(tmp))
         atomic.write_json(building / STATE, state)
-    except (OSError, DiskFull) as err:
+    except (OSError, SafetensorError, DiskFull) as err:
         shutil.rmtree(building, ignore_errors=True)
-        if isinstance(err, OSError) and err.errno != errno.ENOSPC:
+        if not isinstance(err, DiskFull) and not atomic.is_disk_full(err):
             raise
         needed = sum(t.numel() * t.element_size() for t in
                      list(model_state.values()) + list(optimizer_state.values()))
         free = shutil.disk_usage(output_dir).free
-        raise UserError(f"{output_dir}: disk full while saving a checkpoint; it needs about "
+        raise DiskFull(f"{output_dir}: disk full while saving a checkpoint; it needs about "
                         f"{needed / 2**20:,.0f} MiB free, {free / 2**20:,.0f} MiB are. The previous "
                         "checkpoint is intact: free some space, then continue with --resume") from None
     if final.exists():
@@ -73,6 +73,42 @@ def save_checkpoint(output_dir: Path, model_state: dict[str, torch.Tensor],
     return final
 
 
+def check_state(state: object, path: Path) -> dict:
+    """A checkpoint's state.json, every number in it checked: a damaged or edited state is
+    named, field by field, instead of resuming somewhere wrong."""
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: damaged checkpoint state (not a JSON object)")
+
+    def fail(field: str, why: str) -> UserError:
+        return UserError(f"{path}: damaged checkpoint state: {field!r} {why}; restore the checkpoint or "
+                         "start the run again with --overwrite")
+
+    for field in ("step", "tokens_seen"):
+        value = state.get(field)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise fail(field, f"is {value!r}, expected a whole number >= 0")
+    skipped = state.get("skipped_steps", 0)
+    if not isinstance(skipped, int) or isinstance(skipped, bool) or skipped < 0:
+        raise fail("skipped_steps", f"is {skipped!r}, expected a whole number >= 0")
+    best = state.get("best_val_loss")
+    if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float)) or not math.isfinite(best)):
+        raise fail("best_val_loss", f"is {best!r}, expected a finite number")
+    for field in ("data", "rng", "model", "tokenizer", "settings"):
+        if not isinstance(state.get(field), dict):
+            raise fail(field, "is missing or not an object")
+    data = state["data"]
+    for field in ("epoch", "position"):
+        value = data.get(field)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise fail(f"data.{field}", f"is {value!r}, expected a whole number >= 0")
+    torch_rng = state["rng"].get("torch")
+    if not isinstance(torch_rng, list) or not all(isinstance(b, int) and 0 <= b < 256 for b in torch_rng):
+        raise fail("rng.torch", "is not a list of bytes")
+    if not isinstance(state["rng"].get("python"), list):
+        raise fail("rng.python", "is missing")
+    return state
+
+
 def read_checkpoint_state(output_dir: Path) -> dict:
     """``state.json`` of the newest complete checkpoint (no tensors read)."""
     for folder in checkpoint_folders(output_dir):
@@ -81,9 +117,7 @@ def read_checkpoint_state(output_dir: Path) -> dict:
             state = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             raise UserError(f"{path}: damaged checkpoint state; it may be corrupted") from None
-        if not isinstance(state, dict):
-            raise UserError(f"{path}: damaged checkpoint state (not a JSON object)")
-        return state
+        return check_state(state, path)
     raise UserError(f"{output_dir}: no checkpoint to resume from; start without --resume")
 
 
@@ -91,10 +125,10 @@ def load_checkpoint(output_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str
     """(model state, optimizer state, state.json) of the newest complete checkpoint."""
     for folder in checkpoint_folders(output_dir):
         try:
-            state = json.loads((folder / STATE).read_text(encoding="utf-8"))
+            state = check_state(json.loads((folder / STATE).read_text(encoding="utf-8")), folder / STATE)
             return (load_file(str(folder / MODEL_TENSORS)),
                     load_file(str(folder / OPTIMIZER_TENSORS)), state)
-        except (OSError, json.JSONDecodeError, SafetensorError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, SafetensorError) as err:
             raise UserError(f"{folder}: checkpoint unreadable ({str(err).splitlines()[0]}); "
                             "it may be corrupted") from None
     raise UserError(f"{output_dir}: no checkpoint to resume from; start without --resume")

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gemma_core.run.layout import TRAIN_STREAM, VAL_STREAM
-from gemma_core.run.logs import read_jsonl
+from gemma_core.errors import UserError
+from gemma_core.run.logs import numbered_entries
 from gemma_core.train.events import EvalResult, StepMetrics
 
 
@@ -59,23 +60,40 @@ class RunHistory:
         return self.steps[-1].elapsed_s if self.steps else 0.0
 
 
-def eval_result_from_entry(entry: dict) -> EvalResult:
+def _number(path: Path, line: int, entry: dict, key: str, default=None, whole: bool = False):
+    value = entry.get(key, default)
+    ok = (isinstance(value, int) if whole else isinstance(value, (int, float))) and not isinstance(value, bool)
+    if not ok or (whole and value < 0):
+        raise UserError(f"{path}:{line}: damaged log line: {key!r} is {value!r}, expected a "
+                        f"{'whole number' if whole else 'number'}; delete the line or restore the file")
+    return value
+
+
+def eval_result_from_entry(entry: dict, path: Path = Path("validation_log.jsonl"), line: int = 0) -> EvalResult:
     """A validation-log line as an EvalResult (older logs may lack our added keys)."""
-    return EvalResult(entry["step"], entry.get("tokens_seen", 0), entry["val_loss"],
-                      entry.get("perplexity", math.exp(min(entry["val_loss"], 50))),
-                      entry.get("bits_per_byte", float("nan")))
+    val_loss = _number(path, line, entry, "val_loss")
+    return EvalResult(_number(path, line, entry, "step", whole=True),
+                      _number(path, line, entry, "tokens_seen", 0, whole=True), val_loss,
+                      _number(path, line, entry, "perplexity", math.exp(min(val_loss, 50))),
+                      _number(path, line, entry, "bits_per_byte", float("nan")))
 
 
-def step_metrics_from_entry(entry: dict, max_steps: int) -> StepMetrics:
+def step_metrics_from_entry(entry: dict, max_steps: int, path: Path = Path("training_log.jsonl"),
+                            line: int = 0) -> StepMetrics:
     """A training-log line as the StepMetrics the engine emitted for it."""
-    return StepMetrics(entry["step"], max_steps, entry.get("tokens_seen", 0), entry["train_loss"],
-                       entry["learning_rate"], entry.get("grad_norm", float("nan")),
-                       entry.get("tokens_per_s", 0.0), entry.get("elapsed_s", 0.0), None)
+    return StepMetrics(_number(path, line, entry, "step", whole=True), max_steps,
+                       _number(path, line, entry, "tokens_seen", 0, whole=True),
+                       _number(path, line, entry, "train_loss"), _number(path, line, entry, "learning_rate"),
+                       _number(path, line, entry, "grad_norm", float("nan")),
+                       _number(path, line, entry, "tokens_per_s", 0.0),
+                       _number(path, line, entry, "elapsed_s", 0.0), None)
 
 
 def read_run_history(output_dir: Path, max_steps: int) -> RunHistory:
-    """Replay ``training_log.jsonl`` and ``validation_log.jsonl``; a torn last line is skipped."""
-    steps = tuple(step_metrics_from_entry(entry, max_steps)
-                  for entry in read_jsonl(output_dir / TRAIN_STREAM))
-    evals = tuple(eval_result_from_entry(entry) for entry in read_jsonl(output_dir / VAL_STREAM))
+    """Replay ``training_log.jsonl`` and ``validation_log.jsonl``. A torn last line is
+    skipped; a damaged line is reported with its file and line."""
+    train, val = output_dir / TRAIN_STREAM, output_dir / VAL_STREAM
+    steps = tuple(step_metrics_from_entry(entry, max_steps, train, line)
+                  for line, entry in numbered_entries(train))
+    evals = tuple(eval_result_from_entry(entry, val, line) for line, entry in numbered_entries(val))
     return RunHistory(steps, evals)

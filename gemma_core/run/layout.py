@@ -23,6 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
+from gemma_core import atomic
 from gemma_core.errors import UserError
 
 CONFIG = "config.json"
@@ -89,6 +90,11 @@ def check_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
     elif holds_run(path) and not overwrite:
         raise UserError(f"{path}: holds another run; pass --resume to continue it, --overwrite to "
                         "replace it, or choose another --output_dir")
+    check_writable(path)
+
+
+def check_writable(path: Path) -> None:
+    """Refuse a folder that cannot be created or written, changing nothing."""
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -105,7 +111,8 @@ def check_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
 
 
 def claim_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
-    """Create the folder; with --overwrite, remove every file of the run it held.
+    """Create the folder and clear what an interrupted writer left; with --overwrite,
+    remove every file of the run it held. Call it holding the folder's lock.
 
     Files that are not a run's (a user's notes, a dataset) are left alone.
     """
@@ -114,6 +121,9 @@ def claim_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
     except OSError as err:
         raise UserError(f"{path}: cannot create the output directory ({err.strerror}); "
                         "choose another --output_dir") from None
+    # The run holds the folder's lock: whatever a killed writer left half-done is stale.
+    atomic.remove_leftovers(path)
+    shutil.rmtree(path / BUILDING_CHECKPOINT, ignore_errors=True)
     if overwrite and not resume:
         for name in RUN_FILES:
             (path / name).unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from gemma_core import atomic
+from gemma_core.errors import DiskFull, UserError
 from gemma_core.run.layout import LOSS_PLOT, SAMPLES, TRAIN_LOG, TRAIN_STREAM, VAL_LOG, VAL_STREAM, VOCAB
 from gemma_core.tokenizers.byte_alphabet import bytes_to_unicode
 from gemma_core.tokenizers.tokenizer import Tokenizer
@@ -32,23 +33,48 @@ class NoLog:
 
 
 class JsonlLog:
-    """An append-only JSON-lines file; each entry is flushed as it is written."""
+    """An append-only JSON-lines file; each entry is written through as it comes.
+
+    A write that runs out of space keeps what it could not write and raises
+    ``DiskFull``; the next append or sync writes it first, so once space is
+    freed nothing logged is lost (and a line is never written twice).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = open(path, "a", encoding="utf-8")
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._pending = b""
 
     def append(self, entry: dict) -> None:
-        self._file.write(json.dumps(entry) + "\n")
-        self._file.flush()
+        self._pending += (json.dumps(entry) + "\n").encode("utf-8")
+        self._write_pending()
+
+    def _write_pending(self) -> None:
+        while self._pending and self._fd is not None:
+            try:
+                written = os.write(self._fd, self._pending)
+            except OSError as err:
+                if not atomic.is_disk_full(err):
+                    raise
+                raise DiskFull(f"{self.path}: disk full while appending to it ({atomic.free_mib(self.path.parent):,.0f} "
+                               "MiB free); nothing logged is lost: free some space to go on") from None
+            self._pending = self._pending[written:]
 
     def sync(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        self._write_pending()
+        if self._fd is not None:
+            os.fsync(self._fd)
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        if self._fd is None:
+            return
+        try:
+            self._write_pending()
+        except DiskFull:
+            pass  # what could not be written is replayed from the checkpoint on resume
+        finally:
+            os.close(self._fd)
+            self._fd = None
 
 
 class RunLogs:
@@ -74,17 +100,36 @@ class RunLogs:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Entries of a JSON-lines log; a torn last line (a crash mid-write) is ignored."""
+    """Entries of a JSON-lines log (see ``numbered_entries``)."""
+    return [entry for _, entry in numbered_entries(path)]
+
+
+def numbered_entries(path: Path) -> list[tuple[int, dict]]:
+    """(line number, entry) for each entry of a JSON-lines log.
+
+    A torn last line (a crash in the middle of a write) is left out; any other
+    line that is not a JSON object is damage, reported with the file and line.
+    """
     if not path.exists():
         return []
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    lines = raw.split(b"\n")
     entries = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
             continue
+        try:
+            entry = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            entry = None
         if isinstance(entry, dict):
-            entries.append(entry)
+            entries.append((number, entry))
+        elif number < len(lines) - 1 or raw.endswith(b"\n"):  # not a torn last line
+            raise UserError(f"{path}:{number}: damaged log line (not a JSON object); delete the line "
+                            "or restore the file")
     return entries
 
 
@@ -93,7 +138,13 @@ def truncate_logs_to(output_dir: Path, step: int) -> None:
     for name in (TRAIN_STREAM, VAL_STREAM, SAMPLES):
         path = output_dir / name
         if path.exists():
-            kept = [e for e in read_jsonl(path) if e.get("step", 0) <= step]
+            kept = []
+            for line, entry in numbered_entries(path):
+                if not isinstance(entry.get("step"), int) or isinstance(entry["step"], bool):
+                    raise UserError(f"{path}:{line}: damaged log line: 'step' is {entry.get('step')!r}, "
+                                    "expected a whole number; delete the line or restore the file")
+                if entry["step"] <= step:
+                    kept.append(entry)
             atomic.write_text(path, "".join(json.dumps(e) + "\n" for e in kept))
 
 
@@ -133,8 +184,12 @@ def write_loss_plot(output_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = read_jsonl(output_dir / TRAIN_STREAM)
-    val = read_jsonl(output_dir / VAL_STREAM)
+    def plotted(entries: list[dict], key: str) -> list[dict]:  # lines with the numbers to plot
+        return [e for e in entries if all(isinstance(e.get(k), (int, float)) and not isinstance(e.get(k), bool)
+                                          for k in ("step", key))]
+
+    train = plotted(read_jsonl(output_dir / TRAIN_STREAM), "train_loss")
+    val = plotted(read_jsonl(output_dir / VAL_STREAM), "val_loss")
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     if train:
         ax.plot([e["step"] for e in train], [e["train_loss"] for e in train],

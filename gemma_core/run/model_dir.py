@@ -21,6 +21,7 @@ from gemma_core.model.model import Gemma3Model
 from gemma_core.model.weights import stored_tensors
 from gemma_core.tokenizers.tokenizer import Tokenizer, tokenizer_from_spec
 from gemma_core.train.distributed import full_tensor
+from gemma_core.train.memory import check_room_to_load
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -123,6 +124,7 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu"
     directory = Path(directory)
     cfg, data = read_config(directory)
     tokenizer = load_tokenizer_of(directory, data, cfg)
+    check_room_to_load(cfg, torch.device(device), str(directory / CONFIG_FILE))
     with torch.device(device):
         model = Gemma3Model(cfg)
     load_weights(directory / WEIGHTS_FILE, model)

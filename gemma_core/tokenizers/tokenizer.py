@@ -135,6 +135,10 @@ def read_ranks(path: Path) -> dict[bytes, int]:
         raise UserError(f"{path}: no ranks in file; give a .tiktoken ranks file")
     if sorted(ranks.values()) != list(range(len(ranks))):
         raise UserError(f"{path}: ranks are not the numbers 0..{len(ranks) - 1} each once")
+    missing = next((b for b in range(256) if bytes([b]) not in ranks), None)
+    if missing is not None:  # tiktoken would fail (a panic) on the first text holding that byte
+        raise UserError(f"{path}: byte {missing:#04x} has no token; a byte-level BPE ranks file holds "
+                        "all 256 single bytes (write one with 'gemma-core tokenizer train')")
     return ranks
 
 

@@ -32,7 +32,8 @@ from typing import Any, Callable
 import torch
 
 from gemma_core.chat import ChatJob, ChatService, ComputeTurns, InferenceCopy, LiveWeights
-from gemma_core.errors import Cancelled, UserError
+from gemma_core.errors import Cancelled, DiskFull, UserError, internal_message
+from gemma_core.folder_lock import FolderLock
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.generation import SamplingParams, stream_text
 from gemma_core.model.model import Gemma3Model
@@ -69,8 +70,11 @@ class TrainingFailed(UserError):
 
 
 class TrainingEngine:
-    def __init__(self, settings: TrainSettings | None = None) -> None:
+    def __init__(self, settings: TrainSettings | None = None, *, pause_on_disk_full: bool = False) -> None:
+        """``pause_on_disk_full``: when the disk fills, pause and wait for space (a studio a
+        person watches) instead of stopping with a checkpoint (a command in a script)."""
         settings = TrainSettings() if settings is None else settings
+        self.pause_on_disk_full = pause_on_disk_full
         settings.validate()
         self.settings = settings
         self.output_dir = Path(settings.output_dir)
@@ -94,6 +98,7 @@ class TrainingEngine:
         self._logs = logs.RunLogs(None)
         self._step_runner: TrainStep | None = None
         self._checkpointer: checkpoints.Checkpointer | None = None
+        self._lock = FolderLock(self.output_dir, "run")
         self._step = 0
         self._tokens_seen = 0
         self._best_val = math.inf
@@ -234,12 +239,17 @@ class TrainingEngine:
 
     def _main(self) -> None:
         try:
+            if self.ranks.is_main:  # one writer per run folder, from before anything is read
+                layout.check_writable(self.output_dir)
+                self._lock.acquire()
             parts = prepare_run(self.settings, self.ranks, self._log, cancel=self._stop_requested)
             self._adopt(parts)
             self.ready.set()
             self._loop()
         except Cancelled:
             self._finish("stopped", saved=None)
+        except DiskFull as err:
+            self._fail(self._saved_what_it_could(err))
         except UserError as err:
             self._fail(str(err))
         except torch.OutOfMemoryError:
@@ -247,14 +257,15 @@ class TrainingEngine:
             self._fail(f"out of memory at batch {s.train_batch_size} x length {s.max_length}: lower "
                        "--train_batch_size or --max_length (raise --gradient_accumulation_steps to "
                        "keep the tokens per step)")
-        except Exception as err:
+        except BaseException as err:  # a bug, a panic in a Rust extension: never a silent end
             self.store.keep_message(LogMessage("error", traceback.format_exc(), self.run_id))
-            self._fail(f"{type(err).__name__}: {err}")
+            self._fail(internal_message(err), internal=True)
         finally:
             self._turns.set_training(False)
             distributed.finish(self.ranks)
             self.ready.set()
             self._logs.close()
+            self._lock.release(remove_if_unused=not self._logs_claimed())
             with self._commands_ready:  # commands that arrived too late get their outcome
                 self._accepting_commands = False
                 while self._commands:
@@ -353,15 +364,27 @@ class TrainingEngine:
             self._tokens_seen += tokens
             rate = tokens / dt if rate is None else 0.8 * rate + 0.2 * tokens / dt
             elapsed = elapsed_before + time.perf_counter() - started
-            self._record_step(result, rate, elapsed)
-            if self._step % s.eval_iters == 0 or self._step == s.max_steps:
-                self._evaluate()
-                self._set_state(RunState.RUNNING)
-            if s.sample_every and s.sample_prompt and self._step % s.sample_every == 0:
-                self._sample()
-            if self._step % s.save_steps == 0 and self._step != s.max_steps:
-                self._save_checkpoint()
-                self._set_state(RunState.RUNNING)
+            try:
+                self._record_step(result, rate, elapsed)
+                if self._step % s.eval_iters == 0 or self._step == s.max_steps:
+                    self._evaluate()
+                    self._set_state(RunState.RUNNING)
+                if s.sample_every and s.sample_prompt and self._step % s.sample_every == 0:
+                    self._sample()
+                if self._step % s.save_steps == 0 and self._step != s.max_steps:
+                    self._save_checkpoint()
+                    self._set_state(RunState.RUNNING)
+            except DiskFull as err:
+                if not self.pause_on_disk_full:
+                    raise
+                # The studio: wait for the user to free space. The log keeps what it could
+                # not write and writes it first when training goes on.
+                self._log(f"{err}; training paused: free some space, then resume", "error")
+                paused = True
+                self._turns.set_training(False)
+                elapsed_before += time.perf_counter() - started
+                self._set_state(RunState.PAUSED)
+                continue
             self._turns.between_steps()
         self._finish("completed", self._save_checkpoint())
 
@@ -383,12 +406,14 @@ class TrainingEngine:
             future = None
         return chosen, future
 
-    @staticmethod
-    def _resolve(future: Future | None, work: Callable[[], Any]) -> None:
-        """Run ``work`` for a command: its result, or a refusal, is the command's outcome."""
+    def _resolve(self, future: Future | None, work: Callable[[], Any]) -> None:
+        """Run ``work`` for a command: its result, or a refusal, is the command's outcome.
+        A full disk fails the command, not the run."""
         try:
             outcome = work()
-        except CommandRefused as err:
+        except (CommandRefused, DiskFull) as err:
+            if isinstance(err, DiskFull):
+                self._log(str(err), "error")
             if future is not None:
                 future.set_exception(err)
             return
@@ -464,6 +489,19 @@ class TrainingEngine:
         self._last_checkpoint = self._publish(CheckpointSaved(self._step, str(path), time.time()))
         return self._last_checkpoint
 
+    def _saved_what_it_could(self, err: DiskFull) -> str:
+        """After a full disk stopped the run: try for a checkpoint of this step; say what is kept."""
+        if self.parts is not None and self._step > 0:
+            try:
+                saved = self._save_checkpoint()
+                return f"{err} (a checkpoint of step {saved.step} was saved: --resume goes on from it)"
+            except DiskFull:
+                pass
+        if self._last_checkpoint is not None:
+            return (f"{err} (the last complete checkpoint is of step {self._last_checkpoint.step}: "
+                    "--resume goes on from it)")
+        return str(err)
+
     # ---------------------------------------------------------------- ending
     def _finish(self, reason: str, saved: CheckpointSaved | None) -> RunFinished:
         if self.ranks.is_main and self.parts is not None and self._logs_claimed():
@@ -476,10 +514,10 @@ class TrainingEngine:
     def _logs_claimed(self) -> bool:
         return isinstance(self._logs.train, logs.JsonlLog)
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, internal: bool = False) -> None:
         self.exit_reason = "failed"
         self._turns.set_training(False)
-        self._publish(RunFailed(self._step, message))
+        self._publish(RunFailed(self._step, message, internal))
         self._set_state(RunState.FAILED)
 
 

@@ -103,6 +103,7 @@ class StepSkipped:
 class RunFailed:
     step: int
     message: str  # one line, fit to show a user
+    internal: bool = False  # a bug (exit status 1), not the user's input or environment (2)
     run_id: str = ""  # stamped by the run's state store
 
 
@@ -147,4 +148,5 @@ class RunSnapshot:
     n_parameters: int
     skipped_steps: int = 0
     run_id: str = ""
+    error_internal: bool = False  # the error is a bug in this program, not the user's
     extra: dict = field(default_factory=dict)

@@ -18,6 +18,7 @@ import os
 
 import torch
 
+from gemma_core.errors import UserError
 from gemma_core.model.config import GemmaConfig
 
 
@@ -60,3 +61,13 @@ def evaluation_bytes(cfg: GemmaConfig, n_parameters: int, batch: int, length: in
     per_token = 4 * 4 * cfg.emb_dim + width * (attention + 3 * cfg.hidden_dim)
     logits = min(batch * length, logits_chunk_rows) * cfg.vocab_size * 4 * 2
     return 16 * n_parameters + batch * length * per_token + logits
+
+
+def check_room_to_load(cfg: GemmaConfig, device: torch.device, where: str) -> None:
+    """Refuse, before allocating anything, a model whose weights cannot fit: float32 weights
+    plus a copy of them as read from the file."""
+    need = 8 * cfg.num_parameters()
+    free = available_bytes(device)
+    if free is not None and need > free:
+        raise UserError(f"{where}: the model has {cfg.num_parameters():,} parameters; loading it needs "
+                        f"about {need / 2**30:,.1f} GiB but {free / 2**30:,.1f} GiB is free on {device}")

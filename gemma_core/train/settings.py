@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from gemma_core.errors import UserError
+from gemma_core.model.config import ATTENTION_KERNELS
 from gemma_core.model.presets import DEFAULT_PRESET, PRESETS, get_preset
 from gemma_core.train.config_file import read_settings_file
 
 _DEFAULT = PRESETS[DEFAULT_PRESET].training
+
+MAX_SEED = 2**32 - 1  # numpy's generator takes no more (SamplingParams has the same limit)
 
 # Intervals a preset sets for its own schedule; a shorter run scales them down with it.
 SCALED_WITH_RUN_LENGTH = ("warmup_steps", "eval_iters", "save_steps")
@@ -181,6 +184,11 @@ class TrainSettings:
             value = getattr(self, name)
             if not _is_int(value) or value < 0:
                 raise UserError(f"--{name} must be a whole number >= 0, got {value!r}")
+        if self.seed > MAX_SEED:
+            raise UserError(f"--seed must be at most {MAX_SEED} (what numpy's generator takes), got {self.seed}")
+        if self.attention not in ("auto", *ATTENTION_KERNELS):
+            raise UserError(f"--attention {self.attention!r} is not a kernel; choose auto, "
+                            f"{', '.join(ATTENTION_KERNELS)}")
         if self.eval_batches is not None and (not _is_int(self.eval_batches) or self.eval_batches <= 0):
             raise UserError(f"--eval_batches must be positive, got {self.eval_batches!r}")
         for name in ("learning_rate", "weight_decay", "grad_clip", "val_fraction"):

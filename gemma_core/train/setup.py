@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from gemma_core.data.batches import TrainBatches, fixed_validation_batches
-from gemma_core.data.documents import DataOptions
+from gemma_core.data.documents import DataOptions, expand_paths
 from gemma_core.data.splits import PreparedData, prepare_datasets
+from gemma_core.data.token_cache import sample_digest
 from gemma_core.device import resolve_device, resolve_dtype
 from gemma_core.errors import UserError
 from gemma_core.model.config import GemmaConfig
@@ -96,7 +97,7 @@ def prepare_run(settings: TrainSettings, ranks: distributed.Ranks, log: Log,
     saved = None
     if s.resume:
         model_tensors, optimizer_tensors, state = checkpoints.load_checkpoint(output_dir)
-        cfg = GemmaConfig.from_dict(state["model"], source="checkpoint/state.json")
+        cfg = GemmaConfig.from_dict(state["model"], source=str(output_dir / layout.CHECKPOINT / layout.STATE))
         tokenizer = tokenizer_from_spec(state["tokenizer"], output_dir)
         saved = (model_tensors, optimizer_tensors, state)
     else:
@@ -109,7 +110,10 @@ def prepare_run(settings: TrainSettings, ranks: distributed.Ranks, log: Log,
         else:
             tokenizer = load_tokenizer(s.tiktoken_encoder_name)
     _check_fits(s, cfg, tokenizer)
+    n_parameters = cfg.num_parameters()
+    _check_memory(s, cfg, n_parameters, dtype, device, device_name)  # before anything is allocated
 
+    _check_data_outside_run(s, output_dir)
     log(f"preparing data (tokenizer {tokenizer.name}, max_length {s.max_length})", "info")
     quarters: dict[str, int] = {}
 
@@ -141,8 +145,6 @@ def prepare_run(settings: TrainSettings, ranks: distributed.Ranks, log: Log,
         from gemma_core.run.model_dir import WEIGHTS_FILE
         load_weights(Path(s.init_from) / WEIGHTS_FILE, model)
     kernel = model.set_attention_kernel(s.attention)
-    n_parameters = model.num_parameters()
-    _check_memory(s, cfg, n_parameters, dtype, device, device_name)
     # Wrap before building the optimizer: FSDP2 replaces the parameters with sharded ones.
     train_module = distributed.wrap(ranks, model, device)
     param_names = {id(p): name for name, p in model.named_parameters()}
@@ -152,7 +154,7 @@ def prepare_run(settings: TrainSettings, ranks: distributed.Ranks, log: Log,
                            rank=ranks.rank, world_size=ranks.world_size)
     resumed = None
     if saved is not None:
-        resumed = _restore(saved, model, optimizer, param_names, batches)
+        resumed = _restore(saved, model, optimizer, param_names, batches, output_dir / layout.CHECKPOINT)
     return RunParts(
         device=device, dtype=dtype, device_name=device_name, dtype_name=dtype_name,
         tokenizer=tokenizer, model_config=cfg, data=data, data_fingerprint=fingerprint, model=model,
@@ -191,6 +193,24 @@ def _check_fits(s: TrainSettings, cfg: GemmaConfig, tokenizer: Tokenizer) -> Non
                         f"{cfg.context_length}; lower --max_length")
 
 
+def _check_data_outside_run(s: TrainSettings, output_dir: Path) -> None:
+    """Refuse data that is, or will be, the run's own files: a resumed run would read its
+    logs as training text."""
+    out = output_dir.expanduser().resolve()
+    for flag, spec in (("--train_dataset_path", s.train_dataset_path), ("--val_dataset_path", s.val_dataset_path),
+                       ("--test_dataset_path", s.test_dataset_path)):
+        if spec is None:
+            continue
+        folder = Path(spec).expanduser()
+        if folder.is_dir() and (folder.resolve() == out or folder.resolve() in out.parents):
+            raise UserError(f"--output_dir {output_dir} is inside the data folder {spec} ({flag}): the "
+                            "run's own logs would be read as data; choose an --output_dir outside it")
+        for file in expand_paths(spec):
+            if out in file.resolve().parents:
+                raise UserError(f"{file} ({flag}) is inside --output_dir {output_dir}: the run's own files "
+                                "are not data; move the data or choose another --output_dir")
+
+
 def _check_memory(s: TrainSettings, cfg: GemmaConfig, n_parameters: int, dtype: torch.dtype,
                   device: torch.device, device_name: str) -> None:
     """Refuse a batch that cannot fit, in training or in evaluation, before the first step."""
@@ -214,29 +234,14 @@ def _check_memory(s: TrainSettings, cfg: GemmaConfig, n_parameters: int, dtype: 
 
 
 # ------------------------------------------------------- the data a run saw
-FINGERPRINT_BLOCKS = 64  # token blocks hashed, spread over each split
-FINGERPRINT_BLOCK = 1024  # tokens per block
-
-
-def _tokens_digest(tokens) -> str:
-    """sha256 of a fixed sample of a split's tokens: cheap for any corpus size, and
-    different for any other corpus in practice (with its length, which is also kept)."""
-    n = len(tokens)
-    digest = hashlib.sha256(n.to_bytes(8, "little"))
-    for i in range(FINGERPRINT_BLOCKS):
-        start = i * max(0, n - FINGERPRINT_BLOCK) // max(1, FINGERPRINT_BLOCKS - 1)
-        digest.update(np.asarray(tokens[start:start + FINGERPRINT_BLOCK], dtype=np.int64).tobytes())
-    return digest.hexdigest()
-
-
 def data_fingerprint(data: PreparedData, s: TrainSettings, tokenizer: Tokenizer) -> dict:
     """What must be the same for a checkpoint's data position to mean the same windows."""
     tokenizer_spec = json.dumps(tokenizer.spec(), sort_keys=True)
     return {
         "train_tokens": data.train.n_tokens,
-        "train_sha256": _tokens_digest(data.train.windows.tokens),
+        "train_sha256": sample_digest(data.train.windows.tokens),
         "val_tokens": data.val.n_tokens,
-        "val_sha256": _tokens_digest(data.val.windows.tokens),
+        "val_sha256": sample_digest(data.val.windows.tokens),
         "tokenizer_sha256": hashlib.sha256(tokenizer_spec.encode("utf-8")).hexdigest(),
         "max_length": s.max_length,
         "stride": s.stride,
@@ -268,18 +273,26 @@ def check_same_data(output_dir: Path, state: dict, fingerprint: dict) -> None:
 
 # ------------------------------------------------------------------- resume
 def _restore(saved: tuple, model: Gemma3Model, optimizer: torch.optim.Optimizer,
-             param_names: dict[int, str], batches: TrainBatches) -> ResumePoint:
+             param_names: dict[int, str], batches: TrainBatches, where: Path) -> ResumePoint:
     model_tensors, optimizer_tensors, state = saved
+    own = model.state_dict()
+    for name, tensor in model_tensors.items():
+        if name not in own or tuple(own[name].shape) != tuple(tensor.shape):
+            raise UserError(f"{where}: checkpoint tensor {name!r} does not fit the model its state.json "
+                            "describes; the checkpoint is damaged")
     with torch.no_grad():
-        own = model.state_dict()
         for name, tensor in model_tensors.items():
             target = own[name]
             distributed.local_tensor(target).copy_(
                 distributed.local_tensor(distributed.shard_like(tensor, target)))
-    checkpoints.restore_optimizer_state(optimizer, optimizer_tensors, param_names)
-    batches.load_state_dict(state["data"])
-    torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
-    random.setstate(_tuples(state["rng"]["python"]))
+    try:
+        checkpoints.restore_optimizer_state(optimizer, optimizer_tensors, param_names)
+        batches.load_state_dict(state["data"])
+        torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
+        random.setstate(_tuples(state["rng"]["python"]))
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise UserError(f"{where}: the checkpoint's optimizer or random state does not load "
+                        f"({str(err).splitlines()[0]}); the checkpoint is damaged") from None
     best = state.get("best_val_loss")
     return ResumePoint(step=state["step"], tokens_seen=state["tokens_seen"],
                        best_val_loss=best if isinstance(best, (int, float)) else math.inf,

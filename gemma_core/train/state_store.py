@@ -43,6 +43,7 @@ class RunStateStore:
         self._layer_stats: LayerStats | None = None
         self._messages: list[LogMessage] = []
         self._error: str | None = None
+        self._error_internal = False
         self._skipped_steps = 0
         self._output_dir = output_dir
         self._preset = preset
@@ -101,7 +102,7 @@ class RunStateStore:
         elif isinstance(event, StepSkipped):
             self._skipped_steps += 1
         elif isinstance(event, RunFailed):
-            self._error = event.message
+            self._error, self._error_internal = event.message, event.internal
             self._state = RunState.FAILED
 
     def _keep(self, message: LogMessage) -> None:
@@ -162,4 +163,4 @@ class RunStateStore:
                 messages=tuple(self._messages[-20:]), error=self._error,
                 output_dir=self._output_dir, device=self._device, dtype=self._dtype,
                 preset=self._preset, n_parameters=self._n_parameters,
-                skipped_steps=self._skipped_steps, run_id=self.run_id)
+                skipped_steps=self._skipped_steps, run_id=self.run_id, error_internal=self._error_internal)

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from gemma_core.model.generation import SamplingParams, Utf8Stream, generate_tokens, sample_next, stream_text
 from gemma_core.model.model import Gemma3Model
@@ -132,3 +133,21 @@ def test_generate_on_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert "checkpoint directory not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_when_the_compiler_fails_decoding_goes_on_uncompiled(monkeypatch):
+    from gemma_core.model import generation
+
+    torch.manual_seed(0)
+    model = Gemma3Model(tiny_config()).eval()
+    params = SamplingParams(max_new_tokens=8, temperature=0, stop_at_eos=False)
+    eager = list(generate_tokens(model, [1, 2, 3], params))
+
+    def compiler_that_fails():
+        def step(*args):
+            raise RuntimeError("no C++ compiler (an unwritable TMPDIR, say)")
+        return step
+
+    monkeypatch.setattr(generation, "_compiled_decode_step", compiler_that_fails)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+        assert list(generate_tokens(model, [1, 2, 3], params, compiled=True)) == eager

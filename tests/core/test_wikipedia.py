@@ -54,9 +54,9 @@ def test_exported_files_feed_the_data_pipeline(tmp_path):
 def test_sizes_generalise_and_must_not_reach_the_test_articles():
     assert wikipedia_splits(5, 7, 2) == {"train": "train[:5]", "val": "train[5:12]",
                                          "test": "train[81000:81002]"}
-    with pytest.raises(UserError, match="--n_train 80000 plus --n_val 1001 exceeds 81000"):
+    with pytest.raises(UserError, match="--train 80000 plus --val 1001 exceeds 81000"):
         wikipedia_splits(80_000, 1_001, 10)
-    with pytest.raises(UserError, match="--n_val 0"):
+    with pytest.raises(UserError, match="--val 0"):
         wikipedia_splits(10, 0, 10)
 
 

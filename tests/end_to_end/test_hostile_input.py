@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +22,16 @@ from safetensors.torch import load_file, save_file
 from gemma_core.cli import main
 from gemma_core.data import documents as data_module
 from gemma_core.data.corpus import bundled_works
+from gemma_core.folder_lock import LOCK_FILE
 from gemma_core.train.step import TrainStep
 
 
 def snapshot(folder: Path) -> dict[str, str]:
+    """Every file of a run folder by content (the lock file only says who last tried to write)."""
     if not folder.exists():
         return {}
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != LOCK_FILE}
 
 
 def run(argv: list[str], capsys) -> tuple[int, str]:
@@ -166,8 +169,33 @@ TRAIN_CASES = [
          "has 50257 tokens but the model's vocab_size is"),
     Case("an --init_from directory that is missing", lambda d, t: ["--init_from", str(d / "nowhere")],
          "checkpoint directory not found"),
+    Case("an unknown attention kernel", lambda d, t: ["--attention", "foo"],
+         "--attention 'foo' is not a kernel"),
+    Case("a seed too large for the random generators", lambda d, t: ["--seed", str(10**20)],
+         "--seed must be at most 4294967295"),
+    Case("100,000 layers", lambda d, t: ["--config", write(d, "run.toml", "[model]\nn_layers = 100000\n")],
+         "'n_layers' is 100,000, beyond any Gemma 3"),
+    Case("a vocabulary of 10^9",
+         lambda d, t: ["--config", write(d, "run.toml", "[model]\nvocab_size = 1000000000\n")],
+         "'vocab_size' is 1,000,000,000, beyond any Gemma 3"),
+    Case("a model too big for this machine's memory",
+         lambda d, t: ["--config", write(d, "run.toml", "[model]\nvocab_size = 16000000\nemb_dim = 8192\n")],
+         "needs at least"),
+    Case("a non-finite RoPE base",
+         lambda d, t: ["--config", write(d, "run.toml", "[model]\nrope_base = nan\n")], "rope_base"),
+    Case("a tokenizer file missing some bytes",
+         lambda d, t: ["--tiktoken_encoder_name", write(d, "few.tiktoken", "YQ== 0\nYg== 1\n")],
+         "few.tiktoken: byte 0x00 has no token"),
+    Case("a named pipe given as data",
+         lambda d, t: (os.mkfifo(d / "pipe.txt"), ["--train_dataset_path", str(d / "pipe.txt")])[1],
+         "pipe.txt: not a regular file"),
     # --------------------------------------------------------- output folder
     Case("output folder holding another run", lambda d, t: [], "holds another run", overwrite=False),
+    Case("the output folder given as the data folder",
+         lambda d, t: ["--train_dataset_path", str(d.parent / "previous")], "is inside the data folder"),
+    Case("data inside the output folder",
+         lambda d, t: ["--train_dataset_path", str(d.parent / "previous" / "training_log.jsonl")],
+         "is inside --output_dir"),
 ]
 
 

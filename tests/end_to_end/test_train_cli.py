@@ -12,6 +12,7 @@ import time
 import pytest
 
 from gemma_core.data.corpus import bundled_works
+from gemma_core.run import layout
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_interrupt_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, co
     finally:  # a run that ignored the signal must not outlive the test
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 0, stderr
+    assert process.returncode == 130, stderr  # interrupted (after a clean stop with a checkpoint)
     assert f"gemma-core train --resume --output_dir {out}" in stdout
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert state["step"] >= 3
@@ -73,6 +74,45 @@ def test_interrupt_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, co
     assert resumed.returncode == 0, err
     steps = [e["step"] for e in json.loads((out / "training_log.json").read_text())]
     assert steps == list(range(1, state["step"] + 3))
+
+
+def test_a_second_interrupt_exits_at_once(tmp_path, corpus):
+    train, _ = corpus
+    out = tmp_path / "run"
+    # The seed's model, so that the stop the first Ctrl-C asks for (finish the step, save
+    # 2 GB of checkpoint) takes seconds.
+    process = gemma("train", "--preset", "seed-270m", "--output_dir", str(out), "--train_dataset_path",
+                    str(train), "--device", "cpu", "--max_length", "32", "--stride", "32",
+                    "--gradient_accumulation_steps", "1", "--max_steps", "1000", "--save_steps", "1000",
+                    "--eval_iters", "1000", env_cache=tmp_path / "cache")
+    try:
+        log = out / "training_log.jsonl"
+        deadline = time.time() + 240
+        while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 1):
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        asked = time.monotonic()
+        stdout, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130 and time.monotonic() - asked < 3
+    assert "interrupted again: exiting without waiting" in stdout
+    assert layout.has_checkpoint(out) or not (out / layout.CHECKPOINT).exists()  # never half a checkpoint
+
+
+def test_a_named_pipe_in_a_data_folder_is_passed_over_not_read(tmp_path, corpus):
+    train, _ = corpus
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "book.txt").write_text(train.read_text(), encoding="utf-8")
+    os.mkfifo(folder / "stream.txt")  # reading it would wait forever for a writer
+    process = gemma("train", "--preset", "nano", "--output_dir", str(tmp_path / "run"), "--train_dataset_path",
+                    str(folder), "--max_steps", "2", "--device", "cpu", env_cache=tmp_path / "cache")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
 
 
 def test_resume_without_a_checkpoint_is_refused_in_one_line(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 import gemma_tui.app
 from gemma_core.cli.train import settings_from_args
+from gemma_core.train.events import RunState
 from gemma_tui import cli
 from gemma_tui.preview import PreviewEngine
 
@@ -47,13 +48,56 @@ def test_mistakes_are_one_line_errors(tmp_path, capsys):
 
 def test_studio_exit_always_stops_and_joins_the_engine(monkeypatch):
     class AppThatReturnsAtOnce:
+        return_code = 0
+
         def run(self):
             return None
 
-    monkeypatch.setattr(gemma_tui.app, "create_app", lambda engine, theme=None: AppThatReturnsAtOnce())
+    monkeypatch.setattr(gemma_tui.app, "create_app", lambda engine, theme=None, debug=False: AppThatReturnsAtOnce())
     engine = PreviewEngine(alive=True)
     assert cli.run_studio(engine, None) == 0
     assert engine.calls == ["stop(save=True)"] and not engine.is_alive()
+
+
+@pytest.mark.parametrize("internal, code", [(False, 2), (True, 1)], ids=["user's input", "a bug"])
+def test_the_studio_exits_with_its_runs_failure(monkeypatch, capsys, internal, code):
+    from dataclasses import replace
+
+    from gemma_tui.preview import preview_snapshot
+
+    class AppThatReturnsAtOnce:
+        return_code = 0
+
+        def run(self):
+            return None
+
+    monkeypatch.setattr(gemma_tui.app, "create_app", lambda engine, theme=None, debug=False: AppThatReturnsAtOnce())
+    failed = replace(preview_snapshot(state=RunState.FAILED, error="the reason"), error_internal=internal)
+    assert cli.run_studio(PreviewEngine(failed), None) == code
+    assert capsys.readouterr().err.strip() == "error: training failed at step 640: the reason"
+
+
+def test_a_crash_inside_the_studio_is_one_line_and_exit_1(monkeypatch, capsys):
+    from gemma_tui.widgets.run_stats import RunStats
+
+    def broken(self, snapshot):
+        raise ValueError("a bug in a pane")
+
+    monkeypatch.setattr(RunStats, "describe", broken)
+    app = gemma_tui.app.create_app(PreviewEngine(), telemetry_hz=0)
+
+    async def crash():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.5)
+
+    import asyncio
+    with pytest.raises(ValueError):
+        asyncio.run(crash())
+    assert app.return_code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert ("error: internal error (ValueError: a bug in a pane); this is a bug: run the command again "
+            "with --debug to see where, and please report it") in " ".join(err.split())
 
 
 def test_python_dash_m_runs_the_cli():
