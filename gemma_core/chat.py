@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
-from gemma_core.model.generation import SamplingParams, stream_text
+from gemma_core.model.generation import GenerationStats, SamplingParams, stream_text
 from gemma_core.model.model import Gemma3Model
 from gemma_core.tokenizers.tokenizer import Tokenizer
 
@@ -40,6 +40,7 @@ class ChatJob:
         self.params = params
         self.step = step  # the optimizer step whose weights answer
         self.error: str | None = None
+        self.stats = GenerationStats()  # tokens in and out, and why it ended, once done
         self._pieces: queue.Queue[str | None] = queue.Queue()
         self._cancel = threading.Event()
         self._done = threading.Event()
@@ -223,19 +224,21 @@ class ChatService:
         self.turns = turns
         self._threads: list[threading.Thread] = []
 
-    def chat(self, prompt: str, params: SamplingParams) -> ChatJob:
+    def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False) -> ChatJob:
+        """Continue ``prompt`` in a background thread; ``special_tokens``: the prompt is a chat
+        template's output, whose turn markers are special tokens."""
         model, step = self.weights.acquire()
         job = ChatJob(prompt, params, step)
-        thread = threading.Thread(target=self._generate, args=(job, model), name="gemma-chat",
-                                  daemon=True)
+        thread = threading.Thread(target=self._generate, args=(job, model, special_tokens),
+                                  name="gemma-chat", daemon=True)
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
         return job
 
-    def _generate(self, job: ChatJob, model: Gemma3Model) -> None:
+    def _generate(self, job: ChatJob, model: Gemma3Model, special_tokens: bool) -> None:
         try:
-            pieces = stream_text(model, self.tokenizer, job.prompt, job.params,
-                                 cancel=job.cancelled, dtype=self.dtype)
+            pieces = stream_text(model, self.tokenizer, job.prompt, job.params, cancel=job.cancelled,
+                                 dtype=self.dtype, stats=job.stats, special_tokens=special_tokens)
             on_cpu = model.embed_tokens.weight.device.type == "cpu"
             finished = False
             while not finished:

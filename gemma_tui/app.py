@@ -24,6 +24,7 @@ from gemma_core.telemetry import TelemetrySampler
 from gemma_core.train.events import RunSnapshot, RunState
 from gemma_tui.engine_api import StudioEngine
 from gemma_tui.screens.confirm import ConfirmScreen
+from gemma_tui.screens.quit_choice import KEEP, STOP, QuitChoiceScreen
 from gemma_tui.themes import DEFAULT_THEME, FALLBACK_THEME, ThemeFileError, discover_themes, load_theme_file
 from gemma_tui.widgets.chat_panel import ChatPanel
 from gemma_tui.widgets.gpu_panel import GpuPanel
@@ -80,6 +81,7 @@ class GemmaStudio(App):
         self._paused = False  # what we last asked for, until a snapshot says otherwise
         self._shutting_down = False
         self._quit_deadline: float | None = None
+        self._keep_training = False
         # Kept as an attribute: on_unmount cancels its reply after the DOM is gone.
         self.chat_panel = ChatPanel(engine, id="chat")
         self._engine_error_shown = False
@@ -203,7 +205,7 @@ class GemmaStudio(App):
         return self.engine.is_alive() and state in ACTIVE_STATES
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if isinstance(self.screen, ConfirmScreen) and action in STUDIO_ACTIONS:
+        if isinstance(self.screen, (ConfirmScreen, QuitChoiceScreen)) and action in STUDIO_ACTIONS:
             return False  # one question at a time: keys answer it, they do not act behind it
         if action in CONTROL_ACTIONS and not (self.training_active and not self._shutting_down):
             return None  # shown greyed out in the footer
@@ -257,20 +259,30 @@ class GemmaStudio(App):
         if self._shutting_down:
             self.notify("Still saving a checkpoint before quitting…")
             return
+        if not self.engine.owns_run:  # attached to a run in another process: it goes on
+            self.chat_panel.cancel_reply()
+            self.exit()
+            return
         if not self.training_active:
             self.shut_down()
             return
 
-        def answered(quit_now: bool | None) -> None:
-            if quit_now:
-                self.shut_down()
+        def answered(choice: str | None) -> None:
+            if choice in (STOP, KEEP):
+                self.shut_down(keep_training=choice == KEEP)
 
-        self.push_screen(ConfirmScreen("Training is running. Save a checkpoint and quit?",
-                                       "Save and quit"), answered)
+        output_dir = self.snapshot.output_dir if self.snapshot is not None else "DIR"
+        self.push_screen(QuitChoiceScreen(output_dir), answered)
 
-    def shut_down(self) -> None:
+    def shut_down(self, keep_training: bool = False) -> None:
         """Stop generation and training (saving a checkpoint), then exit once the
-        training thread has ended. Waiting is a UI timer, so the screen stays live."""
+        training thread has ended. Waiting is a UI timer, so the screen stays live.
+
+        ``keep_training``: the run is to go on without the studio; the app exits with
+        the result ``KEEP`` once its checkpoint is saved, and the command line starts
+        the run again, in the background, from that checkpoint.
+        """
+        self._keep_training = keep_training
         self._shutting_down = True
         self.refresh_bindings()
         self.chat_panel.cancel_reply()
@@ -285,7 +297,7 @@ class GemmaStudio(App):
     def _exit_when_stopped(self) -> None:
         if not self.engine.is_alive():
             self.engine.join(timeout=1.0)
-            self.exit()
+            self.exit(result=KEEP if self._keep_training else None)
         elif time.monotonic() > self._quit_deadline:
             self.exit(message=f"The trainer did not stop within {self.QUIT_TIMEOUT_S:.0f} s; quitting "
                               "without it. The last complete checkpoint is kept.")
@@ -294,7 +306,9 @@ class GemmaStudio(App):
         # However the app ends (quit, ctrl+c, an exception), no trainer thread may outlive it
         # for long: it is asked to stop, and waited for at most QUIT_TIMEOUT_S.
         self.chat_panel.cancel_reply()
-        if self.engine.is_alive():
+        if not self.engine.owns_run:
+            self.engine.close()  # detach: the run is not this studio's to stop
+        elif self.engine.is_alive():
             self.engine.stop(save=True)
             self.engine.join(timeout=max(0.0, self._quit_deadline - time.monotonic())
                              if self._quit_deadline else self.QUIT_TIMEOUT_S)

@@ -1,11 +1,15 @@
 """The ``gemma-tui`` command line.
 
     gemma-tui launch [every flag of gemma-core train] [--theme NAME]
+    gemma-tui attach DIR [--theme NAME]
     gemma-tui open DIR [--theme NAME]
     gemma-tui                      (same as ``launch`` with no flags)
 
-``launch`` starts the training engine, then the studio; quitting the studio
-saves a checkpoint and joins the training thread before the command returns.
+``launch`` trains in the studio's own process; quitting while it trains asks
+whether to stop the run (with a checkpoint) or keep it training in the
+background, where ``attach`` finds it again. ``attach`` shows a run that
+another process trains (``gemma-core train``, a kept run); quitting detaches.
+``open`` shows a finished run.
 """
 
 from __future__ import annotations
@@ -38,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--theme", default=None, help=THEME_HELP)
     launch.set_defaults(func=cmd_launch)
 
+    attach = commands.add_parser(
+        "attach", help="watch and steer a run another process trains (gemma-core train, a kept run)",
+        description="Open the studio on a live run in DIR, trained by another process on this machine: "
+                    "its whole history, live curves, the training machine's pane, chat from its current "
+                    "weights, pause/save/eval/stop. q detaches; the run goes on.")
+    attach.add_argument("output_dir", help="the run's --output_dir")
+    attach.add_argument("--theme", default=None, help=THEME_HELP)
+    attach.set_defaults(func=cmd_attach)
+
     open_run = commands.add_parser(
         "open", help="open a finished run: its curves, and chat with its weights",
         description="Open a finished run's output directory in the studio (no training).")
@@ -48,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_studio(engine, theme: str | None, debug: bool = False) -> int:
+def run_studio(engine, theme: str | None, debug: bool = False, telemetry=None) -> int:
     """Run the app on ``engine``; whatever happens, the engine's threads end first.
 
     The exit status follows gemma-core's: 2 when the run failed on the user's
@@ -56,12 +69,16 @@ def run_studio(engine, theme: str | None, debug: bool = False) -> int:
     the studio), 0 otherwise.
     """
     from gemma_tui.app import GemmaStudio, create_app
+    from gemma_tui.screens.quit_choice import KEEP
 
-    app = create_app(engine, theme=theme, debug=debug)
+    options = {} if telemetry is None else {"telemetry": telemetry}
+    app = create_app(engine, theme=theme, debug=debug, **options)
     try:
-        app.run()
+        choice = app.run()
     finally:
-        if engine.is_alive():  # the app's own quit path already did this; this is the net
+        if not engine.owns_run:
+            engine.close()
+        elif engine.is_alive():  # the app's own quit path already did this; this is the net
             engine.stop(save=True)
             if not engine.join(timeout=GemmaStudio.QUIT_TIMEOUT_S):
                 print("the trainer did not stop in time; exiting without it (the last complete "
@@ -72,7 +89,11 @@ def run_studio(engine, theme: str | None, debug: bool = False) -> int:
         return EXIT_INTERNAL if snap.error_internal else EXIT_USER
     if app.return_code:  # the studio itself failed (its one line is already printed)
         return EXIT_INTERNAL
-    if snap.last_checkpoint is not None:
+    if choice == KEEP and snap.last_checkpoint is not None:
+        return keep_training_in_background(snap.output_dir)
+    if not engine.owns_run and engine.is_alive():
+        print(printable(f"detached; the run goes on (gemma-tui attach {snap.output_dir} comes back)"))
+    elif snap.last_checkpoint is not None:
         print(printable(f"checkpoint: {snap.last_checkpoint.path} (step {snap.last_checkpoint.step})"))
     return EXIT_OK
 
@@ -81,9 +102,18 @@ def cmd_launch(args: argparse.Namespace) -> int:
     from gemma_core.cli.train import settings_from_args
     from gemma_core.train.engine import TrainingEngine
 
-    engine = TrainingEngine(settings_from_args(args))
+    # A person is watching: a full disk pauses training until they free space.
+    settings = settings_from_args(args)
+    engine = TrainingEngine(settings, pause_on_disk_full=True)
     engine.start()
     return run_studio(engine, args.theme, args.debug)
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from gemma_core.serve.client import RemoteEngine, RemoteTelemetry
+
+    engine = RemoteEngine(args.output_dir)
+    return run_studio(engine, args.theme, args.debug, telemetry=RemoteTelemetry(engine.client))
 
 
 def cmd_open(args: argparse.Namespace) -> int:
@@ -92,7 +122,41 @@ def cmd_open(args: argparse.Namespace) -> int:
     return run_studio(RunViewer(args.output_dir, device=args.device), args.theme, args.debug)
 
 
-COMMANDS = ("launch", "open")
+def keep_training_in_background(output_dir: str) -> int:
+    """The studio stopped its run with a checkpoint to hand it on: train on from that checkpoint
+    in a process of its own, in a session of its own, so closing the terminal leaves it be."""
+    import os
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from gemma_core.serve.server import read_server_files
+
+    folder = Path(output_dir)
+    log = folder / "train.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "gemma_core", "train", "--resume", "--output_dir",
+                                    str(folder)], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                   start_new_session=True, close_fds=True, env=dict(os.environ))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        found = read_server_files(folder)
+        if found is not None and found[0].get("pid") == process.pid:
+            print(printable(f"training goes on in the background (process {process.pid}; its output in "
+                            f"{log}); watch it with: gemma-tui attach {folder}"))
+            return EXIT_OK
+        time.sleep(0.2)
+    if process.poll() is not None:
+        print(printable(f"error: the run did not start again in the background (exit status "
+                        f"{process.returncode}); see {log}, or resume it with: gemma-core train --resume "
+                        f"--output_dir {folder}"), file=sys.stderr)
+        return EXIT_USER
+    print(printable(f"training goes on in the background (process {process.pid}, still starting; its "
+                    f"output in {log}); watch it with: gemma-tui attach {folder}"))
+    return EXIT_OK
+
+
+COMMANDS = ("launch", "attach", "open")
 
 
 def with_default_command(argv: list[str]) -> list[str]:

@@ -1,5 +1,6 @@
 """What the studio needs from an engine: the shape shared by ``TrainingEngine``
-(a live run), ``RunViewer`` (a finished run) and the preview engine of tests.
+(a live run in this process), ``RemoteEngine`` (a run in another process, attached),
+``RunViewer`` (a finished run) and the preview engine of tests.
 
 The app talks to nothing else, so any object with these methods can drive it.
 """
@@ -29,6 +30,7 @@ class StudioEngine(Protocol):
     does not wait on: what happened shows in the next snapshots."""
 
     model_config: GemmaConfig | None  # None until the model is prepared
+    owns_run: bool  # True: the run lives in this process (quitting asks); False: attached (quit detaches)
 
     def snapshot(self) -> RunSnapshot: ...
     def pause(self) -> object: ...
@@ -39,3 +41,4 @@ class StudioEngine(Protocol):
     def join(self, timeout: float | None = None) -> bool: ...
     def is_alive(self) -> bool: ...
     def chat(self, prompt: str, params: SamplingParams) -> ChatJob: ...
+    def close(self) -> None: ...  # let go of the run (an attached engine stops following it)

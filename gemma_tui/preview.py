@@ -116,6 +116,7 @@ class PreviewEngine:
         self._snapshot = snapshot or preview_snapshot()
         self.model_config = model_config if model_config is not None else preset("seed-270m")
         self.reply = reply
+        self.owns_run = True
         self.calls: list[str] = []
         self.chat_requests: list[tuple[str, SamplingParams]] = []
         self._alive = alive
@@ -150,6 +151,9 @@ class PreviewEngine:
 
     def join(self, timeout: float | None = None) -> bool:
         return not self._alive
+
+    def close(self) -> None:
+        self.calls.append("close")
 
     def is_alive(self) -> bool:
         return self._alive

@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests never touch the network: sockets are blocked for all of them."""
+"""Shared fixtures. Tests never touch the network: sockets reach this machine's loopback only."""
 
 from __future__ import annotations
 
@@ -16,13 +16,28 @@ class NetworkBlocked(RuntimeError):
     pass
 
 
+def _loopback(address) -> bool:
+    host = address[0] if isinstance(address, tuple) else address
+    return isinstance(host, str) and (host in ("localhost", "::1") or host.startswith("127."))
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise NetworkBlocked("tests must not use the network")
+    """Only this machine's loopback (a run's own server): never anything beyond it."""
+    real_connect, real_create = socket.socket.connect, socket.create_connection
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+    def connect(sock, address):
+        if sock.family == socket.AF_UNIX or _loopback(address):
+            return real_connect(sock, address)
+        raise NetworkBlocked(f"tests must not use the network (tried {address!r})")
+
+    def create_connection(address, *args, **kwargs):
+        if _loopback(address):
+            return real_create(address, *args, **kwargs)
+        raise NetworkBlocked(f"tests must not use the network (tried {address!r})")
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
 
 
 @pytest.fixture(autouse=True)

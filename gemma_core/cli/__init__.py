@@ -3,6 +3,9 @@
     summary    cli/summary.py     a model's tree, parameter counts and layer map
     generate   cli/generate.py    a continuation of a prompt, streamed
     train      cli/train.py       training (plus eval, tokenizer train, data wikipedia)
+    status     cli/runs.py        runs as services: how a run stands, commands to it,
+    control                       the OpenAI API for a checkpoint
+    serve
     export-hf  cli/hf.py          Hugging Face interop, both ways
     import-hf
 """
@@ -18,7 +21,7 @@ from gemma_core.safe_text import printable
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gemma_core.cli import generate, hf, summary, train
+    from gemma_core.cli import generate, hf, runs, summary, train
 
     parser = argparse.ArgumentParser(
         prog="gemma-core",
@@ -28,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_commands(commands)
     generate.add_commands(commands)
     train.add_commands(commands)
+    runs.add_commands(commands)
     hf.add_commands(commands)
     return parser
 

@@ -51,6 +51,9 @@ _HELP = {
     "sample_every": "print a sample of each --sample_prompt every this many steps",
     "sample_tokens": "tokens per sample",
     "max_bad_steps": "stop after this many non-finite steps in a row",
+    "serve_host": "the address the run's API listens on (default 127.0.0.1: this machine only; "
+                  "another address lets anyone who can reach it and has the token control the run)",
+    "serve_port": "the port of the run's API (default 0: any free port, written to server.json)",
 }
 
 
@@ -76,9 +79,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     for flag in ("add_eos_between_documents", "split_on_blank_lines", "skip_bad_lines"):
         parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction,
                             default=argparse.SUPPRESS)
+    parser.add_argument("--serve", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                        help="serve the run's API on this machine while it trains, for gemma-tui attach, "
+                             "gemma-core status/control and OpenAI clients (default: on)")
     handled = {"resume", "overwrite", "compile", "fsdp", "betas", "sample_prompt", "model_overrides",
                "add_eos_between_documents", "split_on_blank_lines", "skip_bad_lines",
-               "train_texts", "val_texts"}
+               "train_texts", "val_texts", "serve"}
     types = {"learning_rate": float, "min_lr": float, "weight_decay": float, "grad_clip": float,
              "val_fraction": float}
     for field in TrainSettings.__dataclass_fields__.values():

@@ -221,11 +221,29 @@ def import_tokenizer(hf_dir: Path, output: Path, text_config: dict, override: st
         except UserError:
             target.unlink()  # keep the tokenizer.json as it is instead
     eos_id, eos_token = _eos_of(hf_dir, text_config)
-    tokenizer = HFTokenizer(path, eos_id=eos_id, eos_token=eos_token)
+    template = _chat_template_of(hf_dir)
+    tokenizer = HFTokenizer(path, eos_id=eos_id, eos_token=eos_token, chat_template=template)
     bos_id = _bos_of(hf_dir, text_config, tokenizer)
     if bos_id is not DETECT:
-        tokenizer = HFTokenizer(path, eos_id=eos_id, eos_token=eos_token, bos_id=bos_id)
+        tokenizer = HFTokenizer(path, eos_id=eos_id, eos_token=eos_token, bos_id=bos_id, chat_template=template)
     return tokenizer
+
+
+def _chat_template_of(hf_dir: Path) -> str | None:
+    """An instruction-tuned model's chat template: chat_template.jinja, or tokenizer_config.json's
+    ``chat_template`` (a string, or named templates of which "default" is the one)."""
+    file = hf_dir / "chat_template.jinja"
+    if file.is_file():
+        try:
+            return file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"{file}: cannot read ({err})") from None
+    config_path = hf_dir / "tokenizer_config.json"
+    template = _read_json(config_path).get("chat_template") if config_path.is_file() else None
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    return template if isinstance(template, str) and template.strip() else None
 
 
 def import_hf(hf_dir: str | Path, output: str | Path, overwrite: bool = False,

@@ -31,6 +31,7 @@ class SamplingParams:
     seed: int | None = None
     stop_strings: tuple[str, ...] = field(default_factory=tuple)
     stop_at_eos: bool = True
+    stop_token_ids: tuple[int, ...] = ()  # more tokens that end a reply, as EOS does (a chat turn's end)
 
     def validate(self) -> None:
         from gemma_core.errors import UserError
@@ -96,6 +97,15 @@ def sample_next(logits: torch.Tensor, params: SamplingParams,
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+@dataclass
+class GenerationStats:
+    """What a generation did, filled in as it runs (the OpenAI API's usage and finish_reason)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None  # "stop" (EOS or a stop string), "length" or "cancelled"
+
+
 def _decode_step(model: Gemma3Model, ids: torch.Tensor, cache: KVCache | StaticKVCache) -> torch.Tensor:
     return model(ids, cache, last_position_only=True)[:, -1]
 
@@ -121,7 +131,8 @@ def generate_tokens(model: Gemma3Model, prompt_ids: list[int], params: SamplingP
                     cancel: threading.Event | None = None,
                     compiled: bool = False,
                     dtype: torch.dtype = torch.float32,
-                    bos_id: int | None = None) -> Iterator[int]:
+                    bos_id: int | None = None,
+                    stats: GenerationStats | None = None) -> Iterator[int]:
     """Yield new token ids one at a time (EOS is not yielded).
 
     ``dtype`` is the compute precision (autocast over the weights, as in training).
@@ -146,6 +157,9 @@ def generate_tokens(model: Gemma3Model, prompt_ids: list[int], params: SamplingP
         if len(prompt_ids) > budget and bos_id is not None and prompt_ids[0] == bos_id:
             prompt_ids = [bos_id] + prompt_ids[len(prompt_ids) - budget + 1:]
         prompt_ids = prompt_ids[-budget:] or ([eos_id] if eos_id is not None else [0])
+        stats = stats if stats is not None else GenerationStats()
+        stats.prompt_tokens, stats.finish_reason = len(prompt_ids), "length"
+        ends = set(params.stop_token_ids) | ({eos_id} if params.stop_at_eos and eos_id is not None else set())
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=device).manual_seed(params.seed)
@@ -162,11 +176,14 @@ def generate_tokens(model: Gemma3Model, prompt_ids: list[int], params: SamplingP
         position = len(prompt_ids)
         for _ in range(params.max_new_tokens):
             if cancel is not None and cancel.is_set():
+                stats.finish_reason = "cancelled"
                 return
             token = sample_next(logits, params, generator)
             token_id = int(token.item())
-            if params.stop_at_eos and eos_id is not None and token_id == eos_id:
+            if token_id in ends:
+                stats.finish_reason = "stop"
                 return
+            stats.completion_tokens += 1
             yield token_id
             if position >= context:
                 return
@@ -213,22 +230,26 @@ class Utf8Stream:
 
 def stream_text(model: Gemma3Model, tokenizer: Tokenizer, prompt: str, params: SamplingParams,
                 cancel: threading.Event | None = None, compiled: bool = False,
-                dtype: torch.dtype = torch.float32) -> Iterator[str]:
+                dtype: torch.dtype = torch.float32, stats: GenerationStats | None = None,
+                special_tokens: bool = False) -> Iterator[str]:
     """Yield pieces of the continuation of ``prompt``, stopping at EOS or a stop string.
 
     The prompt starts with the tokenizer's BOS token where it has one, as every
-    document did in training.
+    document did in training. ``special_tokens``: special-token text in the prompt
+    (a chat template's turn markers) is read as those tokens, not as text.
     """
-    prompt_ids = tokenizer.encode_document(prompt)
+    stats = stats if stats is not None else GenerationStats()
+    prompt_ids = tokenizer.encode_document(prompt, special_tokens=special_tokens)
     decoder = Utf8Stream(tokenizer)
     held = ""  # text that might be the start of a stop string
     longest_stop = max((len(s) for s in params.stop_strings), default=0)
     for token_id in generate_tokens(model, prompt_ids, params, tokenizer.eos_id, cancel, compiled,
-                                    dtype=dtype, bos_id=tokenizer.bos_id):
+                                    dtype=dtype, bos_id=tokenizer.bos_id, stats=stats):
         held += decoder.push(token_id)
         if longest_stop:
             hits = [held.find(s) for s in params.stop_strings if s in held]
             if hits:
+                stats.finish_reason = "stop"
                 yield held[:min(hits)]
                 return
             safe = len(held) - (longest_stop - 1)

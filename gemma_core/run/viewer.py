@@ -37,6 +37,8 @@ class RunViewer:
         torch_device = resolve_device(device)
         self.model, self.tokenizer, self.config_data = load_model_dir(self.output_dir, torch_device)
         self.model_config = self.model.cfg
+        self.trains = False  # a finished run: nothing to command
+        self.owns_run = True  # nothing trains, so a studio quits at once
         self.ready = threading.Event()
         self.ready.set()
         training = self.config_data.get("training", {})
@@ -66,8 +68,8 @@ class RunViewer:
     def snapshot(self) -> RunSnapshot:
         return self.store.snapshot()
 
-    def chat(self, prompt: str, params: SamplingParams) -> ChatJob:
-        return self._chat.chat(prompt, params)
+    def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False) -> ChatJob:
+        return self._chat.chat(prompt, params, special_tokens)
 
     def subscribe(self, callback):
         return self.store.subscribe(callback)  # a finished run publishes nothing more
@@ -102,6 +104,9 @@ class RunViewer:
         for job_thread in self._chat.threads():
             job_thread.join(timeout=0)
         return self._refused()
+
+    def close(self) -> None:
+        return None
 
     def join(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout

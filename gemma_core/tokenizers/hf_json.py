@@ -248,7 +248,7 @@ class HFTokenizer:
     ranks_path = None  # not a tiktoken ranks file
 
     def __init__(self, path: str | Path, eos_id: int | None = None, eos_token: str | None = None,
-                 bos_id: int | None | object = DETECT) -> None:
+                 bos_id: int | None | object = DETECT, chat_template: str | None = None) -> None:
         """``bos_id``: the beginning-of-text id, None for none, or ``DETECT``: the id the
         file's own post-processor puts first (Gemma's adds ``<bos>``)."""
         tk = require_tokenizers()
@@ -298,6 +298,8 @@ class HFTokenizer:
                                for s in steps if s.get("type") == "Metaspace"]
         self._specials_by_id = {i: t for t, i in specials.items()}
         self._bytes_cache: dict[int, bytes] = {}
+        self._special_reader = None
+        self._chat_template = chat_template if isinstance(chat_template, str) and chat_template else None
 
     # -------------------------------------------------------------- interface
     @property
@@ -323,10 +325,30 @@ class HFTokenizer:
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
 
-    def encode_document(self, text: str) -> list[int]:
-        """A whole document or prompt: BOS first where the tokenizer has one, as Gemma expects."""
-        ids = self.encode(text)
+    def encode_document(self, text: str, special_tokens: bool = False) -> list[int]:
+        """A whole document or prompt: BOS first where the tokenizer has one, as Gemma expects.
+        ``special_tokens``: special-token text (a chat template's ``<start_of_turn>``) is read
+        as those tokens; a BOS the text itself starts with is not doubled."""
+        if special_tokens:
+            ids = self._with_specials().encode(text, add_special_tokens=False).ids
+            if self._bos_id is not None and ids[:1] == [self._bos_id]:
+                return ids
+        else:
+            ids = self.encode(text)
         return ids if self._bos_id is None else [self._bos_id, *ids]
+
+    def _with_specials(self):
+        """A second tokenizer that reads special-token text as the tokens (built once)."""
+        if self._special_reader is None:
+            tk = require_tokenizers()
+            self._special_reader = tk.Tokenizer.from_str(self.path.read_text(encoding="utf-8"))
+            self._special_reader.encode_special_tokens = False
+        return self._special_reader
+
+    @property
+    def chat_template(self) -> str | None:
+        """The Jinja chat template the model was tuned with (an instruction-tuned import), if any."""
+        return self._chat_template
 
     def encode_batch(self, texts: list[str], num_threads: int = 4) -> list[list[int]]:
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
@@ -363,8 +385,11 @@ class HFTokenizer:
         return piece.encode("utf-8")
 
     def spec(self) -> dict:
-        return {"kind": "hf", "file": TOKENIZER_JSON, "eos_id": self._eos_id, "bos_id": self._bos_id,
+        spec = {"kind": "hf", "file": TOKENIZER_JSON, "eos_id": self._eos_id, "bos_id": self._bos_id,
                 "n_vocab": self._n_vocab}
+        if self._chat_template is not None:
+            spec["chat_template"] = self._chat_template
+        return spec
 
     def save_into(self, directory: Path) -> dict:
         target = Path(directory) / TOKENIZER_JSON
@@ -384,4 +409,4 @@ def hf_tokenizer_from_spec(spec: dict, directory: Path | None) -> HFTokenizer:
     # Checkpoints written before BOS was recorded: find it as a fresh import would.
     bos_id = spec["bos_id"] if "bos_id" in spec else DETECT
     return HFTokenizer(Path(directory) / file, eos_id=eos_id if isinstance(eos_id, int) else None,
-                       bos_id=bos_id)
+                       bos_id=bos_id, chat_template=spec.get("chat_template"))

@@ -70,9 +70,15 @@ class Tokenizer:
         """Encode ordinary text; special-token strings in it are treated as text."""
         return self.encoding.encode_ordinary(text)
 
-    def encode_document(self, text: str) -> list[int]:
-        """A whole document or prompt: the text, after BOS where the tokenizer has one."""
-        return self.encode(text)
+    def encode_document(self, text: str, special_tokens: bool = False) -> list[int]:
+        """A whole document or prompt: the text, after BOS where the tokenizer has one.
+        ``special_tokens``: special-token text in it is read as those tokens."""
+        return self.encoding.encode(text, allowed_special="all") if special_tokens else self.encode(text)
+
+    @property
+    def chat_template(self) -> None:
+        """No chat template: our tokenizers are for pretraining (chat uses a plain layout)."""
+        return None
 
     def encode_batch(self, texts: list[str], num_threads: int = 4) -> list[list[int]]:
         return self.encoding.encode_ordinary_batch(texts, num_threads=num_threads)

@@ -99,6 +99,9 @@ class TrainingEngine:
         self._step_runner: TrainStep | None = None
         self._checkpointer: checkpoints.Checkpointer | None = None
         self._lock = FolderLock(self.output_dir, "run")
+        self._server = None  # the run's API, once serving
+        self.trains = True  # for the server: this run takes commands
+        self.owns_run = True  # the run lives in this process: a studio quitting asks what to do
         self._step = 0
         self._tokens_seen = 0
         self._best_val = math.inf
@@ -149,6 +152,10 @@ class TrainingEngine:
     def is_alive(self) -> bool:
         chats = self._chat.threads() if self._chat is not None else []
         return (self._thread is not None and self._thread.is_alive()) or bool(chats)
+
+    def close(self) -> None:
+        """Nothing to let go of: the run is stopped with ``stop``."""
+        return None
 
     # --------------------------------------------------------------- reading
     def snapshot(self) -> RunSnapshot:
@@ -219,13 +226,13 @@ class TrainingEngine:
             return None
 
     # ------------------------------------------------------------------ chat
-    def chat(self, prompt: str, params: SamplingParams) -> ChatJob:
+    def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False) -> ChatJob:
         """Continue ``prompt`` from the current weights in the background, without stopping
         training for longer than a few tokens at a time."""
         if self._chat is None:
             return ChatJob.failed(prompt, params, self._step,
                                   "the model is still being prepared; try again in a moment")
-        return self._chat.chat(prompt, params)
+        return self._chat.chat(prompt, params, special_tokens)
 
     # ------------------------------------------------------------- the run
     def _publish(self, event: Event) -> Event:
@@ -242,6 +249,8 @@ class TrainingEngine:
             if self.ranks.is_main:  # one writer per run folder, from before anything is read
                 layout.check_writable(self.output_dir)
                 self._lock.acquire()
+                if self.settings.serve:
+                    self._start_server()
             parts = prepare_run(self.settings, self.ranks, self._log, cancel=self._stop_requested)
             self._adopt(parts)
             self.ready.set()
@@ -265,11 +274,29 @@ class TrainingEngine:
             distributed.finish(self.ranks)
             self.ready.set()
             self._logs.close()
+            if self._server is not None:
+                self._server.close()
             self._lock.release(remove_if_unused=not self._logs_claimed())
             with self._commands_ready:  # commands that arrived too late get their outcome
                 self._accepting_commands = False
                 while self._commands:
                     self._settle(*self._commands.popleft())
+
+    def _start_server(self) -> None:
+        """The run's API on this machine, found through server.json in the run folder."""
+        from gemma_core.serve.openai_api import Limits
+        from gemma_core.serve.server import RunServer, is_loopback
+        from gemma_core.telemetry import TelemetrySampler
+
+        s = self.settings
+        self._server = RunServer(self, self.output_dir.name, host=s.serve_host, port=s.serve_port,
+                                 folder=self.output_dir, limits=Limits(), telemetry=TelemetrySampler())
+        url = self._server.start()
+        self._log(f"serving this run on {url} (gemma-tui attach {self.output_dir}; the key is in "
+                  f"{self.output_dir / 'server.token'})")
+        if not is_loopback(s.serve_host):
+            self._log(f"the run's API listens on {s.serve_host}: anyone who can reach that address and "
+                      "has the key can control the run and read the model", "warning")
 
     def _adopt(self, parts: RunParts) -> None:
         """Take the prepared parts: claim the run folder, restore a resumed run's history."""

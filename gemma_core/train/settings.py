@@ -76,6 +76,9 @@ class TrainSettings:
     sample_every: int = 0  # 0: never
     sample_tokens: int = _DEFAULT.sample_tokens
     max_bad_steps: int = 5  # consecutive non-finite steps before the run stops
+    serve: bool = True  # serve the run's API (attach, status, control, OpenAI) while it trains
+    serve_host: str = "127.0.0.1"  # loopback: only this machine can reach it
+    serve_port: int = 0  # 0: any free port (server.json in the run folder says which)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # model fields from --config
     # --- from Python only: documents held in memory, in place of dataset paths
     train_texts: tuple[str, ...] = ()
@@ -184,6 +187,11 @@ class TrainSettings:
             value = getattr(self, name)
             if not _is_int(value) or value < 0:
                 raise UserError(f"--{name} must be a whole number >= 0, got {value!r}")
+        if not _is_int(self.serve_port) or not 0 <= self.serve_port <= 65535:
+            raise UserError(f"--serve_port must be a port number from 0 (any free one) to 65535, "
+                            f"got {self.serve_port!r}")
+        if not isinstance(self.serve_host, str) or not self.serve_host:
+            raise UserError(f"--serve_host must be an address, got {self.serve_host!r}")
         if self.seed > MAX_SEED:
             raise UserError(f"--seed must be at most {MAX_SEED} (what numpy's generator takes), got {self.seed}")
         if self.attention not in ("auto", *ATTENTION_KERNELS):

@@ -367,3 +367,44 @@ def test_a_tokenizer_without_bos_adds_none(tmp_path):
     assert spec["bos_id"] is None
     tokenizer = hf_tokenizer_from_spec(spec, tmp_path / "ours")
     assert tokenizer.encode_document("hello") == tokenizer.encode("hello")
+
+
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<start_of_turn>"
+    "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{{ message['content'] | trim }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+
+
+def test_an_instruction_tuned_import_keeps_its_chat_template_for_the_openai_api(tmp_path, monkeypatch):
+    import safetensors.torch
+    from tokenizers import AddedToken, Tokenizer
+
+    from gemma_core.serve.openai_api import Limits, parse_chat
+
+    _gemma_like_checkpoint(tmp_path / "hf", template=True,
+                           tokenizer_config={"add_bos_token": True, "bos_token": "<bos>",
+                                             "chat_template": GEMMA_CHAT_TEMPLATE})
+    tok = Tokenizer.from_file(str(tmp_path / "hf" / "tokenizer.json"))
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t in ("<start_of_turn>", "<end_of_turn>")])
+    tok.save(str(tmp_path / "hf" / "tokenizer.json"))
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    config["vocab_size"] = 275  # room for the two turn markers
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    weights = safetensors.torch.load_file(str(tmp_path / "hf" / "model.safetensors"))
+    weights = {k: (torch.cat([v, torch.zeros(2, v.shape[1])]) if v.shape[0] == 273 else v) for k, v in weights.items()}
+    safetensors.torch.save_file(weights, str(tmp_path / "hf" / "model.safetensors"), metadata={"format": "pt"})
+
+    import_hf(tmp_path / "hf", tmp_path / "ours")
+    spec = json.loads((tmp_path / "ours" / "config.json").read_text())["tokenizer"]
+    assert spec["chat_template"] == GEMMA_CHAT_TEMPLATE
+    tokenizer = hf_tokenizer_from_spec(spec, tmp_path / "ours")
+    request = parse_chat({"model": "ours", "messages": [{"role": "user", "content": "hello"}]}, Limits(),
+                         tokenizer)
+    assert request.prompt == "<bos><start_of_turn>user\nhello<end_of_turn>\n<start_of_turn>model\n"
+    turn_start = tokenizer.encode_document("<start_of_turn>", special_tokens=True)[1:]
+    assert len(turn_start) == 1  # read as the special token, not as text
+    ids = tokenizer.encode_document(request.prompt, special_tokens=True)
+    assert ids[0] == 2 and ids.count(2) == 1 and ids[1] == turn_start[0]  # one BOS, then the turn marker
+    assert request.special_tokens and request.stop_token_ids == (tokenizer.encoding._special_tokens["<end_of_turn>"],)

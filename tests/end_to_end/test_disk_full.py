@@ -87,13 +87,15 @@ def test_a_real_full_disk_stops_the_run_and_resume_loses_nothing(small_disk, dat
 
 
 class FullDiskAfter:
-    """``os.write`` for the run's logs that runs out of space after ``n`` writes, until freed."""
+    """``os.write`` that runs out of space for the training log after ``n`` writes to it, until freed."""
 
     def __init__(self, n: int) -> None:
         self.n, self.full = n, False
         self.real = os.write
 
     def __call__(self, fd, data):
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith(layout.TRAIN_STREAM):
+            return self.real(fd, data)  # any other file of the process writes as usual
         self.n -= 1
         if self.n < 0 and self.full is not None:
             self.full = True

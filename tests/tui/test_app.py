@@ -17,6 +17,7 @@ from gemma_core.train.events import RunState
 from gemma_tui.app import create_app
 from gemma_tui.preview import PreviewEngine, preview_snapshot
 from gemma_tui.screens.confirm import ConfirmScreen
+from gemma_tui.screens.quit_choice import KEEP, QuitChoiceScreen
 from gemma_tui.screenshots import screen_text
 from gemma_tui.widgets.chat_exchange import ChatExchange
 from gemma_tui.widgets.chat_panel import ChatPanel, read_sampling_params
@@ -32,7 +33,7 @@ class QuietTelemetry:
         return TelemetrySample(0.0, None, None, HostReading(None, 2, None, None), "test")
 
 
-async def until(pilot, condition, timeout: float = 3.0) -> None:
+async def until(pilot, condition, timeout: float = 10.0) -> None:
     """Let the studio run until ``condition()`` holds (its poll timer fires every 0.5 s)."""
     for _ in range(int(timeout / 0.1)):
         if condition():
@@ -101,19 +102,41 @@ async def test_palette_lists_every_action_and_runs_them():
         assert "save_now" in engine.calls
 
 
-async def test_quit_asks_while_training_then_stops_with_a_checkpoint():
+async def test_quit_asks_while_training_whether_to_stop_the_run_or_keep_it():
     engine = PreviewEngine(alive=True)
     app = studio(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("q")
-        assert isinstance(app.screen, ConfirmScreen)
-        assert "Save a checkpoint and quit?" in screen_text(app)
+        assert isinstance(app.screen, QuitChoiceScreen)
+        assert "Keep it training in the background" in screen_text(app)
         await pilot.press("escape")  # changed my mind
-        assert not isinstance(app.screen, ConfirmScreen) and app.is_running
-        await pilot.press("q", "enter")
+        assert not isinstance(app.screen, QuitChoiceScreen) and app.is_running
+        await pilot.press("q", "s")
         await pilot.pause(0.3)
         assert not app.is_running
-    assert engine.calls == ["stop(save=True)"]
+    assert engine.calls == ["stop(save=True)"] and app.return_value is None
+
+
+async def test_keeping_the_run_saves_it_and_hands_it_on():
+    engine = PreviewEngine(alive=True)
+    app = studio(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q", "k")
+        await pilot.pause(0.3)
+        assert not app.is_running
+    # The run stops with a checkpoint; the command line trains on from it in the background.
+    assert engine.calls == ["stop(save=True)"] and app.return_value == KEEP
+
+
+async def test_an_attached_studio_detaches_on_quit_and_never_stops_the_run():
+    engine = PreviewEngine(alive=True)
+    engine.owns_run = False
+    app = studio(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+        await pilot.pause(0.2)
+        assert not app.is_running
+    assert engine.calls == ["close"]
 
 
 async def test_quit_gives_up_waiting_for_a_trainer_that_does_not_stop():
@@ -318,7 +341,7 @@ async def test_keys_do_not_act_behind_a_question():
     app = studio(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("q")
-        await pilot.press("p", "s", "q")  # none of these may reach the engine or stack dialogs
+        await pilot.press("p", "e", "q")  # none of these may reach the engine or stack dialogs
         assert engine.calls == []
         assert len(app.screen_stack) == 2
         await pilot.press("escape")

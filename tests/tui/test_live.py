@@ -21,6 +21,7 @@ from gemma_core.train.settings import TrainSettings
 from gemma_tui.app import create_app
 from gemma_tui.cli import build_parser, with_default_command
 from gemma_tui.screens.confirm import ConfirmScreen
+from gemma_tui.screens.quit_choice import QuitChoiceScreen
 from gemma_tui.screenshots import screen_text
 from gemma_tui.widgets.chat_exchange import ChatExchange
 from gemma_tui.widgets.chat_panel import ChatPanel
@@ -131,10 +132,10 @@ async def test_studio_trains_pauses_saves_chats_switches_theme_and_quits(tmp_pat
         await pilot.pause(0.3)
         assert "#1a56db" in app.export_screenshot().lower()
 
-        # Quit asks, saves a checkpoint, and waits for the trainer.
+        # Quit asks; stopping saves a checkpoint and waits for the trainer.
         await pilot.press("escape", "q")
-        assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("enter")
+        assert isinstance(app.screen, QuitChoiceScreen)
+        await pilot.press("s")
         await wait_for(pilot, lambda: not app.is_running, what="the app to exit")
     assert not engine.is_alive()
     snap = engine.snapshot()
@@ -197,3 +198,57 @@ async def test_launch_resume_shows_the_history_from_the_logs(finished_run):
         await wait_for(pilot, lambda: not app.is_running, timeout=30, what="exit")
     assert engine.snapshot().step == 36
     assert await threads_left(before) == []
+
+
+async def test_attach_detach_and_reattach_to_a_run_in_another_process(tmp_path, corpus):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from gemma_core.serve.client import RemoteEngine, RemoteTelemetry, connect
+
+    train, val, cache = corpus
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gemma_core", "train", "--preset", "nano", "--output_dir", str(out),
+         "--train_dataset_path", str(train), "--val_dataset_path", str(val), "--device", "cpu",
+         "--max_steps", "100000", "--eval_iters", "20", "--save_steps", "100000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, GEMMA_STUDIO_CACHE=str(cache)))
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "server.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        engine = RemoteEngine(out)
+        app = create_app(engine, telemetry=RemoteTelemetry(engine.client), poll_hz=10)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.step >= 3,
+                           what="the attached run's steps")
+            await wait_for(pilot, lambda: app.query_one(LayerMap).config is not None, what="the layer map")
+            await wait_for(pilot, lambda: "RUNNING" in screen_text(app) and app.snapshot.eval_history,
+                           what="the run's history")
+            await pilot.press("p")
+            await wait_for(pilot, lambda: connect(out).snapshot().state is RunState.PAUSED, what="pause")
+            await pilot.press("q")  # detach: no question, the run is not this studio's
+            await wait_for(pilot, lambda: not app.is_running, what="detaching")
+        assert process.poll() is None and connect(out).snapshot().state is RunState.PAUSED
+
+        again = RemoteEngine(out)
+        app = create_app(again, telemetry=RemoteTelemetry(again.client), poll_hz=10)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.snapshot is not None and "PAUSED" in screen_text(app),
+                           what="the paused run on reattaching")
+            await pilot.press("p")
+            await wait_for(pilot, lambda: again.snapshot().state is RunState.RUNNING, what="resume")
+            await pilot.press("x")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("enter")  # stop is its own action, confirmed
+            await wait_for(pilot, lambda: again.snapshot().state is RunState.FINISHED, what="the stop")
+            await pilot.press("q")
+            await wait_for(pilot, lambda: not app.is_running, what="quitting")
+        assert process.wait(60) == 0
+        assert (out / "checkpoint" / "state.json").is_file() and not (out / "server.json").exists()
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(30)

@@ -1,0 +1,392 @@
+"""The HTTP face of a run: its snapshots, events, commands and chat for attached clients, and
+the OpenAI API for any client, on aiohttp.
+
+    GET  /api/run                     what is served: name, id, model config, process
+    GET  /api/snapshot?after=V&wait=S the run's snapshot, once newer than version V (long poll)
+    GET  /api/telemetry               this machine's GPU (or CPU and RAM) reading
+    POST /api/commands/NAME           pause, unpause, save, eval, stop, abort: waits for the outcome
+    POST /api/chat                    a reply from the current weights, streamed (server-sent events)
+    GET  /v1/models                   \\
+    POST /v1/completions               } the OpenAI API
+    POST /v1/chat/completions         /
+
+Every request needs the run's token as a bearer token (compared in constant time).
+Bodies are bounded, replies in flight are bounded (more are refused with 429 and
+Retry-After), and no request can reach anything but this one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import math
+import os
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from gemma_core.chat import ChatJob
+from gemma_core.errors import OneLineError, internal_message
+from gemma_core.model.generation import SamplingParams
+from gemma_core.serve import openai_api
+from gemma_core.serve.openai_api import ApiError, GenerationRequest, Limits
+from gemma_core.serve.wire import to_wire
+from gemma_core.train.events import RunSnapshot
+
+POLL_S = 0.02  # how often a streaming reply looks for new text
+LONG_POLL_MAX_S = 25.0
+COMMAND_TIMEOUT_S = 600.0  # a checkpoint of a large model can take minutes
+COMMANDS = {"pause": "pause", "unpause": "unpause", "resume": "unpause", "save": "save_now",
+            "eval": "eval_now", "stop": "stop", "abort": "stop"}
+
+
+class ServedRun(Protocol):
+    """What the server needs from a run: a live ``TrainingEngine`` or a finished ``RunViewer``."""
+
+    trains: bool  # training here: commands mean something
+    model_config: Any
+    tokenizer: Any
+
+    def snapshot(self) -> RunSnapshot: ...
+    def subscribe(self, callback) -> Any: ...
+    def unsubscribe(self, callback) -> None: ...
+    def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False) -> ChatJob: ...
+
+
+def model_id(name: str, step: int) -> str:
+    """The OpenAI model id: the run's name and the step of the weights that answer."""
+    return f"{name}@step-{step}"
+
+
+class RunService:
+    """The request handlers of one served run."""
+
+    def __init__(self, run: ServedRun, name: str, token: str, limits: Limits, telemetry=None) -> None:
+        self.run = run
+        self.name = name
+        self.token = token
+        self.limits = limits
+        self.telemetry = telemetry
+        self.active_generations = 0
+        self.closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
+        self._unsubscribe = None
+
+    # ------------------------------------------------------------- lifecycle
+    async def on_startup(self, app: web.Application) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        self._unsubscribe = self.run.subscribe(self._on_event)
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        self.closing = True
+        self._changed.set()  # every long poll answers now, with the final snapshot
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
+    def _on_event(self, event) -> None:
+        """Called on the training thread: wake the long polls, never block."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._changed.set)
+            except RuntimeError:  # the loop closed in between
+                pass
+
+    # ----------------------------------------------------------- middleware
+    @web.middleware
+    async def guard(self, request: web.Request, handler) -> web.StreamResponse:
+        """The token on every request; every failure an OpenAI-shaped error, never a traceback."""
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {self.token}"
+        if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8")):
+            return error_response(ApiError(401, "a valid API key is needed (Authorization: Bearer KEY); "
+                                                "a run's key is in its folder's server.token",
+                                           code="invalid_api_key", kind="authentication_error"))
+        try:
+            return await handler(request)
+        except ApiError as err:
+            return error_response(err)
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(ApiError(413, f"the request body is larger than "
+                                                f"{self.limits.max_body_bytes:,} bytes"))
+        except web.HTTPException as err:
+            if err.status < 400:
+                raise
+            return error_response(ApiError(err.status, err.reason or "request refused"))
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as err:  # a bug here must never reach the run
+            return error_response(ApiError(500, internal_message(err), kind="server_error"))
+
+    # --------------------------------------------------------------- routes
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/api/run", self.run_info), web.get("/api/snapshot", self.snapshot),
+                web.get("/api/telemetry", self.telemetry_sample),
+                web.post("/api/commands/{name}", self.command), web.post("/api/chat", self.chat),
+                web.get("/v1/models", self.models), web.post("/v1/completions", self.completions),
+                web.post("/v1/chat/completions", self.chat_completions)]
+
+    async def run_info(self, request: web.Request) -> web.Response:
+        snap = self.run.snapshot()
+        config = self.run.model_config
+        return web.json_response({
+            "name": self.name, "run_id": snap.run_id, "trains": self.run.trains, "pid": os.getpid(),
+            "output_dir": snap.output_dir, "model": config.to_dict() if config is not None else None})
+
+    async def snapshot(self, request: web.Request) -> web.Response:
+        after = _query_number(request, "after", -1)
+        wait = min(_query_number(request, "wait", 0), LONG_POLL_MAX_S)
+        deadline = time.monotonic() + wait
+        snap = self.run.snapshot()
+        while snap.version <= after and not self.closing and time.monotonic() < deadline:
+            self._changed.clear()
+            snap = self.run.snapshot()
+            if snap.version > after:
+                break
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
+            snap = self.run.snapshot()
+        return json_response(to_wire(snap))
+
+    async def telemetry_sample(self, request: web.Request) -> web.Response:
+        if self.telemetry is None:
+            raise ApiError(404, "this server has no telemetry")
+        sample = await asyncio.get_running_loop().run_in_executor(None, self.telemetry.sample)
+        return json_response(to_wire(sample))
+
+    async def command(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in COMMANDS:
+            raise ApiError(404, f"unknown command {name!r}; choose {', '.join(COMMANDS)}")
+        if not self.run.trains:
+            raise ApiError(409, "nothing trains here: this is a finished run", code="not_running")
+        method = getattr(self.run, COMMANDS[name])
+        future: Future = method(save=name != "abort") if COMMANDS[name] == "stop" else method()
+        try:
+            outcome = await asyncio.wait_for(asyncio.wrap_future(future), COMMAND_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"{name} did not complete within {COMMAND_TIMEOUT_S:.0f} s", code="timeout")
+        except OneLineError as err:
+            raise ApiError(409, str(err), code="refused") from None
+        return json_response({"outcome": to_wire(outcome)})
+
+    # ----------------------------------------------------------------- chat
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_body(request)
+        prompt = body.get("prompt") if isinstance(body, dict) else None
+        if not isinstance(prompt, str):
+            raise ApiError(400, "prompt must be text", "prompt")
+        params = _sampling_params(body.get("params", {}))
+        self._admit()
+        job = self.run.chat(prompt, params)
+        try:
+            response = await _event_stream(request)
+            await _send_event(response, {"step": job.step})
+            async for text in self._pieces(request, job):
+                await _send_event(response, {"text": text})
+            await _send_event(response, {"done": True, "step": job.step, "error": job.error,
+                                         "finish_reason": job.stats.finish_reason})
+            return response
+        finally:
+            self._release(job)
+
+    async def _pieces(self, request: web.Request, job: ChatJob):
+        """A job's text as it comes; a client gone away cancels the job within a token."""
+        while True:
+            if _client_gone(request):
+                job.cancel()
+                return
+            done = job.done
+            text = job.take()
+            if text:
+                yield text
+            if done:
+                return
+            await asyncio.sleep(POLL_S)
+
+    def _admit(self) -> None:
+        if self.closing:
+            raise ApiError(503, "the run is ending", code="unavailable")
+        if self.active_generations >= self.limits.max_generations:
+            raise ApiError(429, f"{self.limits.max_generations} replies are already being written; "
+                                "try again in a moment", code="busy", kind="rate_limit_error")
+        self.active_generations += 1
+
+    def _release(self, job: ChatJob | None) -> None:
+        self.active_generations -= 1
+        if job is not None and not job.done:
+            job.cancel()
+
+    # --------------------------------------------------------------- OpenAI
+    async def models(self, request: web.Request) -> web.Response:
+        snap = self.run.snapshot()
+        return json_response({"object": "list", "data": [{
+            "id": model_id(self.name, snap.step), "object": "model", "created": int(time.time()),
+            "owned_by": "gemma-studio", "root": self.name}]})
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, openai_api.parse_completion(await _json_body(request), self.limits))
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        if self.run.tokenizer is None:
+            raise ApiError(503, "the model is still being prepared; try again in a moment", code="unavailable")
+        return await self._generate(request, openai_api.parse_chat(await _json_body(request), self.limits,
+                                                                   self.run.tokenizer))
+
+    def _check_model(self, requested: str) -> None:
+        if requested != self.name and not requested.startswith(self.name + "@"):
+            raise ApiError(404, f"model {requested!r} is not served here; this server serves {self.name!r}",
+                           "model", code="model_not_found")
+
+    def _params(self, req: GenerationRequest) -> SamplingParams:
+        tokenizer, config = self.run.tokenizer, self.run.model_config
+        if tokenizer is None or config is None:
+            raise ApiError(503, "the model is still being prepared; try again in a moment", code="unavailable")
+        prompt_tokens = len(tokenizer.encode_document(req.prompt, special_tokens=req.special_tokens))
+        room = config.context_length - prompt_tokens
+        if room < 1:
+            raise ApiError(400, f"the prompt is {prompt_tokens:,} tokens; the model's context is "
+                                f"{config.context_length:,}", "prompt", code="context_length_exceeded")
+        if req.max_tokens is not None and req.max_tokens > room:
+            raise ApiError(400, f"max_tokens {req.max_tokens:,} is more than the {room:,} tokens the context "
+                                f"leaves after a {prompt_tokens:,}-token prompt", "max_tokens",
+                           code="context_length_exceeded")
+        default = 16 if not req.chat else min(256, self.limits.max_tokens)
+        return SamplingParams(max_new_tokens=min(req.max_tokens or default, room), temperature=req.temperature,
+                              top_p=req.top_p if req.top_p not in (None, 1.0) else None, seed=req.seed,
+                              stop_strings=req.stop, stop_token_ids=req.stop_token_ids)
+
+    async def _generate(self, request: web.Request, req: GenerationRequest) -> web.StreamResponse:
+        self._check_model(req.model)
+        params = self._params(req)
+        self._admit()
+        job = None
+        try:
+            job = self.run.chat(req.prompt, params, special_tokens=req.special_tokens)
+            response_id = openai_api.new_id("chatcmpl" if req.chat else "cmpl")
+            model = model_id(self.name, job.step)
+            if not req.stream:
+                text = "".join([piece async for piece in self._pieces(request, job)])
+                if job.error:
+                    raise ApiError(500, f"generation failed: {job.error}", kind="server_error")
+                return json_response(openai_api.response(req, response_id, model, text, job.stats.finish_reason,
+                                                         job.stats.prompt_tokens, job.stats.completion_tokens))
+            response = await _event_stream(request)
+            first = True
+            async for text in self._pieces(request, job):
+                await _send_event(response, openai_api.chunk(req, response_id, model, text, first=first))
+                first = False
+            if job.error:
+                await _send_event(response, {"error": {"message": f"generation failed: {job.error}",
+                                                       "type": "server_error", "param": None, "code": None}})
+            else:
+                await _send_event(response, openai_api.chunk(req, response_id, model, first=first,
+                                                             reason=job.stats.finish_reason or "length"))
+                if req.include_usage:
+                    await _send_event(response, openai_api.chunk(
+                        req, response_id, model, usage_counts=openai_api.usage(job.stats.prompt_tokens,
+                                                                               job.stats.completion_tokens)))
+            await response.write(b"data: [DONE]\n\n")
+            return response
+        finally:
+            self._release(job)
+
+
+# ------------------------------------------------------------------ helpers
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """Strict JSON (a non-finite number travels as null), as every client parses."""
+    return web.Response(text=json.dumps(_clean(data), allow_nan=False), status=status,
+                        content_type="application/json")
+
+
+def error_response(err: ApiError) -> web.Response:
+    response = web.Response(text=json.dumps(err.body()), status=err.status, content_type="application/json")
+    if err.status == 429:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN or infinity (a gradient norm can be either): they travel as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _query_number(request: web.Request, key: str, default: float) -> float:
+    text = request.query.get(key)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ApiError(400, f"{key} must be a number, got {text!r}", key) from None
+    if not math.isfinite(value):
+        raise ApiError(400, f"{key} must be a finite number", key)
+    return value
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ApiError(400, f"the request body is not valid JSON ({err})") from None
+
+
+def _sampling_params(data: Any) -> SamplingParams:
+    if not isinstance(data, dict):
+        raise ApiError(400, "params must be an object", "params")
+    known = {"max_new_tokens", "temperature", "top_k", "top_p", "seed"}
+    unknown = set(data) - known
+    if unknown:
+        raise ApiError(400, f"unknown sampling parameter {sorted(unknown)[0]!r}", "params")
+    try:
+        params = SamplingParams(**data)
+        params.validate()
+    except (TypeError, OneLineError) as err:
+        raise ApiError(400, str(err), "params") from None
+    return params
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _event_stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    return response
+
+
+async def _send_event(response: web.StreamResponse, data: dict) -> None:
+    await response.write(f"data: {json.dumps(_clean(data), allow_nan=False)}\n\n".encode("utf-8"))
+
+
+def build_app(service: RunService) -> web.Application:
+    app = web.Application(middlewares=[service.guard], client_max_size=service.limits.max_body_bytes)
+    app.add_routes(service.routes())
+    app.on_startup.append(service.on_startup)
+    app.on_shutdown.append(service.on_shutdown)
+    return app
+
+
+def serving_files(folder: Path) -> tuple[Path, Path]:
+    """Where a run's server writes its address and its token."""
+    return folder / "server.json", folder / "server.token"

@@ -1,0 +1,300 @@
+"""The OpenAI API's completions and chat completions, as far as a language model in training
+can answer them: every request field checked, responses and stream chunks shaped as the
+official client expects (``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``).
+
+Chat messages become one prompt through the model's own chat template where it has one
+(an imported instruction-tuned Gemma), else through this plain layout, documented in the
+README, which a pretrained model continues naturally::
+
+    {system messages, if any}
+
+    User: {message}
+
+    Assistant: {reply}
+
+    User: {message}
+
+    Assistant:
+
+and the reply ends where the model starts a new ``User:`` turn.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from gemma_core.model.generation import MAX_SEED
+
+MAX_STOP_STRINGS = 4
+PLAIN_USER, PLAIN_ASSISTANT = "User:", "Assistant:"
+# Tokens that end a chat turn in common chat templates (Gemma's first).
+TURN_ENDS = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>")
+
+
+class ApiError(Exception):
+    """A request the API refuses: an HTTP status and OpenAI's error object."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_tokens: int = 2048  # the most a single request may ask for (the context bounds it too)
+    max_body_bytes: int = 1 << 20
+    max_generations: int = 4  # replies being written at once; more are refused with 429
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What both endpoints ask for, once checked."""
+
+    model: str
+    prompt: str  # for chat: the rendered conversation
+    max_tokens: int | None  # None: as many as the context leaves (up to Limits.max_tokens)
+    temperature: float
+    top_p: float | None
+    stop: tuple[str, ...]
+    seed: int | None
+    stream: bool
+    include_usage: bool
+    chat: bool
+    special_tokens: bool = False  # the prompt holds a chat template's special-token text
+    stop_token_ids: tuple[int, ...] = ()
+
+
+# Fields a client may send that this server does not implement, with the values that mean
+# "not used": anything else is refused rather than silently ignored.
+_NEUTRAL: dict[str, tuple] = {
+    "n": (1,), "best_of": (1,), "echo": (False,), "logprobs": (False, 0), "top_logprobs": (0,),
+    "frequency_penalty": (0,), "presence_penalty": (0,), "logit_bias": ({},), "suffix": ("",),
+    "response_format": ({"type": "text"},), "tools": ([],), "tool_choice": ("none",), "functions": ([],),
+    "function_call": ("none",), "parallel_tool_calls": (False,), "service_tier": ("auto", "default"),
+    "store": (False,),
+}
+_FREE = {"user", "metadata"}  # accepted and not used
+
+
+def _is_neutral(key: str, value: Any) -> bool:
+    # ``True == 1``: a boolean is neutral only where a boolean is expected, and the reverse.
+    return value is None or any(value == v and isinstance(value, bool) == isinstance(v, bool)
+                                for v in _NEUTRAL[key])
+
+
+def _check_fields(body: dict, known: set[str]) -> None:
+    for key, value in body.items():
+        if key in known or key in _FREE:
+            continue
+        if key not in _NEUTRAL:
+            raise ApiError(400, f"unknown field {key!r}", key)
+        if not _is_neutral(key, value):
+            raise ApiError(400, f"{key}={value!r} is not supported by this server", key)
+
+
+def _number(body: dict, key: str, default: float | None, low: float, high: float) -> float | None:
+    value = body.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ApiError(400, f"{key} must be a number, got {value!r}", key)
+    if not low <= value <= high:
+        raise ApiError(400, f"{key} must be between {low:g} and {high:g}, got {value!r}", key)
+    return float(value)
+
+
+def _integer(body: dict, key: str, low: int, high: int) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"{key} must be a whole number, got {value!r}", key)
+    if not low <= value <= high:
+        raise ApiError(400, f"{key} must be between {low} and {high}, got {value}", key)
+    return value
+
+
+def _common(body: Any, limits: Limits) -> dict:
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "model is required (GET /v1/models lists it)", "model")
+    stop = body.get("stop")
+    if stop is None:
+        stops: tuple[str, ...] = ()
+    elif isinstance(stop, str):
+        stops = (stop,) if stop else ()
+    elif isinstance(stop, list) and all(isinstance(s, str) and s for s in stop) and len(stop) <= MAX_STOP_STRINGS:
+        stops = tuple(stop)
+    else:
+        raise ApiError(400, f"stop must be a string or a list of at most {MAX_STOP_STRINGS} non-empty strings",
+                       "stop")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(400, f"stream must be true or false, got {stream!r}", "stream")
+    options = body.get("stream_options")
+    if options is not None and (not isinstance(options, dict) or set(options) - {"include_usage"}
+                                or not isinstance(options.get("include_usage", False), bool)):
+        raise ApiError(400, "stream_options takes only include_usage (true or false)", "stream_options")
+    max_tokens = _integer(body, "max_tokens", 1, limits.max_tokens)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_completion_tokens", 1, limits.max_tokens)
+    return dict(model=model, max_tokens=max_tokens, temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+                top_p=_number(body, "top_p", None, 0.0, 1.0), stop=stops, seed=_integer(body, "seed", 0, MAX_SEED),
+                stream=stream, include_usage=bool(options and options.get("include_usage")))
+
+
+_COMMON = {"model", "max_tokens", "temperature", "top_p", "stop", "seed", "stream", "stream_options"}
+
+
+def parse_completion(body: Any, limits: Limits) -> GenerationRequest:
+    values = _common(body, limits)
+    _check_fields(body, _COMMON | {"prompt"})
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise ApiError(400, "prompt must be a string (one prompt per request)", "prompt")
+    if values["top_p"] == 0.0:
+        raise ApiError(400, "top_p must be above 0", "top_p")
+    return GenerationRequest(prompt=prompt, chat=False, **values)
+
+
+def parse_chat(body: Any, limits: Limits, tokenizer) -> GenerationRequest:
+    values = _common(body, limits)
+    _check_fields(body, _COMMON | {"messages", "max_completion_tokens"})
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "messages must be a non-empty list", "messages")
+    turns = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ApiError(400, f"messages[{i}] must be an object", "messages")
+        role, content = message.get("role"), message.get("content")
+        if role not in ("system", "developer", "user", "assistant"):
+            raise ApiError(400, f"messages[{i}].role {role!r} is not supported (system, user, assistant)",
+                           "messages")
+        if isinstance(content, list):
+            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                       for p in content):
+                raise ApiError(400, f"messages[{i}].content may hold text parts only", "messages")
+            content = "".join(p["text"] for p in content)
+        if not isinstance(content, str):
+            raise ApiError(400, f"messages[{i}].content must be text", "messages")
+        unknown = set(message) - {"role", "content", "name"}
+        if unknown:
+            raise ApiError(400, f"messages[{i}] has an unknown field {sorted(unknown)[0]!r}", "messages")
+        turns.append({"role": "system" if role == "developer" else role, "content": content})
+    if values["top_p"] == 0.0:
+        raise ApiError(400, "top_p must be above 0", "top_p")
+    prompt, special, stops, stop_ids = render_conversation(turns, tokenizer)
+    values["stop"] = tuple(dict.fromkeys(values["stop"] + stops))  # the user's, and the layout's own
+    return GenerationRequest(prompt=prompt, chat=True, special_tokens=special, stop_token_ids=stop_ids,
+                             **values)
+
+
+# ------------------------------------------------------------ conversations
+def render_conversation(turns: list[dict], tokenizer) -> tuple[str, bool, tuple[str, ...], tuple[int, ...]]:
+    """(prompt, holds special tokens, extra stop strings, extra stop token ids) for a chat."""
+    template = getattr(tokenizer, "chat_template", None)
+    if template:
+        return _render_template(template, turns, tokenizer)
+    system = "\n\n".join(t["content"] for t in turns if t["role"] == "system")
+    parts = [system] if system else []
+    for turn in turns:
+        if turn["role"] == "user":
+            parts.append(f"{PLAIN_USER} {turn['content']}")
+        elif turn["role"] == "assistant":
+            parts.append(f"{PLAIN_ASSISTANT} {turn['content']}")
+    return "\n\n".join(parts) + f"\n\n{PLAIN_ASSISTANT}", False, (f"\n{PLAIN_USER}",), ()
+
+
+def _render_template(template: str, turns: list[dict], tokenizer) -> tuple[str, bool, tuple[str, ...],
+                                                                         tuple[int, ...]]:
+    # A template comes with downloaded weights: render it sandboxed, as transformers does.
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str):
+        raise ApiError(400, f"the model's chat template refused the conversation: {message}", "messages")
+
+    def special_text(token_id: int | None) -> str:
+        if token_id is None:
+            return ""
+        try:
+            return tokenizer.token_bytes(token_id).decode("utf-8")
+        except (KeyError, UnicodeDecodeError):
+            return ""
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                extensions=["jinja2.ext.loopcontrols"])
+    environment.globals["raise_exception"] = raise_exception
+    try:
+        prompt = environment.from_string(template).render(
+            messages=turns, add_generation_prompt=True, bos_token=special_text(tokenizer.bos_id),
+            eos_token=special_text(tokenizer.eos_id))
+    except ApiError:
+        raise
+    except jinja2.TemplateError as err:
+        raise ApiError(400, f"the model's chat template failed on this conversation ({err})", "messages") from None
+    specials = getattr(tokenizer.encoding, "_special_tokens", {})
+    stop_ids = tuple(specials[t] for t in TURN_ENDS if t in specials)
+    return prompt, True, (), stop_ids
+
+
+# ------------------------------------------------------------ responses
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def finish_reason(reason: str | None) -> str:
+    return "stop" if reason == "stop" else "length"
+
+
+def response(request: GenerationRequest, response_id: str, model: str, text: str, reason: str | None,
+             prompt_tokens: int, completion_tokens: int) -> dict:
+    created = int(time.time())
+    if request.chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                  "logprobs": None, "finish_reason": finish_reason(reason)}
+        kind = "chat.completion"
+    else:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason(reason)}
+        kind = "text_completion"
+    return {"id": response_id, "object": kind, "created": created, "model": model, "choices": [choice],
+            "usage": usage(prompt_tokens, completion_tokens)}
+
+
+def chunk(request: GenerationRequest, response_id: str, model: str, text: str | None = None,
+          reason: str | None = None, first: bool = False, usage_counts: dict | None = None) -> dict:
+    """One server-sent event's worth of a streamed reply; ``usage_counts`` makes the final
+    usage chunk (no choices), as ``stream_options.include_usage`` asks."""
+    created = int(time.time())
+    kind = "chat.completion.chunk" if request.chat else "text_completion"
+    if usage_counts is not None:
+        return {"id": response_id, "object": kind, "created": created, "model": model, "choices": [],
+                "usage": usage_counts}
+    if request.chat:
+        delta: dict = {"role": "assistant", "content": ""} if first else {}
+        if text:
+            delta["content"] = text
+        choice = {"index": 0, "delta": delta, "logprobs": None,
+                  "finish_reason": finish_reason(reason) if reason else None}
+    else:
+        choice = {"index": 0, "text": text or "", "logprobs": None,
+                  "finish_reason": finish_reason(reason) if reason else None}
+    return {"id": response_id, "object": kind, "created": created, "model": model, "choices": [choice]}

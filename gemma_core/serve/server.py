@@ -1,0 +1,138 @@
+"""A run's server in a background thread: the run's API on its own event loop, its address
+and token in the run folder for clients on this machine to find.
+
+    run folder/
+      server.json    {"url", "pid", "host", "started", "run_id"}: where to find the server
+      server.token   the secret every request needs; readable by its owner only (0600)
+
+Both files are removed when the server closes. A killed process leaves them behind;
+clients recognise that (the process is gone, nothing answers) and say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from gemma_core import atomic
+from gemma_core.errors import UserError
+from gemma_core.serve.app import RunService, ServedRun, build_app, serving_files
+from gemma_core.serve.openai_api import Limits
+
+LOOPBACK = "127.0.0.1"
+IDLE_CONNECTION_S = 15.0  # an idle keep-alive connection is closed after this long
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+class RunServer:
+    """Serves ``run`` on ``host:port`` (port 0: any free one) until ``close``."""
+
+    def __init__(self, run: ServedRun, name: str, *, host: str = LOOPBACK, port: int = 0,
+                 token: str | None = None, folder: Path | None = None, limits: Limits,
+                 telemetry=None) -> None:
+        self.host, self.port = host, port
+        self.token = token or new_token()
+        self.folder = folder  # where server.json and server.token go (None: nowhere)
+        self.service = RunService(run, name, self.token, limits, telemetry)
+        self.url: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._failure: BaseException | None = None
+
+    def start(self) -> str:
+        """Bind and serve in a background thread; returns the URL. A port in use is one line."""
+        self._thread = threading.Thread(target=self._serve, name="gemma-server", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._failure is not None:
+            raise self._failure
+        if self.folder is not None:
+            self._write_files()
+        return self.url
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            self._runner = web.AppRunner(build_app(self.service), handle_signals=False, access_log=None,
+                                         keepalive_timeout=IDLE_CONNECTION_S, shutdown_timeout=2.0)
+            loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+            loop.run_until_complete(site.start())
+            bound = self._runner.addresses[0]
+            host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+            self.url = f"http://{host}:{bound[1]}"
+        except OSError as err:
+            self._failure = UserError(f"cannot serve on {self.host}:{self.port} ({err.strerror or err}); "
+                                      "choose another --port (or --serve_port)")
+            self._started.set()
+            loop.close()
+            return
+        self._started.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+    def close(self) -> None:
+        """Stop serving (answering the long polls with the final snapshot) and remove the files."""
+        if self.folder is not None:
+            for path in serving_files(self.folder):
+                path.unlink(missing_ok=True)
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            try:
+                loop.call_soon_threadsafe(loop.stop)
+            except RuntimeError:
+                pass
+            thread.join(timeout=10)
+
+    def _write_files(self) -> None:
+        address, token_file = serving_files(self.folder)
+        # The token first, readable by this user only; then the address that points to it.
+        tmp = token_file.with_name(f".{token_file.name}.tmp-{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, self.token.encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, token_file)
+        snap = self.service.run.snapshot()
+        atomic.write_json(address, {"url": self.url, "pid": os.getpid(), "host": socket.gethostname(),
+                                    "started": time.time(), "run_id": snap.run_id,
+                                    "python": sys.executable})
+
+
+def read_server_files(folder: Path) -> tuple[dict, str] | None:
+    """(server.json, token) of a run folder, or None when it has none (or they are unreadable)."""
+    address, token_file = serving_files(folder)
+    try:
+        info = json.loads(address.read_text(encoding="utf-8"))
+        token = token_file.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("url"), str) or not token:
+        return None
+    return info, token

@@ -1,0 +1,79 @@
+"""Snapshots, events, outcomes and telemetry as JSON, and back: what a run's server sends
+its attached clients. Plain data in, plain data out; nothing is ever unpickled."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+from gemma_core.errors import UserError
+from gemma_core.telemetry import GpuReading, HostReading, TelemetrySample, TorchMemory
+from gemma_core.train import events as ev
+
+EVENT_TYPES = {cls.__name__: cls for cls in (
+    ev.StepMetrics, ev.EvalResult, ev.CheckpointSaved, ev.LayerStats, ev.SampleProduced, ev.LogMessage,
+    ev.StateChanged, ev.StepSkipped, ev.RunFailed, ev.RunFinished)}
+
+
+def to_wire(value: Any) -> Any:
+    """Dataclasses, enums and tuples as JSON values; an event carries its type's name."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        data = {f.name: to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if type(value).__name__ in EVENT_TYPES:
+            data["type"] = type(value).__name__
+        return data
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [to_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_wire(v) for k, v in value.items()}
+    return value
+
+
+def _build(cls: type, data: dict) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def event_from_wire(data: dict) -> ev.Event:
+    try:
+        cls = EVENT_TYPES[data["type"]]
+        fields = dict(data)
+        if cls is ev.StateChanged:
+            fields["state"] = ev.RunState(fields["state"])
+        if cls is ev.LayerStats:
+            fields["values"] = tuple(fields["values"])
+        return _build(cls, fields)
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"the run's server sent an event this client cannot read ({err!r}); "
+                        "are the two from the same version?") from None
+
+
+def snapshot_from_wire(data: dict) -> ev.RunSnapshot:
+    try:
+        fields = dict(data)
+        fields["state"] = ev.RunState(fields["state"])
+        fields["latest"] = _build(ev.StepMetrics, fields["latest"]) if fields.get("latest") else None
+        fields["train_history"] = tuple(tuple(p) for p in fields["train_history"])
+        fields["lr_history"] = tuple(tuple(p) for p in fields["lr_history"])
+        fields["eval_history"] = tuple(_build(ev.EvalResult, e) for e in fields["eval_history"])
+        fields["best_eval"] = _build(ev.EvalResult, fields["best_eval"]) if fields.get("best_eval") else None
+        checkpoint = fields.get("last_checkpoint")
+        fields["last_checkpoint"] = _build(ev.CheckpointSaved, checkpoint) if checkpoint else None
+        stats = fields.get("layer_stats")
+        fields["layer_stats"] = (_build(ev.LayerStats, {**stats, "values": tuple(stats["values"])})
+                                 if stats else None)
+        fields["messages"] = tuple(_build(ev.LogMessage, m) for m in fields["messages"])
+        return _build(ev.RunSnapshot, fields)
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"the run's server sent a snapshot this client cannot read ({err!r}); "
+                        "are the two from the same version?") from None
+
+
+def telemetry_from_wire(data: dict) -> TelemetrySample:
+    gpu, memory = data.get("gpu"), data.get("torch_memory")
+    return TelemetrySample(time=data["time"], gpu=_build(GpuReading, gpu) if gpu else None,
+                           torch_memory=_build(TorchMemory, memory) if memory else None,
+                           host=_build(HostReading, data["host"]), gpu_unavailable=data.get("gpu_unavailable"))

@@ -1,0 +1,56 @@
+"""The OpenAI request rules: what a client may send, what is refused, and the plain chat layout."""
+
+from __future__ import annotations
+
+import pytest
+
+from gemma_core.serve.openai_api import ApiError, Limits, parse_chat, parse_completion, render_conversation
+from gemma_core.tokenizers.tokenizer import load_tokenizer
+
+LIMITS = Limits(max_tokens=100)
+
+
+def test_the_plain_layout_is_the_documented_one():
+    prompt, special, stops, stop_ids = render_conversation(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+         {"role": "assistant", "content": "Hail."}, {"role": "user", "content": "Who art thou?"}],
+        load_tokenizer("shakespeare-4k"))
+    assert prompt == "Be brief.\n\nUser: Hi\n\nAssistant: Hail.\n\nUser: Who art thou?\n\nAssistant:"
+    assert not special and stops == ("\nUser:",) and stop_ids == ()
+
+
+@pytest.mark.parametrize("fields", [
+    {"n": 1}, {"echo": False}, {"logprobs": None}, {"frequency_penalty": 0}, {"presence_penalty": 0.0},
+    {"logit_bias": {}}, {"user": "me"}, {"stream_options": {"include_usage": True}, "stream": True},
+    {"stop": ["\n", "END"]}, {"seed": 7}, {"top_p": 0.9}, {"temperature": 0},
+])
+def test_fields_a_client_sends_with_their_neutral_values_are_accepted(fields):
+    parse_completion({"model": "m", "prompt": "x", **fields}, LIMITS)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"n": 2}, "n=2 is not supported"), ({"echo": True}, "echo=True"), ({"logprobs": 5}, "logprobs=5"),
+    ({"n": True}, "n=True"), ({"frequency_penalty": 0.5}, "frequency_penalty"), ({"prompt": ["a", "b"]}, "prompt"),
+    ({"stop": ["a"] * 5}, "at most 4"), ({"stop": [""]}, "non-empty"), ({"max_tokens": 0}, "max_tokens"),
+    ({"max_tokens": 101}, "between 1 and 100"), ({"temperature": 2.5}, "temperature"), ({"seed": -1}, "seed"),
+    ({"top_p": 0}, "top_p must be above 0"), ({"stream": "yes"}, "stream"), ({"best_of": 3}, "best_of"),
+    ({"frobnicate": 1}, "unknown field 'frobnicate'"), ({"model": ""}, "model is required"),
+])
+def test_what_the_server_does_not_do_is_refused_not_ignored(fields, message):
+    with pytest.raises(ApiError) as caught:
+        parse_completion({"model": "m", "prompt": "x", **fields}, LIMITS)
+    assert caught.value.status == 400 and message in caught.value.message
+
+
+def test_chat_messages_are_checked_one_by_one():
+    tokenizer = load_tokenizer("shakespeare-4k")
+    request = parse_chat({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
+                                                                                   {"type": "text", "text": "b"}]}]},
+                         LIMITS, tokenizer)
+    assert request.prompt == "User: ab\n\nAssistant:" and request.chat
+    for messages, message in [([{"role": "user"}], "content must be text"),
+                              ([{"role": "user", "content": [{"type": "image_url"}]}], "text parts only"),
+                              ([{"role": "user", "content": "x", "mood": "grim"}], "unknown field 'mood'"),
+                              (["hello"], "must be an object")]:
+        with pytest.raises(ApiError, match=message):
+            parse_chat({"model": "m", "messages": messages}, LIMITS, tokenizer)
