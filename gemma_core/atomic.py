@@ -15,7 +15,7 @@ from typing import Iterator
 
 from safetensors import SafetensorError
 
-from gemma_core.errors import DiskFull
+from gemma_core.errors import DiskFull, UserError
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -39,11 +39,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
         _fsync_directory(path.parent)
     except (OSError, SafetensorError) as err:
-        if not is_disk_full(err):
-            raise
-        tmp.unlink(missing_ok=True)
-        raise DiskFull(f"{path}: disk full while writing it ({free_mib(path.parent):,.0f} MiB free); "
-                        "the previous version is intact: free some space and run again") from None
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # first, so the space it took counts as free in the message
+        if is_disk_full(err):
+            raise DiskFull(f"{path}: disk full while writing it ({free_mib(path.parent):,.0f} MiB free); "
+                           "the previous version is intact: free some space") from None
+        if isinstance(err, OSError) and err.errno is not None:  # read-only, no permission, not a folder...
+            raise UserError(f"{path}: cannot write it ({err.strerror}); the previous version is intact: "
+                            "make the folder writable (or choose another)") from None
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -90,3 +94,26 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def check_output_file(path: Path, overwrite: bool, flag: str = "--output") -> Path:
+    """The file a command is about to write, checked before any work: its folder exists,
+    it is a regular file (never a device, pipe or folder, whatever --overwrite says) and
+    no live run writes beside it. A link is followed: the file it names is written."""
+    from gemma_core.folder_lock import refuse_if_live
+
+    path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    parent = path.parent
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: the folder {parent} does not exist; create it first")
+    if path.exists():
+        if path.is_dir():
+            raise UserError(f"{flag} {path}: is a folder; give a file path")
+        if not path.is_file():
+            raise UserError(f"{flag} {path}: is not a regular file (a device or pipe); give a file path")
+        if not overwrite:
+            raise UserError(f"{flag} {path}: exists; pass --overwrite to replace it")
+    refuse_if_live(parent, f"writing {path.name} there")
+    return path

@@ -25,11 +25,24 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
+from gemma_core.errors import UserError
+from gemma_core.safe_text import require_utf8
 from gemma_core.model.generation import GenerationStats, SamplingParams, stream_text
 from gemma_core.model.model import Gemma3Model
 from gemma_core.tokenizers.tokenizer import Tokenizer
 
 TOKENS_PER_TURN = 4  # chat tokens decoded between two optimizer steps on a CPU
+
+
+def check_chat_request(prompt: str, params: SamplingParams) -> None:
+    """A request that cannot be answered is refused at the call (``UserError``), not
+    reported later through the job: it is the caller's mistake, not the run's."""
+    if not isinstance(prompt, str):
+        raise UserError(f"the prompt must be text, got {type(prompt).__name__}")
+    require_utf8(prompt, "the prompt")
+    if not isinstance(params, SamplingParams):
+        raise UserError(f"params must be SamplingParams, got {type(params).__name__}")
+    params.validate()
 
 
 class ChatJob:
@@ -227,6 +240,7 @@ class ChatService:
     def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False) -> ChatJob:
         """Continue ``prompt`` in a background thread; ``special_tokens``: the prompt is a chat
         template's output, whose turn markers are special tokens."""
+        check_chat_request(prompt, params)
         model, step = self.weights.acquire()
         job = ChatJob(prompt, params, step)
         thread = threading.Thread(target=self._generate, args=(job, model, special_tokens),

@@ -9,8 +9,10 @@ refused writer can name the holder. Readers never take it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import socket
 import sys
 import threading
@@ -20,6 +22,7 @@ from pathlib import Path
 from gemma_core.errors import Cancelled, UserError
 
 LOCK_FILE = ".lock"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 try:  # POSIX
     import fcntl
@@ -33,6 +36,15 @@ try:  # POSIX
 
     def _unlock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _try_lock_shared(fd: int) -> bool:
+        """True when nobody holds the lock (a shared lock, taken and let go at once)."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
 except ImportError:  # pragma: no cover - Windows
     import msvcrt
 
@@ -45,6 +57,9 @@ except ImportError:  # pragma: no cover - Windows
 
     def _unlock(fd: int) -> None:
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+    def _try_lock_shared(fd: int) -> bool:
+        return True  # a reader's handle cannot probe msvcrt's lock; the writer's own lock still refuses
 
 
 class FolderBusy(UserError):
@@ -110,9 +125,18 @@ class FolderLock:
         try:
             self.created_folder = not self.folder.exists()
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            # Never through a link: the lock file's description would land in the link's target.
+            self._fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
         except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise UserError(f"{self.folder / LOCK_FILE}: is a symbolic link, not this folder's lock "
+                                "file; remove it and run again") from None
             raise UserError(f"{self.folder}: not writable ({err.strerror}); choose another folder") from None
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            os.close(self._fd)
+            self._fd = None
+            raise UserError(f"{self.folder / LOCK_FILE}: is not a regular file, so not this folder's lock "
+                            "file; remove it and run again")
 
     def _describe_holder(self) -> None:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
@@ -130,3 +154,33 @@ class FolderLock:
             return f"process {int(info['pid'])} on {info.get('host', '?')}, started {started}"
         except (OSError, ValueError, KeyError, TypeError):
             return "a process that is still starting"
+
+
+def holder_of(folder: Path) -> str | None:
+    """Who holds ``folder``'s lock now (a live run writing there), or None. Takes nothing."""
+    path = Path(folder) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or _try_lock_shared(fd):
+            return None
+        try:
+            if int(json.loads(os.pread(fd, 4096, 0).decode("utf-8"))["pid"]) == os.getpid():
+                return None  # this process's own lock (its engine checks the folder it holds)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        probe = FolderLock(Path(folder))
+        probe._fd = fd
+        return probe._holder()
+    finally:
+        os.close(fd)
+
+
+def refuse_if_live(folder: Path, what: str) -> None:
+    """Refuse to write ``what`` into a folder a live run (or cache builder) holds."""
+    holder = holder_of(folder)
+    if holder is not None:
+        raise FolderBusy(f"{folder}: another run is writing here ({holder}); {what} would change its "
+                         "files: wait for it to end, stop it first, or choose another place")

@@ -8,6 +8,10 @@ final join when quitting, after the engine has been asked to save and stop.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Iterable
@@ -132,7 +136,36 @@ class GemmaStudio(App):
                 yield GpuPanel(id="gpu-panel", classes="pane")
         yield Footer()
 
+    # Set by ``run_studio`` for a real terminal (never in tests): signals end the studio.
+    handles_signals = False
+    interrupted = False  # a signal ended the studio (its exit status is then 130)
+
+    def _take_stop_signals(self) -> None:
+        """SIGINT, SIGTERM and SIGHUP (the terminal closing) end the studio as quitting with
+        "stop" does: the run saves a checkpoint (an attached studio just detaches), the
+        terminal is restored, and the exit status is 130. Never a run killed unsaved."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
+                continue
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._on_stop_signal)
+
+    def _on_stop_signal(self) -> None:
+        self.interrupted = True
+        if self._shutting_down:
+            return
+        if not self.engine.owns_run:
+            self.chat_panel.cancel_reply()
+            self.exit()
+            return
+        self.shut_down()
+
     def on_mount(self) -> None:
+        if self.handles_signals:
+            self._take_stop_signals()
         for pane_id, title in (("#loss-chart", "Loss"), ("#layer-map", "Layers"),
                                ("#chat", "Chat"), ("#run-stats", "Run"),
                                ("#gpu-panel", "Machine")):

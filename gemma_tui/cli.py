@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gemma_core.cli import run_command, safe_output_streams
-from gemma_core.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USER
+from gemma_core.cli import OneLineParser, debug_first, run_command, safe_output_streams, stop_signals_interrupt
+from gemma_core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, UserError
 from gemma_core.safe_text import printable
 
 THEME_HELP = ("studio theme: gemma-dark (default), gemma-light, any Textual theme, "
@@ -28,11 +28,11 @@ THEME_HELP = ("studio theme: gemma-dark (default), gemma-light, any Textual them
 def build_parser() -> argparse.ArgumentParser:
     from gemma_core.cli.train import add_train_arguments
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="gemma-tui",
         description="Gemma Studio: train a Gemma 3 model, watch it learn, chat with it mid-training.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
 
     launch = commands.add_parser(
         "launch", help="start training and open the studio (default: demo preset, bundled corpus)",
@@ -73,6 +73,7 @@ def run_studio(engine, theme: str | None, debug: bool = False, telemetry=None) -
 
     options = {} if telemetry is None else {"telemetry": telemetry}
     app = create_app(engine, theme=theme, debug=debug, **options)
+    app.handles_signals = True
     try:
         choice = app.run()
     finally:
@@ -89,6 +90,11 @@ def run_studio(engine, theme: str | None, debug: bool = False, telemetry=None) -
         return EXIT_INTERNAL if snap.error_internal else EXIT_USER
     if app.return_code:  # the studio itself failed (its one line is already printed)
         return EXIT_INTERNAL
+    if getattr(app, "interrupted", False):
+        kept = (f"; checkpoint: {snap.last_checkpoint.path} (step {snap.last_checkpoint.step})"
+                if engine.owns_run and snap.last_checkpoint is not None else "")
+        print(printable(f"error: interrupted{kept}"), file=sys.stderr)
+        return EXIT_INTERRUPTED
     if choice == KEEP and snap.last_checkpoint is not None:
         return keep_training_in_background(snap.output_dir)
     if not engine.owns_run and engine.is_alive():
@@ -98,12 +104,31 @@ def run_studio(engine, theme: str | None, debug: bool = False, telemetry=None) -
     return EXIT_OK
 
 
+def require_terminal() -> None:
+    """The studio draws on a terminal and reads its keys: without one it would draw into a
+    file (or a pipe) forever. Pages served by textual-serve bring their own driver."""
+    import os
+
+    if os.environ.get("TEXTUAL_DRIVER"):
+        return
+    streams = (("standard input", sys.__stdin__), ("standard error", sys.__stderr__))
+    for name, stream in streams:
+        try:
+            is_terminal = stream is not None and stream.isatty()
+        except (ValueError, OSError):
+            is_terminal = False
+        if not is_terminal:
+            raise UserError(f"the studio needs a terminal, and {name} is not one; for a run without one "
+                            "use gemma-core train (and gemma-core status), or gemma-tui serve for a browser")
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     from gemma_core.cli.train import settings_from_args
     from gemma_core.train.engine import TrainingEngine
 
     # A person is watching: a full disk pauses training until they free space.
     settings = settings_from_args(args)
+    require_terminal()
     engine = TrainingEngine(settings, pause_on_disk_full=True)
     engine.start()
     return run_studio(engine, args.theme, args.debug)
@@ -113,13 +138,24 @@ def cmd_attach(args: argparse.Namespace) -> int:
     from gemma_core.serve.client import RemoteEngine, RemoteTelemetry
 
     engine = RemoteEngine(args.output_dir)
+    try:
+        require_terminal()
+    except UserError:
+        engine.close()
+        raise
     return run_studio(engine, args.theme, args.debug, telemetry=RemoteTelemetry(engine.client))
 
 
 def cmd_open(args: argparse.Namespace) -> int:
     from gemma_core.run.viewer import RunViewer
 
-    return run_studio(RunViewer(args.output_dir, device=args.device), args.theme, args.debug)
+    viewer = RunViewer(args.output_dir, device=args.device)  # a missing or damaged run is said first
+    try:
+        require_terminal()
+    except UserError:
+        viewer.close()
+        raise
+    return run_studio(viewer, args.theme, args.debug)
 
 
 def keep_training_in_background(output_dir: str) -> int:
@@ -156,7 +192,7 @@ def keep_training_in_background(output_dir: str) -> int:
     return EXIT_OK
 
 
-COMMANDS = ("launch", "attach", "open")
+COMMANDS = ("launch", "attach", "open", "serve", "desktop")
 
 
 def with_default_command(argv: list[str]) -> list[str]:
@@ -170,9 +206,15 @@ def with_default_command(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     safe_output_streams()
-    parser = build_parser()
-    args = parser.parse_args(with_default_command(list(sys.argv[1:] if argv is None else argv)))
-    return run_command(args)
+    stop_signals_interrupt()
+    raw = with_default_command(debug_first(argv))
+
+    def parse() -> argparse.Namespace:
+        args = build_parser().parse_args(raw)
+        args.raw_argv = raw  # serve and desktop hand the launch flags on to the run they start
+        return args
+
+    return run_command(parse)
 
 
 if __name__ == "__main__":

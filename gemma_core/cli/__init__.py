@@ -13,21 +13,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
+import threading
 import traceback
+from typing import Callable
 
-from gemma_core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, OneLineError, internal_message
-from gemma_core.safe_text import printable
+from gemma_core.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, OneLineError, UserError,
+                               internal_message)
+from gemma_core.safe_text import one_line
 
 
 def build_parser() -> argparse.ArgumentParser:
     from gemma_core.cli import generate, hf, runs, summary, train
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="gemma-core",
         description="Pretrain, inspect and sample Gemma 3 language models on one machine.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                     parser_class=OneLineParser)
     summary.add_commands(commands)
     generate.add_commands(commands)
     train.add_commands(commands)
@@ -38,12 +45,85 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     safe_output_streams()
-    return run_command(build_parser().parse_args(argv))
+    stop_signals_interrupt()
+    return run_command(lambda: build_parser().parse_args(debug_first(argv)))
+
+
+def debug_first(argv: list[str] | None) -> list[str]:
+    """``--debug`` is taken anywhere on the line, not only before the command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return ["--debug", *(a for a in argv if a != "--debug")] if "--debug" in argv else argv
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its usage errors told in one line (naming the command, and where
+    to find its flags) instead of a usage block and a second line."""
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+class OutputLost(UserError):
+    """Standard output cannot be written (closed, or a full device): what the command
+    printed would be lost, so the command stops instead of going on unheard."""
+
+
+class GuardedOutput:
+    """``sys.stdout``, whose write failures become ``OutputLost`` (from any thread; the
+    first is kept in ``lost``). After one, the descriptor is pointed at /dev/null so
+    that Python's own flush at exit does not fail a second time."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.lost: OutputLost | None = None
+
+    def _failed(self, err: OSError | None) -> OutputLost:
+        why = "it is closed" if err is None else (err.strerror or type(err).__name__)
+        lost = OutputLost(f"cannot write to standard output ({why}); point it at a file or "
+                          "terminal that takes output")
+        if self.lost is None:
+            self.lost = lost
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, 1)
+                os.close(null)
+            except OSError:
+                pass
+        return lost
+
+    def write(self, text: str) -> int:
+        if self._stream is None:
+            raise self._failed(None)
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise self._failed(err) from None
+
+    def flush(self) -> None:
+        if self._stream is None:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise self._failed(err) from None
+
+    def isatty(self) -> bool:
+        return self._stream is not None and self._stream.isatty()
+
+    def __getattr__(self, name: str):
+        if self._stream is None:
+            raise self._failed(None)
+        return getattr(self._stream, name)
 
 
 def safe_output_streams() -> None:
-    """Text that the terminal's encoding cannot show (a model's output, a file name) is
-    escaped, never a crash: an ASCII-only locale still gets every line."""
+    """Standard streams that never crash a command: text the terminal's encoding cannot
+    show (a model's output, a file name) is escaped (an ASCII-only locale still gets every
+    line); a closed stdin reads as empty; a closed or full stdout is an error that names it."""
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
@@ -51,39 +131,95 @@ def safe_output_streams() -> None:
                 reconfigure(errors="backslashreplace")
             except (ValueError, OSError):
                 pass
+    for fd, name, mode in ((0, "stdin", os.O_RDONLY), (1, "stdout", os.O_WRONLY)):
+        if getattr(sys, name) is None:  # closed when started: keep the descriptor from being reused
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, mode)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+    if sys.stdin is None:
+        sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    if not isinstance(sys.stdout, GuardedOutput):
+        sys.stdout = GuardedOutput(sys.stdout)
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed command; every failure is one line on stderr and a non-zero exit status.
+def output_lost() -> OutputLost | None:
+    """The failure to write standard output, if one happened (in any thread)."""
+    return sys.stdout.lost if isinstance(sys.stdout, GuardedOutput) else None
 
-    2: the user's input or environment; 1: an internal error (a bug); 130: interrupted.
+
+_command_done = False  # set once the command has returned: the process is only exiting
+
+
+def _interrupt(signum, frame) -> None:
+    if _command_done:  # no command left to stop: a traceback from an exit hook helps nobody
+        os._exit(EXIT_INTERRUPTED)
+    raise KeyboardInterrupt
+
+
+def stop_signals_interrupt() -> None:
+    """SIGTERM and SIGHUP (a closed terminal) stop a command as Ctrl-C does: exit 130, and
+    training saves a checkpoint first. A SIGHUP that ``nohup`` ignores stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGTERM, _interrupt)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _interrupt)
+
+
+def run_command(parse: Callable[[], argparse.Namespace]) -> int:
+    """Parse the command line and run the command; every failure is one line on stderr
+    and a non-zero exit status: 2 the user's input or environment, 1 an internal error
+    (a bug), 130 interrupted.
     """
+    global _command_done
+    debug = "--debug" in sys.argv
     try:
-        return int(args.func(args) or EXIT_OK)
+        return _run(parse, debug)
+    finally:
+        _command_done = True
+
+
+def _run(parse: Callable[[], argparse.Namespace], debug: bool) -> int:
+    try:
+        args = parse()
+        debug = debug or getattr(args, "debug", False)
+        status = int(args.func(args) or EXIT_OK)
+        sys.stdout.flush()  # a full device is found now, not by Python's exit
+        return status
+    except SystemExit:  # --help: printed in full, or an error if it could not be
+        try:
+            sys.stdout.flush()
+        except OneLineError as lost:
+            report(str(lost))
+            return lost.exit_code
+        raise
     except OneLineError as err:
-        if args.debug:
+        if debug:
             traceback.print_exc()
-        # Messages quote file names, JSON keys and text from the data: never let them
-        # carry escape sequences to the terminal.
         report(str(err))
         return err.exit_code
     except KeyboardInterrupt:
-        report("interrupted", prefix="")
+        report("interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (`gemma-core generate ... | head`)
+        with contextlib.suppress(OSError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
         return EXIT_OK
-    except SystemExit:
-        raise
     except BaseException as err:  # a bug, including a panic in a Rust extension
-        if args.debug:
+        if debug:
             traceback.print_exc()
         report(internal_message(err))
         return EXIT_INTERNAL
 
 
-def report(line: str, prefix: str = "error: ") -> None:
+def report(line: str) -> None:
+    """One line on stderr. Messages quote file names, JSON keys and text from the data:
+    their control characters (newlines too) are shown escaped, never acted on."""
     try:
-        print(prefix + printable(line), file=sys.stderr)
+        print("error: " + one_line(line), file=sys.stderr)
     except (OSError, ValueError):
         pass  # stderr closed: the exit status still tells
 

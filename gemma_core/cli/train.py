@@ -8,13 +8,16 @@ clean stop with a checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
+from gemma_core.cli import OutputLost, output_lost
 from gemma_core.errors import EXIT_INTERRUPTED, InternalError, UserError
 
 _HELP = {
@@ -128,40 +131,31 @@ def cmd_train(args) -> int:
     engine.subscribe(events.put)
     # Under torchrun every rank runs this; rank 0 alone speaks.
     console = Console(stderr=False, highlight=False, quiet=not engine.ranks.is_main)
-    stop_requested = threading.Event()
-
-    def request_stop(signum=None, frame=None):
-        """The first Ctrl-C or SIGTERM stops with a checkpoint; a second one exits at once."""
-        if not stop_requested.is_set():
-            stop_requested.set()
-            engine.stop(save=True)
-            return
-        console.print("interrupted again: exiting without waiting (the last complete checkpoint "
-                      f"in {settings.output_dir} is kept)", soft_wrap=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)  # the trainer thread must not hold the exit up
-
-    previous = signal.signal(signal.SIGTERM, request_stop)
+    stop = StopSignals(settings.output_dir)
     progress = Progress(
         TextColumn("[bold]step {task.completed:>6.0f}/{task.total:.0f}"), BarColumn(),
         TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]} tok/s"),
         TimeRemainingColumn(), console=console, transient=False)
     task = progress.add_task("train", total=settings.max_steps, loss="-", lr="-", speed="-")
     failure = None
+    lost: UserError | None = None
+    stop.install()
     engine.start()
     try:
         with progress:
             while True:
+                if stop.requested and not stop.acted:
+                    stop.acted = True
+                    engine.stop(save=True)
+                    progress.console.print("stopping: saving a checkpoint...")
+                if output_lost() is not None and not stop.acted:  # nobody hears the run: stop it
+                    stop.acted = True
+                    engine.stop(save=True)
                 try:
                     event = events.get(timeout=0.2)
                 except queue.Empty:
                     if not engine.is_alive():
                         break
-                    continue
-                except KeyboardInterrupt:
-                    request_stop()
-                    progress.console.print("stopping: saving a checkpoint...")
                     continue
                 if isinstance(event, StepMetrics):
                     progress.update(task, completed=event.step, loss=f"{event.loss:.4f}",
@@ -184,8 +178,9 @@ def cmd_train(args) -> int:
                     failure = event.message
                 elif isinstance(event, RunFinished):
                     if event.reason == "stopped" and event.checkpoint is None:
-                        progress.console.print(f"stopped before the first step; nothing was saved in "
-                                               f"{settings.output_dir}", soft_wrap=True)
+                        progress.console.print(
+                            f"stopped before the first step; no checkpoint was saved in {settings.output_dir} "
+                            "(start again with --overwrite)", soft_wrap=True)
                     elif event.reason == "stopped":
                         progress.console.print(
                             f"stopped at step {event.step}; checkpoint in {event.checkpoint}\n"
@@ -194,15 +189,24 @@ def cmd_train(args) -> int:
                     else:
                         progress.console.print(f"finished {event.step} steps; outputs in {settings.output_dir}",
                                                soft_wrap=True)
-    except KeyboardInterrupt:
-        request_stop()
+    except OutputLost as err:  # printing failed: stop the run with a checkpoint, then say so
+        lost = err
+    except BaseException:
+        if not stop.acted:  # whatever ended this loop, the run is not left training unwatched
+            stop.acted = True
+            engine.stop(save=True)
+        raise
     finally:
+        if (lost is not None or output_lost() is not None) and not stop.acted:
+            stop.acted = True
+            engine.stop(save=True)
         while engine.is_alive():
-            try:
-                engine.join(timeout=0.5)
-            except KeyboardInterrupt:
-                request_stop()
-        signal.signal(signal.SIGTERM, previous)
+            engine.join(timeout=0.5)
+            if stop.requested and not stop.acted:
+                stop.acted = True
+                engine.stop(save=True)
+        stop.uninstall()
+    lost = lost or output_lost()
     if failure is not None:
         if not engine.ranks.is_main:
             return 2  # rank 0 prints the message
@@ -212,7 +216,68 @@ def cmd_train(args) -> int:
                 if message.level == "error":
                     print(message.text, file=sys.stderr)
         raise (InternalError if snapshot.error_internal else UserError)(failure)
-    return EXIT_INTERRUPTED if stop_requested.is_set() and engine.exit_reason == "stopped" else 0
+    if lost is not None:
+        saved = engine.snapshot().last_checkpoint
+        where = (f"; the run stopped at step {saved.step} with a checkpoint in {saved.path} (resume with "
+                 f"--resume)" if saved is not None else "; the run stopped before its first checkpoint")
+        raise UserError(f"{lost}{where}")
+    return EXIT_INTERRUPTED if stop.requested and engine.exit_reason == "stopped" else 0
+
+
+class StopSignals:
+    """Ctrl-C, SIGTERM and SIGHUP while training: the first asks the run to stop with a
+    checkpoint (the loop acts on it; a signal handler takes no locks); another, a second
+    or more later, exits at once. Signals within a quarter second are one stop: ``timeout -s INT``
+    and a terminal's Ctrl-C reach the whole process group, so one press can arrive twice."""
+
+    SAME_PRESS_S = 0.25  # a forwarded copy (torchrun, timeout) arrives within milliseconds
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = output_dir
+        self.requested = False
+        self.acted = False
+        self._first_at = 0.0
+        self._previous: dict[int, object] = {}
+
+    def _step_on_disk(self) -> int | None:
+        """The step of the newest complete checkpoint on disk (what an exit now keeps)."""
+        import json
+
+        from gemma_core.run.layout import STATE, checkpoint_folders
+
+        try:
+            for folder in checkpoint_folders(Path(self.output_dir)):
+                return int(json.loads((folder / STATE).read_text(encoding="utf-8"))["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
+                continue  # nohup: leave it ignored
+            self._previous[sig] = signal.signal(sig, self._received)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _received(self, signum, frame) -> None:
+        now = time.monotonic()
+        if not self.requested:
+            self.requested, self._first_at = True, now
+            return
+        if now - self._first_at < self.SAME_PRESS_S:
+            return
+        step = self._step_on_disk()
+        kept = (f"the last complete checkpoint, step {step}, is kept in {self.output_dir}" if step is not None
+                else "no checkpoint of this run was saved")
+        with contextlib.suppress(OSError, ValueError):
+            print(f"error: interrupted again: exiting without waiting ({kept})", file=sys.stderr, flush=True)
+        os._exit(EXIT_INTERRUPTED)  # the trainer thread must not hold the exit up
 
 
 # ---------------------------------------------------------------------- eval
@@ -253,13 +318,17 @@ def cmd_eval(args) -> int:
 
 
 # ------------------------------------------------------------------ tokenizer
+MAX_TRAINED_VOCAB = 2**20  # four times Gemma 3's own vocabulary
 def cmd_tokenizer_train(args) -> int:
     from gemma_core.data.documents import DataOptions, iter_text
     from gemma_core.tokenizers.tokenizer import from_ranks_file, train_bpe, write_ranks
 
-    output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        raise UserError(f"{output}: exists; pass --overwrite to replace it")
+    from gemma_core.atomic import check_output_file
+
+    if not 258 <= args.vocab_size <= MAX_TRAINED_VOCAB:
+        raise UserError(f"--vocab_size must be from 258 (the bytes, one merge and <|endoftext|>) to "
+                        f"{MAX_TRAINED_VOCAB:,}, got {args.vocab_size:,}")
+    output = check_output_file(Path(args.output), args.overwrite)
     # Streamed: the corpus is never held in memory whole, whatever its size.
     ranks = train_bpe(iter_text(args.input, DataOptions(text_field=args.text_field)), args.vocab_size)
     write_ranks(ranks, output)
@@ -272,7 +341,8 @@ def cmd_tokenizer_train(args) -> int:
 def cmd_data_wikipedia(args) -> int:
     from gemma_core.data.wikipedia import export_wikipedia
 
-    export_wikipedia(args.output_dir, n_train=args.train, n_val=args.val, n_test=args.test)
+    export_wikipedia(args.output_dir, n_train=args.train, n_val=args.val, n_test=args.test,
+                     overwrite=args.overwrite)
     print(f"wrote train.jsonl, val.jsonl, test.jsonl to {args.output_dir}")
     return 0
 
@@ -315,4 +385,5 @@ def add_commands(commands) -> None:
     wiki.add_argument("--train", type=int, default=10_000)
     wiki.add_argument("--val", type=int, default=1_000)
     wiki.add_argument("--test", type=int, default=1_000)
+    wiki.add_argument("--overwrite", action="store_true", help="replace train/val/test.jsonl already there")
     wiki.set_defaults(func=cmd_data_wikipedia)

@@ -83,7 +83,9 @@ class TrainBatches:
         return {"epoch": int(self.epoch), "position": int(self.position),
                 "global_batch_size": int(self.global_batch_size)}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, same_data: bool = False) -> None:
+        """Continue from ``state``. ``same_data``: the windows are known to be the saved run's
+        (its fingerprint matched), so a position past the end of an epoch is damage."""
         try:
             epoch, position = state["epoch"], state["position"]
         except (KeyError, TypeError):
@@ -95,7 +97,13 @@ class TrainBatches:
         # Resumed with another number of ranks (or batch): continue after the windows
         # already taken this epoch, rounding up to a whole batch of the new size.
         saved_batch = state.get("global_batch_size", self.global_batch_size)
-        if isinstance(saved_batch, int) and saved_batch > 0 and saved_batch != self.global_batch_size:
+        if not isinstance(saved_batch, int) or isinstance(saved_batch, bool) or saved_batch < 1:
+            raise UserError(f"data loader state global_batch_size {saved_batch!r} is not a whole number "
+                            ">= 1; the checkpoint is damaged")
+        if same_data and position >= math.ceil(len(self.windows) / saved_batch):
+            raise UserError(f"data loader state position {position:,} is past the end of an epoch "
+                            f"({math.ceil(len(self.windows) / saved_batch):,} batches); the checkpoint is damaged")
+        if saved_batch != self.global_batch_size:
             position = -(-position * saved_batch // self.global_batch_size)
         # A smaller corpus or a larger batch since the save: carry into later epochs.
         epoch += position // self.steps_per_epoch

@@ -81,7 +81,10 @@ def _rows(load_dataset: Callable[..., Any], split: str) -> list[dict]:
             raise UserError(f"{DATASET} ({CONFIG}) could not be downloaded ({type(err).__name__}: "
                             f"{detail}); exporting Wikipedia needs network access to Hugging "
                             "Face (huggingface.co)") from None
-        raise
+        # The datasets library (or the dataset) failed, not this program: say so in one line.
+        raise UserError(f"{DATASET} ({CONFIG}) {split}: the datasets library could not load it "
+                        f"({type(err).__name__}: {detail}); check the installed datasets version "
+                        "(pip install -U datasets)") from None
 
 
 def _jsonl_lines(rows: Iterable[dict], split: str) -> Iterable[str]:
@@ -94,31 +97,43 @@ def _jsonl_lines(rows: Iterable[dict], split: str) -> Iterable[str]:
 
 
 def export_wikipedia(output_dir: str | Path, n_train: int = 10_000, n_val: int = 1_000,
-                     n_test: int = 1_000,
-                     load_dataset: Callable[..., Any] | None = None) -> list[ExportedSplit]:
+                     n_test: int = 1_000, load_dataset: Callable[..., Any] | None = None,
+                     overwrite: bool = False) -> list[ExportedSplit]:
     """Write ``train.jsonl``, ``val.jsonl`` and ``test.jsonl`` into ``output_dir``.
 
     ``load_dataset`` defaults to ``datasets.load_dataset``; it is called as
     ``load_dataset("wikimedia/wikipedia", "20231101.en", split=...)`` and must
-    return an iterable of rows with at least ``"text"``. Every split is fetched
-    before any file is written, and each file is written atomically, so a
-    failed download leaves the directory as it was.
+    return an iterable of rows with at least ``"text"``. Existing files are
+    replaced only with ``overwrite``. Every split is fetched and checked before
+    any file is written, and the three are written aside and then renamed into
+    place, so a failure leaves the directory as it was, never a mixed set.
     """
     splits = wikipedia_splits(n_train, n_val, n_test)
+    output_dir = Path(output_dir).expanduser()
+    paths = {name: output_dir / f"{name}.jsonl" for name in splits}
+    existing = [p.name for p in paths.values() if p.exists() or p.is_symlink()]
+    if existing and not overwrite:
+        raise UserError(f"{output_dir}: already holds {', '.join(existing)}; pass --overwrite to replace "
+                        "them, or choose another --output_dir")
+    for path in paths.values():
+        if path.exists() and not path.is_file():
+            raise UserError(f"{path}: is not a regular file; move it away and run again")
     loader = load_dataset if load_dataset is not None else _default_loader()
     fetched = {name: _rows(loader, split) for name, split in splits.items()}
+    lines = {name: list(_jsonl_lines(rows, splits[name])) for name, rows in fetched.items()}
 
-    output_dir = Path(output_dir).expanduser()
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"{output_dir}: cannot create the output directory ({err.strerror})") from None
-    exported = []
-    for name, rows in fetched.items():
-        path = output_dir / f"{name}.jsonl"
-        lines = list(_jsonl_lines(rows, splits[name]))
-        with atomic.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        exported.append(ExportedSplit(name=name, path=path, n_documents=len(lines),
-                                      split=splits[name]))
-    return exported
+    staged = {name: output_dir / f".{name}.jsonl.staged" for name in splits}
+    try:
+        for name, path in staged.items():
+            atomic.write_text(path, "".join(lines[name]))
+        for name, path in staged.items():
+            path.replace(paths[name])  # renames in one folder: nothing left to fail halfway
+    finally:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+    return [ExportedSplit(name=name, path=paths[name], n_documents=len(lines[name]), split=splits[name])
+            for name in splits]

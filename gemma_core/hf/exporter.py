@@ -9,6 +9,7 @@ tokenizer_config.json. Every file is written atomically.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -25,12 +26,22 @@ HF_WEIGHTS = "model.safetensors"
 
 def prepare_output(output: str | Path, overwrite: bool) -> Path:
     """The output directory, created; refuse a non-empty one unless ``overwrite``."""
+    from gemma_core.folder_lock import refuse_if_live
+
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise UserError(f"{output}: exists and is not a directory; choose another --output")
+    if output.is_dir():
+        refuse_if_live(output, "writing a model there")  # --overwrite or not: never a live run's files
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise UserError(f"{output}: directory is not empty; choose another --output or pass --overwrite")
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"{output}: cannot write there ({err.strerror}); choose another --output") from None
     return output
 
 

@@ -47,6 +47,8 @@ class SamplingParams:
             raise UserError(f"--top_p must be in (0, 1], got {self.top_p}")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
             raise UserError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {self.seed}")
+        if not isinstance(self.stop_strings, (tuple, list)):
+            raise UserError(f"stop_strings must be a list of strings, got {self.stop_strings!r}")
         for stop in self.stop_strings:
             if not isinstance(stop, str) or not stop:
                 raise UserError(f"--stop must be non-empty text, got {stop!r}")

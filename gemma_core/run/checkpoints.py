@@ -32,6 +32,7 @@ from gemma_core.run.layout import (BUILDING_CHECKPOINT, CHECKPOINT, PREVIOUS_CHE
 from gemma_core.run.model_dir import model_state_for_saving, save_weights
 from gemma_core.train.distributed import Ranks, full_tensor, shard_like
 
+MAX_COUNT = 2**53  # steps and tokens past this are not a real run's (nor exact in JSON readers)
 MODEL_TENSORS = "model.safetensors"
 OPTIMIZER_TENSORS = "optimizer.safetensors"
 
@@ -47,8 +48,8 @@ def save_checkpoint(output_dir: Path, model_state: dict[str, torch.Tensor],
     building = output_dir / BUILDING_CHECKPOINT
     old = output_dir / PREVIOUS_CHECKPOINT
     shutil.rmtree(building, ignore_errors=True)
-    building.mkdir()
     try:
+        building.mkdir()
         with atomic.atomic_path(building / MODEL_TENSORS) as tmp:
             save_file(model_state, str(tmp))
         with atomic.atomic_path(building / OPTIMIZER_TENSORS) as tmp:
@@ -56,6 +57,9 @@ def save_checkpoint(output_dir: Path, model_state: dict[str, torch.Tensor],
         atomic.write_json(building / STATE, state)
     except (OSError, SafetensorError, DiskFull) as err:
         shutil.rmtree(building, ignore_errors=True)
+        if isinstance(err, OSError) and not atomic.is_disk_full(err):
+            raise UserError(f"{building}: cannot write the checkpoint ({err.strerror}); the last complete "
+                            "one is kept: make the folder writable, then continue with --resume") from None
         if not isinstance(err, DiskFull) and not atomic.is_disk_full(err):
             raise
         needed = sum(t.numel() * t.element_size() for t in
@@ -64,10 +68,15 @@ def save_checkpoint(output_dir: Path, model_state: dict[str, torch.Tensor],
         raise DiskFull(f"{output_dir}: disk full while saving a checkpoint; it needs about "
                         f"{needed / 2**20:,.0f} MiB free, {free / 2**20:,.0f} MiB are. The previous "
                         "checkpoint is intact: free some space, then continue with --resume") from None
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(building, final)
+    try:
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(building, final)
+    except OSError as err:
+        raise UserError(f"{output_dir}: cannot put the new checkpoint in place ({err.strerror}); the "
+                        "last complete one is kept: make the folder writable, then continue with "
+                        "--resume") from None
     shutil.rmtree(old, ignore_errors=True)
     atomic._fsync_directory(output_dir)
     return final
@@ -85,8 +94,8 @@ def check_state(state: object, path: Path) -> dict:
 
     for field in ("step", "tokens_seen"):
         value = state.get(field)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise fail(field, f"is {value!r}, expected a whole number >= 0")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNT:
+            raise fail(field, f"is {value!r}, expected a whole number from 0 to {MAX_COUNT}")
     skipped = state.get("skipped_steps", 0)
     if not isinstance(skipped, int) or isinstance(skipped, bool) or skipped < 0:
         raise fail("skipped_steps", f"is {skipped!r}, expected a whole number >= 0")
@@ -187,14 +196,18 @@ class Checkpointer:
         return self.ranks.is_main or self.ranks.fsdp
 
     def save(self, *, step: int, tokens_seen: int, best_val_loss: float | None,
-             skipped_steps: int) -> Path:
-        """A resumable checkpoint of this moment, the seed's logs and plot brought up to date."""
+             skipped_steps: int, last_log_entries: dict | None = None) -> Path:
+        """A resumable checkpoint of this moment, the seed's logs and plot brought up to date.
+        ``last_log_entries``: this step's log entries (stream name -> entry), kept with it so
+        a resume can put back one the log lost."""
         state = {"step": step, "tokens_seen": tokens_seen, "skipped_steps": skipped_steps,
                  "data": self.data_position.state_dict(),
                  "rng": {"torch": torch.get_rng_state().tolist(), "python": random.getstate()},
                  **self.fixed_state, "saved_at": time.time()}
         if best_val_loss is not None:
             state["best_val_loss"] = best_val_loss
+        if last_log_entries:
+            state["last_log_entries"] = last_log_entries
         path = self.output_dir / CHECKPOINT
         if self.gathers:
             weights = model_state_for_saving(self.model)

@@ -19,6 +19,7 @@ file of the old run before the new one writes its first.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -71,15 +72,77 @@ def has_checkpoint(output_dir: Path) -> bool:
 
 # ----------------------------------------------------------------- the folder
 def holds_run(path: Path) -> bool:
-    return path.is_dir() and any((path / marker).exists() for marker in RUN_MARKERS)
+    if not path.is_dir():
+        return False
+    if (path / CONFIG).exists() and not is_run_config(path / CONFIG):
+        return any((path / marker).exists() for marker in RUN_MARKERS if marker != CONFIG)
+    return any((path / marker).exists() for marker in RUN_MARKERS)
+
+
+def is_run_config(path: Path) -> bool:
+    """A run's config.json (model fields by the seed's names), not some other program's."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and all(key in data for key in ("vocab_size", "emb_dim", "n_layers"))
+
+
+# Beside a run's own files, a run folder may hold these (a kept run's output, a live
+# run's address); hidden files are the lock and interrupted writes.
+RUN_COMPANIONS = ("train.log", "server.json", "server.token")
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """What in ``path`` is not a run's: a run never starts among someone else's files."""
+    if not path.is_dir():
+        return []
+    ours = set(RUN_FILES) | set(RUN_FOLDERS) | set(RUN_COMPANIONS)
+    found = []
+    for entry in sorted(path.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.name not in ours or (entry.name == CONFIG and not is_run_config(entry)):
+            found.append(entry.name)
+    return found
+
+
+def check_entry_kinds(path: Path) -> None:
+    """Each run file is a regular file and each checkpoint a folder, before the run
+    writes any: finding a folder where a file goes only at the first checkpoint would
+    stop a run that had already trained."""
+    for name in RUN_FILES:
+        entry = path / name
+        if (entry.exists() or entry.is_symlink()) and (entry.is_symlink() or not entry.is_file()):
+            raise UserError(f"{entry}: is not a regular file, but the run writes a file by this name; "
+                            "move it away and run again")
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+        entry = path / name
+        if (entry.exists() or entry.is_symlink()) and (entry.is_symlink() or not entry.is_dir()):
+            raise UserError(f"{entry}: is not a folder, but the run keeps its checkpoint there; "
+                            "move it away and run again")
 
 
 def check_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder, or a folder that cannot be written.
+    """Refuse to mix two runs in one folder, to write among files that are not a run's,
+    to change a folder a live run writes, or a folder that cannot be written.
 
     Changes nothing on disk: a run that then fails on its inputs leaves the folder
     as it was. ``claim_output_dir`` makes the changes once the run is set to start.
     """
+    from gemma_core.folder_lock import FolderBusy, holder_of
+
+    holder = holder_of(path)
+    if holder is not None:
+        raise FolderBusy(f"{path}: another run is writing here ({holder}); wait for it to end, or stop it "
+                         "first (gemma-tui attach shows it)")
+    if not resume and not holds_run(path):
+        foreign = foreign_entries(path)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise UserError(f"{path}: holds files that are not a run's ({shown}); a run starts in an empty "
+                            "or new folder: choose another --output_dir")
+    check_entry_kinds(path)
     if holds_run(path) and not has_checkpoint(path) and (resume or not overwrite):
         raise UserError(f"{path}: holds a run that stopped before its first checkpoint, so there is "
                         "nothing to resume; pass --overwrite to start it again, or choose another "

@@ -133,11 +133,17 @@ def numbered_entries(path: Path) -> list[tuple[int, dict]]:
     return entries
 
 
-def truncate_logs_to(output_dir: Path, step: int) -> None:
-    """Keep log entries up to ``step``: steps after a checkpoint are replayed on resume."""
+def truncate_logs_to(output_dir: Path, step: int, saved_entries: dict | None = None) -> None:
+    """Keep log entries up to ``step``: steps after a checkpoint are replayed on resume.
+
+    ``saved_entries`` (stream name -> entry) are the checkpoint's own copies of its
+    step's last entries: one the log lost (a torn last line) is put back, so resuming
+    never leaves a step missing.
+    """
+    saved_entries = saved_entries or {}
     for name in (TRAIN_STREAM, VAL_STREAM, SAMPLES):
         path = output_dir / name
-        if path.exists():
+        if path.exists() or name in saved_entries:
             kept = []
             for line, entry in numbered_entries(path):
                 if not isinstance(entry.get("step"), int) or isinstance(entry["step"], bool):
@@ -145,6 +151,10 @@ def truncate_logs_to(output_dir: Path, step: int) -> None:
                                     "expected a whole number; delete the line or restore the file")
                 if entry["step"] <= step:
                     kept.append(entry)
+            saved = saved_entries.get(name)
+            if (isinstance(saved, dict) and saved.get("step") == step
+                    and not any(entry["step"] == step for entry in kept)):
+                kept.append(saved)
             atomic.write_text(path, "".join(json.dumps(e) + "\n" for e in kept))
 
 
@@ -201,7 +211,8 @@ def write_loss_plot(output_dir: Path) -> None:
     ax.set_ylabel("cross-entropy loss (nats per token)")
     ax.set_title("Loss")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # a run stopped before its first step has no curves yet
+        ax.legend()
     fig.tight_layout()
     with atomic.atomic_path(output_dir / LOSS_PLOT) as tmp:
         fig.savefig(tmp, format="png")

@@ -62,11 +62,13 @@ def write_config(directory: Path, cfg: GemmaConfig, tokenizer: Tokenizer,
 def read_config(directory: str | Path) -> tuple[GemmaConfig, dict]:
     """The model config and the whole ``config.json`` mapping."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"{directory}: is a file, not a checkpoint folder (one holding config.json and "
+                        "model.safetensors); give the folder")
     if not directory.is_dir():
         raise UserError(f"{directory}: checkpoint directory not found")
     path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise UserError(f"{path}: missing; a checkpoint directory holds config.json and model.safetensors")
+    _require_regular_file(path, "a checkpoint directory holds config.json and model.safetensors")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -76,11 +78,31 @@ def read_config(directory: str | Path) -> tuple[GemmaConfig, dict]:
     return GemmaConfig.from_dict(data, source=str(path)), data
 
 
+def _require_regular_file(path: Path, what: str) -> None:
+    """A missing file, and a folder, device or pipe where a file belongs, each said as such."""
+    if not path.exists() and not path.is_symlink():
+        raise UserError(f"{path}: missing; {what}")
+    if not path.is_file() or _is_device_link(path):
+        raise UserError(f"{path}: is not a regular file; {what}")
+
+
+def _is_device_link(path: Path) -> bool:
+    import stat
+
+    try:
+        return not stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return True
+
+
 def load_tokenizer_of(directory: str | Path, data: dict, cfg: GemmaConfig) -> Tokenizer:
     directory = Path(directory)
     spec = data.get("tokenizer")
     if spec is None:  # the seed's config.json: GPT-2 through tiktoken
         spec = {"kind": "builtin", "name": data.get("tiktoken_encoder_name", "gpt2")}
+    if not isinstance(spec, dict):
+        raise UserError(f"{directory / CONFIG_FILE}: 'tokenizer' must be an object such as "
+                        f'{{"kind": "builtin", "name": "gpt2"}}, got {spec!r}')
     tokenizer = tokenizer_from_spec(spec, directory)
     if tokenizer.n_vocab > cfg.vocab_size:
         raise UserError(
@@ -90,9 +112,9 @@ def load_tokenizer_of(directory: str | Path, data: dict, cfg: GemmaConfig) -> To
 
 
 def load_weights(path: Path, model: Gemma3Model) -> None:
-    """Load safetensors weights, checking names, shapes and dtypes."""
-    if not path.is_file():
-        raise UserError(f"{path}: missing weights file")
+    """Load safetensors weights, checking names, shapes, dtypes and that every value is finite."""
+    _require_regular_file(path, "the model's weights file is needed (a run writes it at its first evaluation "
+                                "or checkpoint)")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
@@ -113,6 +135,9 @@ def load_weights(path: Path, model: Gemma3Model) -> None:
                             f"config.json implies {tuple(want.shape)}")
         if not tensor.is_floating_point():
             raise UserError(f"{path}: tensor {name!r} has dtype {tensor.dtype}, expected floating point")
+        if not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{path}: tensor {name!r} holds NaN or infinite values; the weights are "
+                            "damaged: restore them or retrain")
     with torch.no_grad():
         for name, tensor in state.items():
             expected[name].copy_(tensor)

@@ -150,14 +150,11 @@ def read_ranks(path: Path) -> dict[bytes, int]:
 
 def write_ranks(ranks: dict[bytes, int], path: Path) -> None:
     """Write tiktoken's text ranks format atomically."""
+    from gemma_core import atomic
+
     lines = [f"{base64.b64encode(token).decode()} {rank}\n"
              for token, rank in sorted(ranks.items(), key=lambda item: item[1])]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="ascii") as f:
-        f.writelines(lines)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic.write_text(path, "".join(lines))
 
 
 def _builtin(name: str) -> Tokenizer:

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import torch
 
-from gemma_core.chat import ChatJob, ChatService, ComputeTurns, InferenceCopy, LiveWeights
+from gemma_core.chat import ChatJob, ChatService, ComputeTurns, InferenceCopy, LiveWeights, check_chat_request
 from gemma_core.errors import Cancelled, DiskFull, UserError, internal_message
 from gemma_core.folder_lock import FolderLock
 from gemma_core.model.config import GemmaConfig
@@ -74,6 +74,9 @@ class TrainingEngine:
         """``pause_on_disk_full``: when the disk fills, pause and wait for space (a studio a
         person watches) instead of stopping with a checkpoint (a command in a script)."""
         settings = TrainSettings() if settings is None else settings
+        if not isinstance(settings, TrainSettings):
+            raise TypeError(f"TrainingEngine takes TrainSettings, got {type(settings).__name__} "
+                            "(for a preset: TrainingEngine(TrainSettings.for_preset('nano')))")
         self.pause_on_disk_full = pause_on_disk_full
         settings.validate()
         self.settings = settings
@@ -82,6 +85,7 @@ class TrainingEngine:
         self.run_id = _run_id_of(self.output_dir) if settings.resume else _new_run_id()
         self.store = RunStateStore(self.run_id, str(self.output_dir), settings.max_steps, settings.preset)
         self.ready = threading.Event()  # set once the model exists (or the run has failed)
+        self._last_log_entries: dict[str, dict] = {}  # the newest entry of each log stream
         self.exit_reason: str | None = None  # "completed", "stopped" or "failed", once it ends
         # Set when the run's parts exist (a client shows the layer map from model_config).
         self.parts: RunParts | None = None
@@ -229,6 +233,7 @@ class TrainingEngine:
     def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False) -> ChatJob:
         """Continue ``prompt`` from the current weights in the background, without stopping
         training for longer than a few tokens at a time."""
+        check_chat_request(prompt, params)
         if self._chat is None:
             return ChatJob.failed(prompt, params, self._step,
                                   "the model is still being prepared; try again in a moment")
@@ -247,7 +252,9 @@ class TrainingEngine:
     def _main(self) -> None:
         try:
             if self.ranks.is_main:  # one writer per run folder, from before anything is read
-                layout.check_writable(self.output_dir)
+                # Said before the lock file is made: a folder that is not the run's keeps no trace.
+                layout.check_output_dir(self.output_dir, resume=self.settings.resume,
+                                        overwrite=self.settings.overwrite)
                 self._lock.acquire()
                 if self.settings.serve:
                     self._start_server()
@@ -458,11 +465,16 @@ class TrainingEngine:
                                   result.learning_rate, result.grad_norm, rate, elapsed, eta, mfu))
         self._publish(LayerStats(self._step, "grad norm", result.layer_grad_norms))
         if self._step % s.logging_steps == 0 or self._step == s.max_steps:
-            self._logs.train.append({
+            self._append_log(layout.TRAIN_STREAM, {
                 "step": self._step, "train_loss": result.loss, "learning_rate": result.learning_rate,
                 "gradient_accumulation_steps": s.gradient_accumulation_steps,
                 "grad_norm": result.grad_norm, "tokens_seen": self._tokens_seen,
                 "tokens_per_s": rate, "elapsed_s": elapsed})
+
+    def _append_log(self, stream: str, entry: dict) -> None:
+        """Append to a log, keeping the entry for the next checkpoint (which stores its step's)."""
+        self._last_log_entries[stream] = entry
+        (self._logs.train if stream == layout.TRAIN_STREAM else self._logs.val).append(entry)
 
     def _skip_step(self) -> None:
         self._skipped_steps += 1
@@ -471,10 +483,11 @@ class TrainingEngine:
         self._log(f"step {self._step + 1}: loss or gradient is not finite; step skipped "
                   f"({self._skipped_in_a_row} in a row)", "warning")
         if self._skipped_in_a_row >= self.settings.max_bad_steps:
+            kept = ("the last good checkpoint is kept" if self._last_checkpoint is not None
+                    or self.settings.resume else "no checkpoint was saved")
             raise UserError(
                 f"stopped at step {self._step + 1}: {self._skipped_in_a_row} steps in a row had a "
-                "non-finite loss or gradient; the last good checkpoint is kept. Lower "
-                "--learning_rate or check the data")
+                f"non-finite loss or gradient; {kept}. Lower --learning_rate or check the data")
 
     # --------------------------------------------------- evaluation, samples
     def _evaluate(self) -> EvalResult:
@@ -484,8 +497,9 @@ class TrainingEngine:
             score = score_windows(parts.model, parts.data.val.windows, parts.val_batches,
                                   parts.byte_lengths, parts.device, parts.dtype)
         result = EvalResult(self._step, self._tokens_seen, score.loss, score.perplexity, score.bits_per_byte)
-        self._logs.val.append({"step": self._step, "val_loss": score.loss, "perplexity": result.perplexity,
-                               "bits_per_byte": result.bits_per_byte, "tokens_seen": self._tokens_seen})
+        self._append_log(layout.VAL_STREAM, {
+            "step": self._step, "val_loss": score.loss, "perplexity": result.perplexity,
+            "bits_per_byte": result.bits_per_byte, "tokens_seen": self._tokens_seen})
         if score.loss < self._best_val:
             self._best_val = score.loss
             self._checkpointer.save_best_weights()
@@ -512,7 +526,9 @@ class TrainingEngine:
         self._logs.sync()
         path = self._checkpointer.save(
             step=self._step, tokens_seen=self._tokens_seen, skipped_steps=self._skipped_steps,
-            best_val_loss=self._best_val if math.isfinite(self._best_val) else None)
+            best_val_loss=self._best_val if math.isfinite(self._best_val) else None,
+            last_log_entries={stream: entry for stream, entry in self._last_log_entries.items()
+                              if entry["step"] == self._step})
         self._last_checkpoint = self._publish(CheckpointSaved(self._step, str(path), time.time()))
         return self._last_checkpoint
 
@@ -527,7 +543,7 @@ class TrainingEngine:
         if self._last_checkpoint is not None:
             return (f"{err} (the last complete checkpoint is of step {self._last_checkpoint.step}: "
                     "--resume goes on from it)")
-        return str(err)
+        return f"{err} (no checkpoint was saved: once there is room, start the run again with --overwrite)"
 
     # ---------------------------------------------------------------- ending
     def _finish(self, reason: str, saved: CheckpointSaved | None) -> RunFinished:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ from gemma_core.train.config_file import read_settings_file
 _DEFAULT = PRESETS[DEFAULT_PRESET].training
 
 MAX_SEED = 2**32 - 1  # numpy's generator takes no more (SamplingParams has the same limit)
+
+# What a run's model is built from: fixed for the run's life, so never changed on resume.
+FIXED_BY_THE_RUN = {"preset": "--preset", "tiktoken_encoder_name": "--tiktoken_encoder_name",
+                    "model_overrides": "the [model] table"}
 
 # Intervals a preset sets for its own schedule; a shorter run scales them down with it.
 SCALED_WITH_RUN_LENGTH = ("warmup_steps", "eval_iters", "save_steps")
@@ -129,7 +134,15 @@ class TrainSettings:
             raise UserError(f"{output_dir}: the checkpoint records no settings; it is damaged")
         from_file = read_train_config(Path(config_file)) if config_file is not None else {}
         explicit = {**from_file, **_normalised(overrides)}
+        if explicit.get("overwrite"):
+            raise UserError("--resume and --overwrite contradict each other; choose one")
         base = {k: v for k, v in saved.items() if k in _field_names() and k not in ("resume", "overwrite")}
+        for key, flag in FIXED_BY_THE_RUN.items():  # the model and its tokenizer are the run's own
+            if key in explicit and explicit[key] != base.get(key, {} if key == "model_overrides" else None):
+                source = f"{config_file} sets" if key in from_file else "given"
+                raise UserError(f"{flag} {source} differs from the run's own ({output_dir}'s model and "
+                                "tokenizer are fixed when it starts); resume without it, or start a new "
+                                "run in another --output_dir")
         for key in ("train_texts", "val_texts"):
             if base.get(key) is None:
                 base.pop(key, None)
@@ -148,13 +161,16 @@ class TrainSettings:
         if unknown:
             raise UserError(f"unknown training setting {unknown[0]!r}; the settings are the flags of "
                             "'gemma-core train' without dashes")
+        _check_types(values, None if source is None else str(source))
         try:
-            settings = cls(**values)
+            return cls(**values)
         except TypeError as err:
             raise UserError(f"invalid training settings: {err}") from None
-        _check_types(settings, None if source is None else str(source))
-        settings.validate()
-        return settings
+
+    def __post_init__(self) -> None:
+        # Settings built directly (TrainSettings(max_steps="3")) are checked as soon as made.
+        _check_types({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, None)
+        self.validate()
 
     # ----------------------------------------------------------------- reading
     @property
@@ -199,14 +215,24 @@ class TrainSettings:
                             f"{', '.join(ATTENTION_KERNELS)}")
         if self.eval_batches is not None and (not _is_int(self.eval_batches) or self.eval_batches <= 0):
             raise UserError(f"--eval_batches must be positive, got {self.eval_batches!r}")
-        for name in ("learning_rate", "weight_decay", "grad_clip", "val_fraction"):
+        for name in ("learning_rate", "weight_decay", "grad_clip", "val_fraction", "min_lr"):
             value = getattr(self, name)
+            if value is None and name == "min_lr":
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise UserError(f"--{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise UserError(f"--{name} must be a finite number, got {value}")
         if self.learning_rate <= 0:
             raise UserError(f"--learning_rate must be positive, got {self.learning_rate}")
         if self.resolved_min_lr < 0:
             raise UserError(f"--min_lr must be >= 0, got {self.resolved_min_lr}")
+        if self.weight_decay < 0:
+            raise UserError(f"--weight_decay must be >= 0, got {self.weight_decay}")
+        if self.grad_clip < 0:
+            raise UserError(f"--grad_clip must be >= 0 (0: no clipping), got {self.grad_clip}")
+        if not 0 < self.val_fraction <= 0.5:
+            raise UserError(f"--val_fraction must be above 0 and at most 0.5, got {self.val_fraction}")
         if self.resolved_min_lr > self.learning_rate:
             raise UserError(
                 f"--min_lr {self.resolved_min_lr:g} is above --learning_rate {self.learning_rate:g}; "
@@ -284,11 +310,13 @@ def read_train_config(path: Path) -> dict[str, Any]:
     return _normalised(out)
 
 
-def _check_types(settings: TrainSettings, source: str | None) -> None:
-    """Wrong types from a TOML file, named by key."""
+def _check_types(values: dict[str, Any], source: str | None) -> None:
+    """Wrong types (from a TOML file, or Python), named by key."""
     where = f"{source}: " if source else ""
     for f in dataclasses.fields(TrainSettings):
-        value = getattr(settings, f.name)
+        if f.name not in values:
+            continue
+        value = values[f.name]
         default = f.default if f.default is not dataclasses.MISSING else None
         if value is None or default is None:
             continue

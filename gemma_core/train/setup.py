@@ -52,6 +52,7 @@ class ResumePoint:
     best_val_loss: float
     skipped_steps: int
     saved_at: float = 0.0  # when its checkpoint was written (time.time())
+    last_log_entries: dict | None = None  # the logs' entries of the checkpoint's step, kept with it
 
 
 @dataclass
@@ -137,7 +138,9 @@ def prepare_run(settings: TrainSettings, ranks: distributed.Ranks, log: Log,
         f"validation: {data.val.n_tokens:,} tokens", "info")
     fingerprint = data_fingerprint(data, s, tokenizer)
     if saved is not None:
-        check_same_data(output_dir, saved[2], fingerprint)
+        if not check_same_data(output_dir, saved[2], fingerprint):
+            log("this checkpoint records no fingerprint of its data (an older version wrote it): "
+                "resuming without checking that the data is the same", "warning")
 
     with torch.device(device):
         model = Gemma3Model(cfg)
@@ -171,7 +174,7 @@ def claim_run_folder(settings: TrainSettings, parts: RunParts, run_id: str) -> l
     output_dir = Path(settings.output_dir)
     layout.claim_output_dir(output_dir, resume=settings.resume, overwrite=settings.overwrite)
     if parts.resumed is not None:  # steps after the checkpoint are trained again
-        logs.truncate_logs_to(output_dir, parts.resumed.step)
+        logs.truncate_logs_to(output_dir, parts.resumed.step, parts.resumed.last_log_entries)
     run_logs = logs.RunLogs(output_dir)
     write_config(output_dir, parts.model_config, parts.tokenizer,
                  {"training": settings.to_dict(), "run_id": run_id})
@@ -256,11 +259,12 @@ _FINGERPRINT_NAMES = {
 }
 
 
-def check_same_data(output_dir: Path, state: dict, fingerprint: dict) -> None:
-    """Refuse to resume on data other than the run's: its data position would mean other windows."""
+def check_same_data(output_dir: Path, state: dict, fingerprint: dict) -> bool:
+    """Refuse to resume on data other than the run's: its data position would mean other windows.
+    False when the checkpoint has no fingerprint to compare with (an older version's)."""
     saved = state.get("data_fingerprint")
     if not isinstance(saved, dict):
-        return  # a checkpoint from before fingerprints: nothing to compare with
+        return False
     for key, name in _FINGERPRINT_NAMES.items():
         if key in saved and saved[key] != fingerprint[key]:
             then, now = saved[key], fingerprint[key]
@@ -269,6 +273,7 @@ def check_same_data(output_dir: Path, state: dict, fingerprint: dict) -> None:
                 f"{output_dir / layout.CHECKPOINT / layout.STATE}: the run was trained on other data: "
                 f"its {name} differs{shown}; resume with the same data, --max_length, --stride and "
                 "--seed, or start a new run in another --output_dir")
+    return True
 
 
 # ------------------------------------------------------------------- resume
@@ -287,7 +292,7 @@ def _restore(saved: tuple, model: Gemma3Model, optimizer: torch.optim.Optimizer,
                 distributed.local_tensor(distributed.shard_like(tensor, target)))
     try:
         checkpoints.restore_optimizer_state(optimizer, optimizer_tensors, param_names)
-        batches.load_state_dict(state["data"])
+        batches.load_state_dict(state["data"], same_data=isinstance(state.get("data_fingerprint"), dict))
         torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
         random.setstate(_tuples(state["rng"]["python"]))
     except (RuntimeError, TypeError, ValueError) as err:
@@ -297,7 +302,9 @@ def _restore(saved: tuple, model: Gemma3Model, optimizer: torch.optim.Optimizer,
     return ResumePoint(step=state["step"], tokens_seen=state["tokens_seen"],
                        best_val_loss=best if isinstance(best, (int, float)) else math.inf,
                        skipped_steps=state.get("skipped_steps", 0),
-                       saved_at=float(state.get("saved_at", 0.0)))
+                       saved_at=float(state.get("saved_at", 0.0)),
+                       last_log_entries=state.get("last_log_entries") if isinstance(
+                           state.get("last_log_entries"), dict) else None)
 
 
 def _tuples(value):

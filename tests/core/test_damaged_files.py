@@ -64,7 +64,8 @@ def copy_run(run_folder, tmp_path):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("step", -5, "'step' is -5, expected a whole number >= 0"),
+    ("step", -5, "'step' is -5, expected a whole number from 0 to"),
+    ("step", 10**30, f"'step' is {10**30}, expected a whole number from 0 to"),
     ("tokens_seen", "many", "'tokens_seen' is 'many'"),
     ("best_val_loss", float("nan"), "'best_val_loss' is nan, expected a finite number"),
     ("data", {"epoch": 0, "position": -1}, "'data.position' is -1"),
@@ -106,3 +107,73 @@ def test_a_torn_last_line_is_a_crash_not_damage(tmp_path):
     log.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
     with pytest.raises(UserError, match="log.jsonl:2: damaged log line"):
         read_jsonl(log)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"epoch": 0, "position": 10**12, "global_batch_size": 4}, "position 1,000,000,000,000 is past the end"),
+    ({"epoch": 0, "position": 1, "global_batch_size": 0}, "global_batch_size 0 is not a whole number >= 1"),
+])
+def test_a_data_position_that_cannot_be_the_runs_is_damage(run_folder, tmp_path, data, message):
+    out, texts = copy_run(run_folder, tmp_path)
+    state_path = out / layout.CHECKPOINT / layout.STATE
+    state = json.loads(state_path.read_text())
+    state["data"] = data
+    state_path.write_text(json.dumps(state))
+    engine = TrainingEngine.resume(out, max_steps=9, train_texts=texts)
+    engine.start()
+    assert engine.join(timeout=120)
+    assert engine.snapshot().state is RunState.FAILED
+    assert message in engine.snapshot().error and "the checkpoint is damaged" in engine.snapshot().error
+
+
+def test_a_log_line_lost_at_the_checkpoints_step_is_put_back_on_resume(run_folder, tmp_path):
+    out, texts = copy_run(run_folder, tmp_path)
+    log = out / layout.TRAIN_STREAM
+    entries = read_jsonl(log)
+    assert [e["step"] for e in entries] == [1, 2, 3, 4, 5, 6]
+    # The run's last checkpoint is of step 6; tear its line, as a crash mid-write would.
+    raw = log.read_bytes()
+    log.write_bytes(raw[:raw.rindex(b"{") + 10])
+    assert [e["step"] for e in read_jsonl(log)] == [1, 2, 3, 4, 5]
+    TrainingEngine.resume(out, max_steps=8, train_texts=texts).run()
+    resumed = read_jsonl(log)
+    assert [e["step"] for e in resumed] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert resumed[5] == entries[5]  # the very entry, from the checkpoint
+
+
+def test_weights_that_are_not_finite_are_refused_by_name(run_folder, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from gemma_core.cli import main
+
+    out, _ = copy_run(run_folder, tmp_path)
+    weights = load_file(str(out / layout.WEIGHTS))
+    name = sorted(weights)[0]
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, str(out / layout.WEIGHTS))
+    for argv in (["generate", "--checkpoint", str(out), "--prompt", "KING"],
+                 ["eval", "--checkpoint", str(out), "--dataset", str(out / layout.TRAIN_STREAM)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"tensor {name!r} holds NaN or infinite values; the weights are damaged" in err
+
+
+@pytest.mark.parametrize("name", [layout.CONFIG, layout.TRAIN_LOG, layout.VOCAB, layout.CHECKPOINT])
+def test_a_run_file_of_the_wrong_kind_stops_the_run_before_it_trains(run_folder, tmp_path, name):
+    out, texts = copy_run(run_folder, tmp_path)
+    entry = out / name
+    if entry.is_dir():
+        import shutil
+
+        shutil.rmtree(entry)
+        entry.write_text("a file where the checkpoint folder goes")
+    else:
+        entry.unlink()
+        entry.mkdir()
+    logs_before = (out / layout.TRAIN_STREAM).read_text()
+    for settings in (lambda: TrainSettings.for_preset("nano", output_dir=str(out), train_texts=texts,
+                                                      max_steps=3, overwrite=True, device="cpu"),):
+        with pytest.raises(UserError, match="is not a (regular file|folder), but the run"):
+            TrainingEngine(settings()).run()
+    assert (out / layout.TRAIN_STREAM).read_text() == logs_before

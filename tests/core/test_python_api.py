@@ -133,3 +133,26 @@ def test_a_command_cancelled_before_it_runs_is_dropped(tmp_path):
     assert evaluation.cancel()  # still waiting: the run has not started
     final = engine.run()
     assert evaluation.cancelled() and [e.step for e in final.eval_history] == [10, 12]
+
+
+def test_mistakes_in_python_are_refused_where_they_are_made(tmp_path):
+    from gemma_core import SamplingParams, TrainSettings
+
+    with pytest.raises(TypeError, match=r"TrainingEngine takes TrainSettings.*for_preset\('nano'\)"):
+        TrainingEngine("nano")
+    with pytest.raises(UserError, match="'max_steps' must be a whole number, got '3'"):
+        TrainSettings(max_steps="3")
+    with pytest.raises(UserError, match="stop_strings must be a list of strings"):
+        SamplingParams(stop_strings="ab").validate()
+    engine = TrainingEngine(TrainSettings.for_preset("nano", output_dir=str(tmp_path / "run"), max_steps=2,
+                                                     train_texts=training_works_texts(), device="cpu"))
+    with pytest.raises(UserError, match="the prompt must be text, got NoneType"):
+        engine.chat(None, SamplingParams())
+    with pytest.raises(UserError, match="--max_new_tokens must be 0 or more, got -5"):
+        engine.chat("KING", SamplingParams(max_new_tokens=-5))
+    with pytest.raises(UserError, match="the prompt is not valid UTF-8 text"):
+        engine.chat("hi\udcff", SamplingParams())
+
+
+def training_works_texts() -> tuple[str, ...]:
+    return tuple(work.text[:5000] for work in training_works()[:3])

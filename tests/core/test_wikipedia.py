@@ -96,5 +96,33 @@ def test_a_failed_later_split_leaves_earlier_files_untouched(tmp_path):
         return hub(name, config, split)
 
     with pytest.raises(UserError, match="network access"):
-        export_wikipedia(tmp_path, n_train=2, n_val=1, n_test=1, load_dataset=flaky)
+        export_wikipedia(tmp_path, n_train=2, n_val=1, n_test=1, load_dataset=flaky, overwrite=True)
     assert read_jsonl(tmp_path / "train.jsonl") == [{"text": "old"}]
+
+
+def test_existing_files_are_replaced_only_when_asked_and_never_as_a_mixed_set(tmp_path):
+    for name in ("train", "val", "test"):
+        (tmp_path / f"{name}.jsonl").write_text(f'{{"text": "old {name}"}}\n', encoding="utf-8")
+    with pytest.raises(UserError, match="already holds train.jsonl, val.jsonl, test.jsonl; pass --overwrite"):
+        export_wikipedia(tmp_path, n_train=2, n_val=1, n_test=1, load_dataset=FakeHub())
+    hub = FakeHub()
+
+    def val_without_text(name, config, split):
+        rows = hub(name, config, split)
+        return [{"id": "1"}] if split == "train[2:3]" else rows
+
+    with pytest.raises(UserError, match="row 1 has no text"):
+        export_wikipedia(tmp_path, n_train=2, n_val=1, n_test=1, load_dataset=val_without_text, overwrite=True)
+    for name in ("train", "val", "test"):  # all three old files, none new
+        assert read_jsonl(tmp_path / f"{name}.jsonl") == [{"text": f"old {name}"}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.jsonl", "train.jsonl", "val.jsonl"]
+    export_wikipedia(tmp_path, n_train=2, n_val=1, n_test=1, load_dataset=FakeHub(), overwrite=True)
+    assert len(read_jsonl(tmp_path / "train.jsonl")) == 2
+
+
+def test_a_failure_inside_the_datasets_library_is_one_line(tmp_path):
+    def broken(*args, **kwargs):
+        raise ValueError("Feature type 'List' not found")
+
+    with pytest.raises(UserError, match="the datasets library could not load it .ValueError: Feature type"):
+        export_wikipedia(tmp_path / "out", load_dataset=broken)

@@ -36,9 +36,8 @@ def command(program: str, *args: str, env: dict | None = None, timeout: float = 
 
 
 def one_line(stderr: str) -> str:
-    """The error line (argparse's own mistakes come after its usage lines)."""
-    lines = [line for line in stderr.strip().splitlines()
-             if not line.startswith(("note:", "usage:", " "))]
+    """The error line: the only line, apart from notes."""
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith("note:")]
     assert "Traceback" not in stderr and len(lines) == 1, stderr
     return lines[0]
 
@@ -95,7 +94,74 @@ BAD_INPUTS = [
     ("the studio on a bad flag value", "gemma_tui",
      lambda r, d: ["launch", "--output_dir", str(d / "new"), "--seed", "-3"], 2, "--seed must be a whole number"),
     ("the studio on a missing run", "gemma_tui", lambda r, d: ["open", str(d / "none")], 2, "not found"),
+    ("the studio without a terminal", "gemma_tui", lambda r, d: ["open", str(r)], 2, "needs a terminal"),
+    # argparse's own mistakes, in one line that names the command
+    ("a flag value that is not a number", "gemma_core",
+     lambda r, d: ["generate", "--checkpoint", str(r), "--prompt", "KING", "--max_new_tokens", "abc"],
+     2, "gemma-core generate: argument --max_new_tokens: invalid int value"),
+    ("an unknown command", "gemma_core", lambda r, d: ["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+    # numbers that cannot train
+    ("a NaN learning rate", "gemma_core",
+     lambda r, d: ["train", "--output_dir", str(d / "new"), "--learning_rate", "nan"], 2,
+     "--learning_rate must be a finite number"),
+    ("a NaN min_lr", "gemma_core", lambda r, d: ["train", "--output_dir", str(d / "new"), "--min_lr", "nan"],
+     2, "--min_lr must be a finite number"),
+    ("a negative grad_clip", "gemma_core",
+     lambda r, d: ["train", "--output_dir", str(d / "new"), "--grad_clip", "-1"], 2, "--grad_clip must be >= 0"),
+    ("a negative weight decay", "gemma_core",
+     lambda r, d: ["train", "--output_dir", str(d / "new"), "--weight_decay", "-5"], 2,
+     "--weight_decay must be >= 0"),
+    ("a val_fraction of 1", "gemma_core",
+     lambda r, d: ["train", "--output_dir", str(d / "new"), "--val_fraction", "1"], 2,
+     "--val_fraction must be above 0 and at most 0.5"),
+    # resume keeps the run's own model
+    ("resume and overwrite at once", "gemma_core",
+     lambda r, d: ["train", "--resume", "--overwrite", "--output_dir", str(r)], 2, "contradict each other"),
+    ("resume with another preset", "gemma_core",
+     lambda r, d: ["train", "--resume", "--preset", "demo", "--output_dir", str(r)], 2,
+     "--preset given differs from the run's own"),
+    ("resume with another tokenizer", "gemma_core",
+     lambda r, d: ["train", "--resume", "--tiktoken_encoder_name", "gpt2", "--output_dir", str(r)], 2,
+     "--tiktoken_encoder_name given differs"),
+    ("resume with another model", "gemma_core",
+     lambda r, d: ["train", "--resume", "--output_dir", str(r), "--config",
+                   write(d / "l4.toml", "[model]\nn_layers = 4\n")], 2, "the [model] table"),
+    # files where folders go and the reverse
+    ("a checkpoint that is a file", "gemma_core",
+     lambda r, d: ["generate", "--checkpoint", write(d / "f.txt", "x"), "--prompt", "KING"], 2,
+     "is a file, not a checkpoint folder"),
+    ("a tokenizer that is a string", "gemma_core",
+     lambda r, d: ["generate", "--checkpoint", retokenized(r, d, "gpt2"), "--prompt", "KING"], 2,
+     "'tokenizer' must be an object"),
+    ("a prompt that is not UTF-8", "gemma_core",
+     lambda r, d: ["generate", "--checkpoint", str(r), "--prompt", "hi\udcff\udcfe"], 2,
+     "--prompt is not valid UTF-8 text (byte 0xff"),
+    # tokenizer train's output
+    ("a tokenizer into a missing folder", "gemma_core",
+     lambda r, d: ["tokenizer", "train", "--input", write(d / "t.txt", "text " * 50), "--vocab_size", "300",
+                   "--output", str(d / "no" / "such" / "t.tiktoken")], 2, "does not exist; create it first"),
+    ("a tokenizer onto a folder", "gemma_core",
+     lambda r, d: ["tokenizer", "train", "--input", write(d / "t.txt", "text " * 50), "--vocab_size", "300",
+                   "--output", str(d), "--overwrite"], 2, "is a folder; give a file path"),
+    ("a tokenizer onto a device", "gemma_core",
+     lambda r, d: ["tokenizer", "train", "--input", write(d / "t.txt", "text " * 50), "--vocab_size", "300",
+                   "--output", "/dev/null", "--overwrite"], 2, "is not a regular file"),
+    ("a tokenizer of ten billion tokens", "gemma_core",
+     lambda r, d: ["tokenizer", "train", "--input", write(d / "t.txt", "text " * 50), "--vocab_size",
+                   "10000000000", "--output", str(d / "t.tiktoken")], 2, "--vocab_size must be from 258"),
 ]
+
+
+def retokenized(run: Path, scratch: Path, spec) -> str:
+    """A copy of ``run`` whose config.json gives ``spec`` as its tokenizer."""
+    import shutil
+
+    copy = scratch / "retokenized"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("checkpoint*", ".lock"))
+    data = json.loads((copy / "config.json").read_text())
+    data["tokenizer"] = spec
+    (copy / "config.json").write_text(json.dumps(data))
+    return str(copy)
 
 
 def write(path: Path, text: str) -> str:
@@ -110,7 +176,7 @@ def test_every_command_exits_with_its_code_and_one_line(name, program, args, cod
     result = command(program, *args(trained, tmp_path))
     assert result.returncode == code, result.stderr
     line = one_line(result.stderr)
-    assert "error: " in line and fragment in line, line
+    assert line.startswith("error: ") and fragment in line, line
     assert time.monotonic() - started < 60
 
 
@@ -169,3 +235,9 @@ def test_a_bug_in_a_command_is_exit_1(capsys, monkeypatch):
     monkeypatch.setattr(summary, "print_summary", lambda cfg, title: 1 / 0)
     assert main(["summary", "--preset", "nano"]) == 1
     assert "internal error (ZeroDivisionError" in one_line(capsys.readouterr().err)
+
+
+def test_debug_is_taken_after_the_command_too(tmp_path):
+    result = command("gemma_core", "summary", "--config", str(tmp_path / "no.toml"), "--debug")
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and result.stderr.strip().splitlines()[-1].startswith("error: ")

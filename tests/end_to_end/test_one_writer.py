@@ -55,6 +55,23 @@ def test_a_second_writer_is_refused_naming_the_first_and_the_lock_dies_with_it(t
             line = second.stderr.strip()
             assert line.startswith("error: ") and "\n" not in line
             assert f"another run is writing here (process {first.pid} on" in line and "started" in line
+        # Nothing else writes into a live run either: not an export, an import or a tokenizer.
+        hf = tmp_path / "hf"
+        for argv in (["export-hf", "--checkpoint", str(out), "--output", str(out), "--overwrite"],
+                     ["import-hf", str(hf), "--output", str(out), "--overwrite"],
+                     ["tokenizer", "train", "--input", str(data), "--vocab_size", "300", "--output",
+                      str(out / "model.safetensors"), "--overwrite"]):
+            if argv[0] == "import-hf" and not hf.exists():
+                exported = subprocess.run([sys.executable, "-m", "gemma_core", "export-hf", "--checkpoint",
+                                           str(out), "--output", str(hf)], capture_output=True, text=True,
+                                          timeout=240, env=env)
+                assert exported.returncode == 0, exported.stderr
+            weights = (out / "model.safetensors").read_bytes()
+            refused = subprocess.run([sys.executable, "-m", "gemma_core", *argv], capture_output=True, text=True,
+                                     timeout=240, env=env)
+            assert refused.returncode == 2, (argv, refused.stderr)
+            assert f"another run is writing here (process {first.pid} on" in refused.stderr, refused.stderr
+            assert (out / "model.safetensors").read_bytes() == weights or first.poll() is None
         # Readers need no lock.
         read = subprocess.run([sys.executable, "-m", "gemma_core", "generate", "--checkpoint", str(out),
                                "--prompt", "KING", "--max_new_tokens", "3"], capture_output=True, text=True,
@@ -117,3 +134,44 @@ def test_two_runs_tokenizing_one_corpus_at_once_end_with_one_valid_cache(tmp_pat
     folders = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
     assert len(folders) == 1
     assert sorted(p.name for p in folders[0].iterdir()) == [".lock", "meta.json", "tokens.bin"]
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, capsys):
+    from gemma_core.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    (out / ".lock").symlink_to(precious)
+    assert main(["train", "--preset", "nano", "--output_dir", str(out), "--max_steps", "3", "--device",
+                 "cpu"]) == 2
+    assert "is a symbolic link, not this folder's lock file" in capsys.readouterr().err
+    assert precious.read_text() == "mine"
+
+
+@pytest.mark.parametrize("flags", [[], ["--overwrite"]], ids=["new", "overwrite"])
+def test_a_folder_of_someone_elses_files_is_never_a_run_to_replace(flags, tmp_path, capsys):
+    from gemma_core.cli import main
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"app": "my editor settings"}')
+    (folder / "samples.jsonl").write_text("my notes\n")
+    assert main(["train", "--preset", "nano", "--output_dir", str(folder), "--max_steps", "3",
+                 "--device", "cpu", *flags]) == 2
+    err = capsys.readouterr().err
+    assert "holds files that are not a run's (config.json)" in err and "choose another --output_dir" in err
+    assert (folder / "config.json").read_text() == '{"app": "my editor settings"}'
+    assert (folder / "samples.jsonl").read_text() == "my notes\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "samples.jsonl"]
+
+
+def test_a_run_never_starts_among_other_files(tmp_path, capsys):
+    from gemma_core.cli import main
+
+    (tmp_path / "thesis.tex").write_text("chapter one")
+    assert main(["train", "--preset", "nano", "--output_dir", str(tmp_path), "--max_steps", "3",
+                 "--device", "cpu", "--overwrite"]) == 2
+    assert "holds files that are not a run's (thesis.tex" in capsys.readouterr().err
+    assert not (tmp_path / "config.json").exists()
