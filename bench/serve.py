@@ -6,6 +6,10 @@
   attached from another process (the whole app, Textual's headless driver, following
   the run through its server) against the same run with nobody attached, turn about
   ``--repeats`` times; speed from each run's own training log between the same steps.
+* **browser** (``--browser``): the same, with one page of ``gemma-tui serve`` open in
+  headless Chromium (Debian's, driven by Playwright) instead of the terminal studio: the
+  page's own studio process, the page server and the browser drawing it all share the
+  machine with training.
 * **status**: latency of one snapshot request on loopback (the call ``gemma-core
   status`` and every attached studio make), p50 and p99 over 300 calls to a live run.
 * **completions**: tokens/s of a non-streamed ``/v1/completions`` reply from
@@ -19,6 +23,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -45,6 +50,28 @@ async def watch():
 asyncio.run(watch())
 """
 
+BROWSER_TAB = """
+import re, subprocess, sys, time
+from playwright.sync_api import sync_playwright
+folder, chromium = sys.argv[1], sys.argv[2]
+server = subprocess.Popen([sys.executable, "-m", "gemma_tui", "serve", folder, "--port", "0"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+link = next(m.group(1) for line in server.stdout if (m := re.search(r"open (http://\\S+)", line)))
+with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": 1600, "height": 960})
+    page.goto(link)
+    status = subprocess.run([sys.executable, "-m", "gemma_core", "status", folder, "--json"],
+                            capture_output=True, text=True)
+    while '"live": true' in status.stdout:
+        page.wait_for_timeout(1000)  # the page draws meanwhile
+        status = subprocess.run([sys.executable, "-m", "gemma_core", "status", folder, "--json"],
+                                capture_output=True, text=True)
+    browser.close()
+server.send_signal(2)
+server.wait(30)
+"""
+
 
 def start_run(folder: Path, preset: str, steps: int, env: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "gemma_core", "train", "--preset", preset, "--output_dir",
@@ -67,25 +94,62 @@ def tokens_per_s(folder: Path, skip: int) -> float:
     return (last["tokens_seen"] - first["tokens_seen"]) / (last["elapsed_s"] - first["elapsed_s"])
 
 
-def attach_ratio(root: Path, preset: str, steps: int, repeats: int, env: dict) -> dict:
+def tree_cpu_seconds(root: int) -> float:
+    """User and system CPU seconds of a process and all its descendants, from /proc."""
+    parents, seconds = {}, {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{entry.name}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / tick
+    total = 0.0
+    for pid in seconds:
+        ancestor = pid
+        while ancestor not in (root, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == root:
+            total += seconds[pid]
+    return total
+
+
+def attach_ratio(root: Path, preset: str, steps: int, repeats: int, env: dict, chromium: str | None = None) -> dict:
+    """Watched against headless training; watched by the terminal studio or, given
+    ``chromium``, by one browser page."""
     skip = max(5, steps // 10)
-    headless, attached = [], []
+    watcher = [sys.executable, "-c", BROWSER_TAB] if chromium else [sys.executable, "-c", ATTACHED_STUDIO]
+    extra = [chromium] if chromium else []
+    name = "browser" if chromium else "attached"
+    headless, attached, watcher_cpu = [], [], []
     for i in range(repeats):
-        folder = root / f"headless-{i}"
+        folder = root / f"{name}-headless-{i}"
         start_run(folder, preset, steps, env).wait()
         headless.append(tokens_per_s(folder, skip))
-        folder = root / f"attached-{i}"
+        folder = root / f"{name}-{i}"
         run = start_run(folder, preset, steps, env)
         wait_for_server(folder)
-        studio = subprocess.Popen([sys.executable, "-c", ATTACHED_STUDIO, str(folder)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        run.wait()
-        studio.wait(60)
+        studio = subprocess.Popen([*watcher, str(folder), *extra], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, env=env)
+        while run.poll() is None and len(read_jsonl(folder / TRAIN_STREAM)) < skip:
+            time.sleep(0.1)
+        cpu_from, watched_from = tree_cpu_seconds(studio.pid), time.monotonic()
+        while run.poll() is None:
+            cpu_to, watched_to = tree_cpu_seconds(studio.pid), time.monotonic()
+            time.sleep(0.2)
+        studio.wait(120)
         attached.append(tokens_per_s(folder, skip))
+        watcher_cpu.append((cpu_to - cpu_from) / max(watched_to - watched_from, 1e-9))
     ratios = [a / h for a, h in zip(attached, headless)]
-    return {"headless_tokens_per_s": [round(x) for x in headless],
-            "attached_tokens_per_s": [round(x) for x in attached],
-            "attached_over_headless": round(statistics.median(ratios), 3)}
+    return {f"{name}_headless_tokens_per_s": [round(x) for x in headless],
+            f"{name}_tokens_per_s": [round(x) for x in attached],
+            f"{name}_over_headless": round(statistics.median(ratios), 3),
+            # CPU seconds per second the watcher and its processes used while training was measured
+            f"{name}_watcher_cores": round(statistics.median(watcher_cpu), 3)}
 
 
 def status_latency(root: Path, env: dict) -> dict:
@@ -167,13 +231,27 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="nano, 200 steps, 2 repeats")
+    parser.add_argument("--browser", action="store_true",
+                        help="also measure one browser page (needs Debian's chromium and playwright)")
+    parser.add_argument("--only", choices=("attach", "browser", "status", "completions"),
+                        help="measure only this")
     args = parser.parse_args(argv)
     preset, steps, repeats = (("nano", 200, 2) if args.quick else (args.preset, args.steps, args.repeats))
     with tempfile.TemporaryDirectory() as root:
         env = dict(os.environ, GEMMA_STUDIO_CACHE=str(Path(root) / "cache"))
         results = {"preset": preset, "steps": steps, "repeats": repeats}
-        results.update(attach_ratio(Path(root), preset, steps, repeats, env))
-        results.update(status_latency(Path(root), env))
-        results.update(completions_ratio(Path(root), preset, env))
+        wanted = {args.only} if args.only else {"attach", "status", "completions"} | (
+            {"browser"} if args.browser else set())
+        if "attach" in wanted:
+            results.update(attach_ratio(Path(root), preset, steps, repeats, env))
+        if "browser" in wanted:
+            chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+            if chromium is None:
+                raise SystemExit("--browser needs Debian's chromium (apt-get install chromium)")
+            results.update(attach_ratio(Path(root), preset, steps, repeats, env, chromium))
+        if "status" in wanted:
+            results.update(status_latency(Path(root), env))
+        if "completions" in wanted:
+            results.update(completions_ratio(Path(root), preset, env))
     report("serve", results)
     return 0

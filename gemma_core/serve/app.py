@@ -76,6 +76,7 @@ class RunService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._unsubscribe = None
+        self._encoded: tuple[int, bytes] | None = None  # (version, JSON) of the last snapshot sent
 
     # ------------------------------------------------------------- lifecycle
     async def on_startup(self, app: web.Application) -> None:
@@ -154,7 +155,14 @@ class RunService:
             except asyncio.TimeoutError:
                 pass
             snap = self.run.snapshot()
-        return json_response(to_wire(snap))
+        return self._snapshot_response(snap)
+
+    def _snapshot_response(self, snap: RunSnapshot) -> web.Response:
+        """Encoded once per version, however many studios ask: it costs the training
+        process a few milliseconds, with the GIL held."""
+        if self._encoded is None or self._encoded[0] != snap.version:
+            self._encoded = (snap.version, json.dumps(to_wire(snap)).encode("utf-8"))
+        return web.Response(body=self._encoded[1], content_type="application/json")
 
     async def telemetry_sample(self, request: web.Request) -> web.Response:
         if self.telemetry is None:

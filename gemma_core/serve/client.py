@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from gemma_core.chat import ChatJob
+from gemma_core.chat import ChatJob, check_chat_request
 from gemma_core.errors import UserError
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.generation import SamplingParams
@@ -194,7 +194,10 @@ class RemoteEngine:
             try:
                 snap = self.client.snapshot(after=self._snapshot.version, wait=self.POLL_WAIT_S)
             except UserError as err:
-                self._lost = str(err)
+                if self._ended_cleanly():
+                    self._snapshot = self._final_snapshot()
+                else:
+                    self._lost = str(err)
                 return
             if snap.version > self._snapshot.version or snap.state != self._snapshot.state:
                 self._snapshot = snap
@@ -203,6 +206,43 @@ class RemoteEngine:
             if snap.state in (RunState.FINISHED, RunState.FAILED):
                 return
             self._closed.wait(max(0.0, self.MIN_INTERVAL_S - (time.monotonic() - started)))
+
+    def _ended_cleanly(self, patience_s: float = 5.0) -> bool:
+        """Whether the run's process ended on its own terms: a run that stops or finishes
+        removes its server files as it exits, between two of this follower's polls; one
+        killed leaves them behind."""
+        if self.client.folder is None:
+            return False
+        deadline = time.monotonic() + patience_s
+        while time.monotonic() < deadline:
+            if read_server_files(self.client.folder) is None:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def _final_snapshot(self) -> RunSnapshot:
+        """The last snapshot seen, marked as ended, with the newest checkpoint on disk."""
+        from dataclasses import replace
+
+        from gemma_core.run.checkpoints import read_checkpoint_state
+        from gemma_core.run.layout import has_checkpoint, newest_checkpoint
+        from gemma_core.train.events import CheckpointSaved, LogMessage
+
+        last = self._snapshot
+        changes: dict = {}
+        folder = Path(self.client.folder)
+        try:
+            if has_checkpoint(folder):
+                state = read_checkpoint_state(folder)
+                if state["step"] >= last.step:
+                    changes = {"step": state["step"], "last_checkpoint": CheckpointSaved(
+                        state["step"], str(newest_checkpoint(folder)), state.get("saved_at", 0.0))}
+        except (UserError, OSError, KeyError, TypeError):
+            pass  # the studio keeps what it last saw
+        step = changes.get("step", last.step)
+        messages = last.messages + (LogMessage("info", f"the run ended at step {step:,}"),)
+        return replace(last, state=RunState.FINISHED, messages=messages[-20:], version=last.version + 1,
+                       **changes)
 
     def _learn_model(self) -> None:
         try:
@@ -263,6 +303,7 @@ class RemoteEngine:
         return self._command("stop" if save else "abort")
 
     def chat(self, prompt: str, params: SamplingParams) -> ChatJob:
+        check_chat_request(prompt, params)
         return RemoteChatJob(self.client, prompt, params)
 
 

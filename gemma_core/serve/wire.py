@@ -16,24 +16,38 @@ EVENT_TYPES = {cls.__name__: cls for cls in (
     ev.StateChanged, ev.StepSkipped, ev.RunFailed, ev.RunFinished)}
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def to_wire(value: Any) -> Any:
-    """Dataclasses, enums and tuples as JSON values; an event carries its type's name."""
+    """Dataclasses and enums as JSON values (tuples stay tuples: JSON writes them as arrays);
+    an event carries its type's name."""
+    if isinstance(value, (tuple, list)):
+        # A history of plain numbers is passed as it is: the common case, and the long one.
+        if not value or not (dataclasses.is_dataclass(value[0]) or isinstance(value[0], enum.Enum)):
+            return value
+        return [to_wire(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        data = {f.name: to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        data = {name: to_wire(getattr(value, name)) for name in _field_names(type(value))}
         if type(value).__name__ in EVENT_TYPES:
             data["type"] = type(value).__name__
         return data
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (list, tuple)):
-        return [to_wire(v) for v in value]
     if isinstance(value, dict):
         return {str(k): to_wire(v) for k, v in value.items()}
     return value
 
 
 def _build(cls: type, data: dict) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _field_names(cls)
     return cls(**{k: v for k, v in data.items() if k in names})
 
 

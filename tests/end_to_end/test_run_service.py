@@ -103,12 +103,14 @@ def test_the_openai_client_talks_to_a_live_run(running):
 
 
 def test_the_openai_client_talks_to_a_served_checkpoint(running, tmp_path):
-    checkpoint = running  # a live run's folder is a checkpoint directory as well
+    checkpoint = running  # a live run's folder is a checkpoint directory as well, once it has saved
+    assert connect(running).command("save").step >= 1
     process = subprocess.Popen([sys.executable, "-m", "gemma_core", "serve", "--checkpoint", str(checkpoint),
                                 "--port", "0", "--api-key", "secret-key"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
+        assert " on http://" in line, process.stderr.read()
         url = line.split(" on ")[1].strip()
         client = openai.OpenAI(base_url=url, api_key="secret-key", max_retries=0)
         reply = client.completions.create(model="run", prompt="KING:", max_tokens=5, temperature=0)
@@ -266,8 +268,16 @@ def test_a_killed_run_is_told_as_not_running(tmp_path):
     folder = tmp_path / "run"
     process = start_run(folder, tmp_path / "cache")
     wait_until(lambda: live(folder), what="the run to serve")
+    attached = RemoteEngine(folder)
+    wait_until(lambda: attached.snapshot().step >= 3, what="the attached client to follow")
     process.send_signal(signal.SIGKILL)
     process.wait(30)
+    # The attached client says so in one line and keeps what it last saw.
+    wait_until(lambda: attached.snapshot().state is RunState.FAILED, 30, "the client to notice")
+    lost = attached.snapshot()
+    assert "does not answer" in lost.error and "\n" not in lost.error and lost.train_history
+    assert not attached.is_alive()
+    attached.close()
     assert read_server_files(folder) is not None  # left behind by the kill
     with pytest.raises(RunNotRunning, match="its process .* is gone"):
         connect(folder)
