@@ -3,6 +3,8 @@
     gemma-tui launch [every flag of gemma-core train] [--theme NAME]
     gemma-tui attach DIR [--theme NAME]
     gemma-tui open DIR [--theme NAME]
+    gemma-tui serve [DIR | launch flags] [--host H] [--port P] [--stop-on-exit]
+    gemma-tui desktop [DIR | launch flags]
     gemma-tui                      (same as ``launch`` with no flags)
 
 ``launch`` trains in the studio's own process; quitting while it trains asks
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from gemma_core.cli import OneLineParser, debug_first, run_command, safe_output_streams, stop_signals_interrupt
 from gemma_core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, UserError
@@ -50,6 +53,30 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("output_dir", help="the run's --output_dir")
     attach.add_argument("--theme", default=None, help=THEME_HELP)
     attach.set_defaults(func=cmd_attach)
+
+    for name, help_text, description in (
+        ("serve", "the studio in a browser (a run folder, or launch flags to start a run)",
+         "Serve the studio for a web browser at a printed link (it works once). Given a live run's "
+         "folder, every page is a studio attached to that run; given launch flags (or nothing: the demo "
+         "preset on the bundled corpus), the run starts in the background first. Ctrl+C stops serving "
+         "and the run goes on, unless --stop-on-exit."),
+        ("desktop", "the studio in a window of its own (a run folder, or launch flags to start a run)",
+         "Open the studio in a native window (pywebview, the 'desktop' extra). Given a live run's folder "
+         "it shows that run; given launch flags (or nothing) the run starts in the background first. "
+         "Closing the window asks whether to stop the run or keep it training.")):
+        page = commands.add_parser(name, help=help_text, description=description)
+        page.add_argument("run", nargs="?", default=None, help="a live run's folder (else: start one)")
+        add_train_arguments(page)
+        page.add_argument("--theme", default=None, help=argparse.SUPPRESS)
+        if name == "serve":
+            page.add_argument("--host", default="127.0.0.1",
+                              help="address to listen on (default 127.0.0.1: this machine only)")
+            page.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free one)")
+            page.add_argument("--stop-on-exit", dest="stop_on_exit", action="store_true",
+                              help="stop the run (saving a checkpoint) when serving stops")
+            page.set_defaults(func=cmd_serve)
+        else:
+            page.set_defaults(func=cmd_desktop)
 
     open_run = commands.add_parser(
         "open", help="open a finished run: its curves, and chat with its weights",
@@ -156,6 +183,62 @@ def cmd_open(args: argparse.Namespace) -> int:
         viewer.close()
         raise
     return run_studio(viewer, args.theme, args.debug)
+
+
+SERVE_OPTIONS = {"--host": 1, "--port": 1, "--stop-on-exit": 0, "--debug": 0, "--theme": 1}
+
+
+def _run_for_pages(args: argparse.Namespace) -> Path:
+    """The live run the pages show: the folder given, or a run started now from the launch flags."""
+    from gemma_core.cli.train import settings_from_args
+    from gemma_core.errors import UserError
+    from gemma_core.train.settings import TrainSettings
+    from gemma_tui.browser import start_run_in_background
+
+    train_flags = [name for name in TrainSettings.__dataclass_fields__ if name in vars(args)]
+    if args.run is not None:
+        if train_flags or getattr(args, "config", None):
+            raise UserError("give a run folder or launch flags, not both (the folder's run keeps its own settings)")
+        return Path(args.run)
+    settings = settings_from_args(args)  # every mistake is found before anything starts
+    forwarded = _train_argv(args.raw_argv)
+    pid = start_run_in_background(forwarded, Path(settings.output_dir))
+    print(printable(f"training {settings.output_dir} in the background (process {pid}; its output in "
+                    f"{settings.output_dir}/train.log)"))
+    return Path(settings.output_dir)
+
+
+def _train_argv(raw: list[str]) -> list[str]:
+    """The launch flags of ``gemma-tui serve|desktop ...``, as ``gemma-core train`` takes them."""
+    rest = list(raw)
+    while rest and rest[0] in ("--debug",):
+        rest.pop(0)
+    rest = rest[1:]  # the command word
+    out, i = [], 0
+    while i < len(rest):
+        flag = rest[i].split("=", 1)[0]
+        if flag in SERVE_OPTIONS:
+            i += 1 + (SERVE_OPTIONS[flag] if "=" not in rest[i] else 0)
+            continue
+        out.append(rest[i])
+        i += 1
+    return out
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gemma_core.errors import UserError
+    from gemma_tui.browser import serve_in_browser
+
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be a port number from 0 to 65535, got {args.port}")
+    return serve_in_browser(_run_for_pages(args), args.host, args.port, args.stop_on_exit)
+
+
+def cmd_desktop(args: argparse.Namespace) -> int:
+    from gemma_tui.desktop import open_window, require_window_toolkit
+
+    require_window_toolkit()  # say what is missing before starting a run
+    return open_window(_run_for_pages(args))
 
 
 def keep_training_in_background(output_dir: str) -> int:
