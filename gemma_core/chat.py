@@ -21,15 +21,17 @@ import copy
 import queue
 import threading
 from collections import deque
-from typing import Callable, Iterator, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 from gemma_core.errors import UserError
+from gemma_core.model.sampling import GenerationStats, SamplingParams
 from gemma_core.safe_text import require_utf8
-from gemma_core.model.generation import GenerationStats, SamplingParams, stream_text
-from gemma_core.model.model import Gemma3Model
-from gemma_core.tokenizers.tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # torch is imported where a model is used: a run's clients use jobs without it
+    import torch
+
+    from gemma_core.model.model import Gemma3Model
+    from gemma_core.tokenizers.tokenizer import Tokenizer
 
 TOKENS_PER_TURN = 4  # chat tokens decoded between two optimizer steps on a CPU
 
@@ -214,6 +216,8 @@ class InferenceCopy:
             self._users -= 1
 
     def _refresh(self) -> None:
+        import torch
+
         with self._live.lock, torch.no_grad():
             if self._model is None:
                 self._model = copy.deepcopy(self._live.model).eval()
@@ -251,6 +255,8 @@ class ChatService:
 
     def _generate(self, job: ChatJob, model: Gemma3Model, special_tokens: bool) -> None:
         try:
+            from gemma_core.model.generation import stream_text
+
             pieces = stream_text(model, self.tokenizer, job.prompt, job.params, cancel=job.cancelled,
                                  dtype=self.dtype, stats=job.stats, special_tokens=special_tokens)
             on_cpu = model.embed_tokens.weight.device.type == "cpu"

@@ -57,7 +57,7 @@ def _status_of(snap, live: bool, state: str) -> dict:
 
 def _status_from_files(folder: Path, died: bool) -> dict:
     from gemma_core.run import layout
-    from gemma_core.run.checkpoints import read_checkpoint_state
+    from gemma_core.run.checkpoint_state import read_checkpoint_state
     from gemma_core.run.history import read_run_history
     from gemma_core.train.state_store import RunStateStore
 

@@ -31,7 +31,7 @@ from aiohttp import web
 
 from gemma_core.chat import ChatJob
 from gemma_core.errors import OneLineError, internal_message
-from gemma_core.model.generation import SamplingParams
+from gemma_core.model.sampling import SamplingParams
 from gemma_core.serve import openai_api
 from gemma_core.serve.openai_api import ApiError, GenerationRequest, Limits
 from gemma_core.serve.wire import to_wire

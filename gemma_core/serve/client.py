@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from gemma_core.chat import ChatJob, check_chat_request
 from gemma_core.errors import UserError
 from gemma_core.model.config import GemmaConfig
-from gemma_core.model.generation import SamplingParams
+from gemma_core.model.sampling import SamplingParams
 from gemma_core.serve.server import read_server_files
 from gemma_core.serve.wire import event_from_wire, snapshot_from_wire, telemetry_from_wire
 from gemma_core.telemetry import HostReading, TelemetrySample
@@ -175,6 +175,7 @@ class RemoteEngine:
     owns_run = False  # quitting the studio leaves the run training
     POLL_WAIT_S = 10.0
     MIN_INTERVAL_S = 0.5  # at most two snapshots a second travel (the studio redraws at 2 Hz)
+    CPU_MIN_INTERVAL_S = 1.0  # one while the run trains on a CPU, whose cores serving them takes from
 
     def __init__(self, folder: str | Path) -> None:
         self.client = connect(folder)
@@ -205,7 +206,9 @@ class RemoteEngine:
                 self._learn_model()
             if snap.state in (RunState.FINISHED, RunState.FAILED):
                 return
-            self._closed.wait(max(0.0, self.MIN_INTERVAL_S - (time.monotonic() - started)))
+            interval = (self.CPU_MIN_INTERVAL_S if snap.device.startswith("cpu") and snap.state is RunState.RUNNING
+                        else self.MIN_INTERVAL_S)
+            self._closed.wait(max(0.0, interval - (time.monotonic() - started)))
 
     def _ended_cleanly(self, patience_s: float = 5.0) -> bool:
         """Whether the run's process ended on its own terms: a run that stops or finishes
@@ -224,7 +227,7 @@ class RemoteEngine:
         """The last snapshot seen, marked as ended, with the newest checkpoint on disk."""
         from dataclasses import replace
 
-        from gemma_core.run.checkpoints import read_checkpoint_state
+        from gemma_core.run.checkpoint_state import read_checkpoint_state
         from gemma_core.run.layout import has_checkpoint, newest_checkpoint
         from gemma_core.train.events import CheckpointSaved, LogMessage
 

@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from gemma_core.model.generation import MAX_SEED
+from gemma_core.model.sampling import MAX_SEED
 
 MAX_STOP_STRINGS = 4
 PLAIN_USER, PLAIN_ASSISTANT = "User:", "Assistant:"

@@ -124,7 +124,7 @@ class TrainSettings:
         A run trained on ``train_texts``/``val_texts`` needs them passed again (its
         checkpoint keeps only their fingerprint, and checks it).
         """
-        from gemma_core.run.checkpoints import read_checkpoint_state
+        from gemma_core.run.checkpoint_state import read_checkpoint_state
         from gemma_core.run.layout import check_output_dir
 
         output_dir = Path(output_dir)
