@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import threading
 import time
@@ -39,6 +40,10 @@ from gemma_tui.widgets.run_stats import RunStats
 # States in which the training thread is doing work worth a checkpoint.
 ACTIVE_STATES = frozenset({RunState.STARTING, RunState.RUNNING, RunState.PAUSED,
                            RunState.EVALUATING, RunState.SAVING})
+# How often the panes take a new snapshot, and the chart redraws, while a run trains on a
+# GPU and on a CPU (where the studio's drawing is taken from training: see ``_paced_out``).
+GPU_POLL_HZ, CPU_POLL_HZ = 2.0, 1.0
+GPU_CHART_HZ, CPU_CHART_HZ = 0.5, 0.25
 # Actions that only mean something while a run trains (greyed out otherwise).
 CONTROL_ACTIONS = frozenset({"toggle_pause", "save_now", "eval_now", "stop_training"})
 STUDIO_ACTIONS = CONTROL_ACTIONS | {"quit", "toggle_log_scale", "toggle_x_axis", "smoothing",
@@ -71,15 +76,18 @@ class GemmaStudio(App):
     ]
 
     def __init__(self, engine: StudioEngine, theme: str | None = None,
-                 telemetry: object | None = None, poll_hz: float = 2.0,
+                 telemetry: object | None = None, poll_hz: float | None = None,
                  telemetry_hz: float = 1.0,
                  theme_dirs: tuple[Path, ...] | None = None, debug: bool = False) -> None:
         super().__init__()
         self.show_tracebacks = debug  # --debug: a crash shows its full traceback, not one line
         self.engine = engine
         self.telemetry = telemetry if telemetry is not None else TelemetrySampler()
-        self.poll_hz = poll_hz
+        # None: paced by where the run trains (see ``_paced_out``); a number: that rate, always.
+        self.fixed_poll_hz = poll_hz
+        self.poll_hz = poll_hz if poll_hz is not None else GPU_POLL_HZ
         self.telemetry_hz = telemetry_hz
+        self._drawn_at = -math.inf  # when the panes last took a snapshot
         self.snapshot: RunSnapshot | None = None
         self.startup_notices: list[str] = []
         self._paused = False  # what we last asked for, until a snapshot says otherwise
@@ -197,6 +205,9 @@ class GemmaStudio(App):
             layer_map.set_config(config)
         if self.snapshot is not None and snap.version == self.snapshot.version:
             return
+        if self._paced_out(snap):
+            return
+        self._drawn_at = time.monotonic()
         previous, self.snapshot = self.snapshot, snap
         with self.batch_update():
             self.query_one(LossChart).show(snap)
@@ -204,6 +215,20 @@ class GemmaStudio(App):
             layer_map.show_stats(snap.layer_stats)
         if previous is None or previous.state != snap.state:
             self._state_changed(previous, snap)
+
+    def _paced_out(self, snap: RunSnapshot) -> bool:
+        """Whether to skip this snapshot to keep the studio's CPU share small.
+
+        On a CPU the studio's own drawing takes its time from training's two or so
+        compute threads (every 1% of a core costs about 1.5% of training speed), so
+        while a run trains there the panes take a snapshot once a second and the
+        chart redraws every few seconds; on a GPU twice a second. A change of state
+        (paused, saving, finished) is always shown at once."""
+        if self.fixed_poll_hz is not None or self.snapshot is None or snap.state != self.snapshot.state:
+            return False
+        on_cpu = snap.device.startswith("cpu") and snap.state in ACTIVE_STATES
+        self.query_one(LossChart).max_data_hz = CPU_CHART_HZ if on_cpu else GPU_CHART_HZ
+        return on_cpu and time.monotonic() - self._drawn_at < 1 / CPU_POLL_HZ - 0.05
 
     def _state_changed(self, previous: RunSnapshot | None, snap: RunSnapshot) -> None:
         if snap.state in (RunState.PAUSED, RunState.RUNNING):  # not while saving/evaluating
