@@ -45,13 +45,17 @@ engine = RemoteEngine(sys.argv[1])
 app = create_app(engine, telemetry=RemoteTelemetry(engine.client))
 async def watch():
     async with app.run_test(size=(160, 48)) as pilot:
+        while app.snapshot is None:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+        print("ready", flush=True)  # measuring starts now: the studio's start-up is not its running cost
         while engine.is_alive():
             await asyncio.sleep(0.5)
 asyncio.run(watch())
 """
 
 BROWSER_TAB = """
-import re, subprocess, sys, time
+import os, re, subprocess, sys, time
 from playwright.sync_api import sync_playwright
 folder, chromium = sys.argv[1], sys.argv[2]
 server = subprocess.Popen([sys.executable, "-m", "gemma_tui", "serve", folder, "--port", "0"],
@@ -61,12 +65,10 @@ with sync_playwright() as p:
     browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
     page = browser.new_page(viewport={"width": 1600, "height": 960})
     page.goto(link)
-    status = subprocess.run([sys.executable, "-m", "gemma_core", "status", folder, "--json"],
-                            capture_output=True, text=True)
-    while '"live": true' in status.stdout:
+    page.wait_for_timeout(3000)  # the page's studio starts and draws
+    print("ready", flush=True)
+    while os.path.exists(os.path.join(folder, "server.json")):  # the run removes it as it ends
         page.wait_for_timeout(1000)  # the page draws meanwhile
-        status = subprocess.run([sys.executable, "-m", "gemma_core", "status", folder, "--json"],
-                                capture_output=True, text=True)
     browser.close()
 server.send_signal(2)
 server.wait(30)
@@ -94,62 +96,101 @@ def tokens_per_s(folder: Path, skip: int) -> float:
     return (last["tokens_seen"] - first["tokens_seen"]) / (last["elapsed_s"] - first["elapsed_s"])
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """User and system CPU seconds of a process and all its descendants, from /proc."""
-    parents, seconds = {}, {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = open(f"/proc/{entry.name}/stat").read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(entry.name)
-        parents[pid] = int(fields[1])
-        seconds[pid] = (int(fields[11]) + int(fields[12])) / tick
-    total = 0.0
-    for pid in seconds:
-        ancestor = pid
-        while ancestor not in (root, 0, 1) and ancestor in parents:
-            ancestor = parents[ancestor]
-        if ancestor == root:
-            total += seconds[pid]
-    return total
+class TreeCpu:
+    """CPU seconds used by a process and its descendants over a window, by program,
+    from /proc; a process that ends in the window keeps what it was last seen using."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.first: dict[int, float] = {}  # pid: CPU seconds when the window opened (0 if born in it)
+        self.last: dict[int, tuple[str, float]] = {}  # pid: (program, CPU seconds when last seen)
+        self.opened = False
+
+    def sample(self) -> None:
+        parents, seen = {}, {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = open(f"/proc/{entry.name}/stat").read().rsplit(")", 1)[1].split()
+                program = open(f"/proc/{entry.name}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            pid = int(entry.name)
+            parents[pid] = int(fields[1])
+            seen[pid] = (_program_name(program), (int(fields[11]) + int(fields[12])) / tick)
+        for pid, (program, seconds) in seen.items():
+            ancestor = pid
+            while ancestor not in (self.root, 0, 1) and ancestor in parents:
+                ancestor = parents[ancestor]
+            if ancestor != self.root:
+                continue
+            if pid not in self.first:
+                self.first[pid] = seconds if not self.opened else 0.0
+            self.last[pid] = (program, seconds)
+        self.opened = True
+
+    def by_program(self) -> dict[str, float]:
+        used: dict[str, float] = {}
+        for pid, (program, seconds) in self.last.items():
+            used[program] = used.get(program, 0.0) + seconds - self.first[pid]
+        return used
+
+
+def _program_name(argv: list[bytes]) -> str:
+    words = [w.decode(errors="replace") for w in argv if w]
+    if not words:
+        return "?"
+    if "chromium" in words[0]:
+        kind = next((w.split("=", 1)[1] for w in words if w.startswith("--type=")), "browser")
+        return f"chromium {kind}"
+    if "-m" in words and words.index("-m") + 2 < len(words) + 1:
+        i = words.index("-m")
+        return " ".join(words[i + 1:i + 3])
+    return os.path.basename(words[0])
 
 
 def attach_ratio(root: Path, preset: str, steps: int, repeats: int, env: dict, chromium: str | None = None) -> dict:
     """Watched against headless training; watched by the terminal studio or, given
     ``chromium``, by one browser page."""
-    skip = max(5, steps // 10)
     watcher = [sys.executable, "-c", BROWSER_TAB] if chromium else [sys.executable, "-c", ATTACHED_STUDIO]
     extra = [chromium] if chromium else []
     name = "browser" if chromium else "attached"
     headless, attached, watcher_cpu = [], [], []
     for i in range(repeats):
-        folder = root / f"{name}-headless-{i}"
-        start_run(folder, preset, steps, env).wait()
-        headless.append(tokens_per_s(folder, skip))
         folder = root / f"{name}-{i}"
         run = start_run(folder, preset, steps, env)
         wait_for_server(folder)
-        studio = subprocess.Popen([*watcher, str(folder), *extra], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, env=env)
-        while run.poll() is None and len(read_jsonl(folder / TRAIN_STREAM)) < skip:
-            time.sleep(0.1)
-        cpu_from, watched_from = tree_cpu_seconds(studio.pid), time.monotonic()
+        studio = subprocess.Popen([*watcher, str(folder), *extra], stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True, env=env)
+        studio.stdout.readline()  # "ready": the watcher is up and drawing
+        skip = len(read_jsonl(folder / TRAIN_STREAM)) + 1  # the window: from here to the run's end
+        if skip > steps - 20:
+            raise SystemExit(f"the watcher took until step {skip} of {steps} to start: give more --steps")
+        cpu = TreeCpu(studio.pid)
+        cpu.sample()
+        watched_from = watched_to = time.monotonic()
         while run.poll() is None:
-            cpu_to, watched_to = tree_cpu_seconds(studio.pid), time.monotonic()
+            cpu.sample()
+            watched_to = time.monotonic()
             time.sleep(0.2)
         studio.wait(120)
         attached.append(tokens_per_s(folder, skip))
-        watcher_cpu.append((cpu_to - cpu_from) / max(watched_to - watched_from, 1e-9))
+        seconds = max(watched_to - watched_from, 1e-9)
+        watcher_cpu.append({program: used / seconds for program, used in cpu.by_program().items()})
+        folder = root / f"{name}-headless-{i}"  # the same run, alone, over the same steps
+        start_run(folder, preset, steps, env).wait()
+        headless.append(tokens_per_s(folder, skip))
     ratios = [a / h for a, h in zip(attached, headless)]
     return {f"{name}_headless_tokens_per_s": [round(x) for x in headless],
             f"{name}_tokens_per_s": [round(x) for x in attached],
             f"{name}_over_headless": round(statistics.median(ratios), 3),
             # CPU seconds per second the watcher and its processes used while training was measured
-            f"{name}_watcher_cores": round(statistics.median(watcher_cpu), 3)}
+            f"{name}_watcher_cores": round(statistics.median(sum(w.values()) for w in watcher_cpu), 3),
+            f"{name}_watcher_cores_by_program": {
+                program: round(statistics.median(w.get(program, 0.0) for w in watcher_cpu), 3)
+                for program in sorted({p for w in watcher_cpu for p in w})}}
 
 
 def status_latency(root: Path, env: dict) -> dict:
