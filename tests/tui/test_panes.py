@@ -239,7 +239,8 @@ async def test_chat_panel_snapshot_after_a_streamed_reply():
 
 # ----------------------------------------------------------- the whole studio
 async def test_studio_snapshot():
-    app = create_app(PreviewEngine(alive=True), telemetry=FixedTelemetry(NO_GPU))
+    # One machine sample, however slowly the app starts: the history sparkline is drawn from it.
+    app = create_app(PreviewEngine(alive=True), telemetry=FixedTelemetry(NO_GPU), telemetry_hz=0.001)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.pause()
         check_snapshot("studio", app)
