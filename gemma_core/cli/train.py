@@ -145,12 +145,10 @@ def cmd_train(args) -> int:
         with progress:
             while True:
                 if stop.requested and not stop.acted:
-                    stop.acted = True
-                    engine.stop(save=True)
+                    stop.stop_run(engine)
                     progress.console.print("stopping: saving a checkpoint...")
-                if output_lost() is not None and not stop.acted:  # nobody hears the run: stop it
-                    stop.acted = True
-                    engine.stop(save=True)
+                if output_lost() is not None:  # nobody hears the run: stop it
+                    stop.stop_run(engine)
                 try:
                     event = events.get(timeout=0.2)
                 except queue.Empty:
@@ -192,19 +190,15 @@ def cmd_train(args) -> int:
     except OutputLost as err:  # printing failed: stop the run with a checkpoint, then say so
         lost = err
     except BaseException:
-        if not stop.acted:  # whatever ended this loop, the run is not left training unwatched
-            stop.acted = True
-            engine.stop(save=True)
+        stop.stop_run(engine)  # whatever ended this loop, the run is not left training unwatched
         raise
     finally:
-        if (lost is not None or output_lost() is not None) and not stop.acted:
-            stop.acted = True
-            engine.stop(save=True)
+        if lost is not None or output_lost() is not None:
+            stop.stop_run(engine)
         while engine.is_alive():
             engine.join(timeout=0.5)
-            if stop.requested and not stop.acted:
-                stop.acted = True
-                engine.stop(save=True)
+            if stop.requested:
+                stop.stop_run(engine)
         stop.uninstall()
     lost = lost or output_lost()
     if failure is not None:
@@ -239,18 +233,20 @@ class StopSignals:
         self._first_at = 0.0
         self._previous: dict[int, object] = {}
 
+    def stop_run(self, engine) -> None:
+        """Ask the run to stop with a checkpoint, once, whatever asked first."""
+        if not self.acted:
+            self.acted = True
+            engine.stop(save=True)
+
     def _step_on_disk(self) -> int | None:
         """The step of the newest complete checkpoint on disk (what an exit now keeps)."""
-        import json
-
-        from gemma_core.run.layout import STATE, checkpoint_folders
+        from gemma_core.run.checkpoint_state import read_checkpoint_state
 
         try:
-            for folder in checkpoint_folders(Path(self.output_dir)):
-                return int(json.loads((folder / STATE).read_text(encoding="utf-8"))["step"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        return None
+            return read_checkpoint_state(Path(self.output_dir))["step"]
+        except UserError:  # none yet, or unreadable
+            return None
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -319,11 +315,12 @@ def cmd_eval(args) -> int:
 
 # ------------------------------------------------------------------ tokenizer
 MAX_TRAINED_VOCAB = 2**20  # four times Gemma 3's own vocabulary
+
+
 def cmd_tokenizer_train(args) -> int:
+    from gemma_core.atomic import check_output_file
     from gemma_core.data.documents import DataOptions, iter_text
     from gemma_core.tokenizers.tokenizer import from_ranks_file, train_bpe, write_ranks
-
-    from gemma_core.atomic import check_output_file
 
     if not 258 <= args.vocab_size <= MAX_TRAINED_VOCAB:
         raise UserError(f"--vocab_size must be from 258 (the bytes, one merge and <|endoftext|>) to "

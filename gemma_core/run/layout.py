@@ -74,9 +74,8 @@ def has_checkpoint(output_dir: Path) -> bool:
 def holds_run(path: Path) -> bool:
     if not path.is_dir():
         return False
-    if (path / CONFIG).exists() and not is_run_config(path / CONFIG):
-        return any((path / marker).exists() for marker in RUN_MARKERS if marker != CONFIG)
-    return any((path / marker).exists() for marker in RUN_MARKERS)
+    return any((path / marker).exists() and (marker != CONFIG or is_run_config(path / marker))
+               for marker in RUN_MARKERS)
 
 
 def is_run_config(path: Path) -> bool:
@@ -130,12 +129,9 @@ def check_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
     Changes nothing on disk: a run that then fails on its inputs leaves the folder
     as it was. ``claim_output_dir`` makes the changes once the run is set to start.
     """
-    from gemma_core.folder_lock import FolderBusy, holder_of
+    from gemma_core.folder_lock import refuse_if_live
 
-    holder = holder_of(path)
-    if holder is not None:
-        raise FolderBusy(f"{path}: another run is writing here ({holder}); wait for it to end, or stop it "
-                         "first (gemma-tui attach shows it)")
+    refuse_if_live(path, "a second run")
     if not resume and not holds_run(path):
         foreign = foreign_entries(path)
         if foreign:
