@@ -199,8 +199,7 @@ def cmd_serve(args) -> int:
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while not stop.wait(0.5):
-            pass
+        viewer.turns.serve(stop)  # replies decode on this thread: see ComputeTurns
     except KeyboardInterrupt:
         pass
     finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from gemma_core.chat import ChatJob, ChatService, FixedWeights
+from gemma_core.chat import ChatJob, ChatService, ComputeTurns, FixedWeights
 from gemma_core.device import resolve_device, resolve_dtype
 from gemma_core.errors import UserError
 from gemma_core.model.generation import SamplingParams
@@ -62,7 +62,10 @@ class RunViewer:
         self.store.set_run_facts(device=str(torch_device), n_parameters=self.model.num_parameters(),
                                  dtype="bf16" if dtype == torch.bfloat16 else "fp32")
         self.store.keep_message(LogMessage("info", f"opened {self.output_dir} (best-validation weights)"))
-        self._chat = ChatService(FixedWeights(self.model, step), self.tokenizer, dtype)
+        # Nobody owns the cores unless a server's main thread serves chats (``turns.serve``);
+        # until then a reply's own thread decodes.
+        self.turns = ComputeTurns()
+        self._chat = ChatService(FixedWeights(self.model, step), self.tokenizer, dtype, self.turns)
 
     # ------------------------------------------------------------ reading
     def snapshot(self) -> RunSnapshot:

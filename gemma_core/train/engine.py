@@ -13,8 +13,8 @@ the run's parts, ``step`` trains, ``evaluation`` scores, ``run.checkpoints``
 saves. It never imports a UI.
 
 On a CPU, chat replies share the cores with training by taking turns: the
-trainer lets a waiting reply decode a few tokens between optimizer steps
-(``chat``), so two torch computations never run at once.
+trainer decodes a few tokens of a waiting reply itself between optimizer
+steps (``chat``), so two torch computations never run at once.
 """
 
 from __future__ import annotations

@@ -53,6 +53,51 @@ def test_two_waiting_replies_never_decode_together_or_while_a_step_runs():
         assert start_b >= end_a, f"{who_a} and {who_b} ran at the same time"
 
 
+def test_the_thread_that_owns_the_cores_does_each_replys_work_and_reports_its_errors():
+    turns = ComputeTurns()
+    stop = threading.Event()
+    server = threading.Thread(target=turns.serve, args=(stop,))
+    server.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not turns._owned and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ran_on: list[threading.Thread] = []
+        turns.run_chunk(lambda: ran_on.append(threading.current_thread()))
+        assert ran_on == [server]
+
+        def broken() -> None:
+            raise ValueError("bad token")
+
+        try:
+            turns.run_chunk(broken)
+        except ValueError as err:
+            assert str(err) == "bad token"  # raised in the reply's thread, not the owner's
+        else:
+            raise AssertionError("the chunk's error was lost")
+        assert server.is_alive()
+    finally:
+        stop.set()
+        server.join(5)
+    ran_on.clear()
+    turns.run_chunk(lambda: ran_on.append(threading.current_thread()))
+    assert ran_on == [threading.current_thread()]  # nobody owns the cores: the reply's own thread
+
+
+def test_a_reply_waiting_when_the_trainer_lets_go_does_its_work_itself():
+    turns = ComputeTurns()
+    turns.set_training(True)
+    ran_on: list[threading.Thread] = []
+    reply = threading.Thread(target=turns.run_chunk, args=(lambda: ran_on.append(threading.current_thread()),))
+    reply.start()
+    deadline = time.monotonic() + 5
+    while not turns._waiting and time.monotonic() < deadline:
+        time.sleep(0.01)
+    turns.set_training(False)  # paused before the next step: no gap will come
+    reply.join(5)
+    assert ran_on == [reply] and not turns._waiting
+
+
 def test_one_copy_of_the_weights_serves_every_reply_and_follows_the_training():
     model = nano_model()
     live = LiveWeights(model, step=3)
