@@ -40,8 +40,9 @@ from gemma_tui.widgets.run_stats import RunStats
 # States in which the training thread is doing work worth a checkpoint.
 ACTIVE_STATES = frozenset({RunState.STARTING, RunState.RUNNING, RunState.PAUSED,
                            RunState.EVALUATING, RunState.SAVING})
-# How often the panes take a new snapshot, and the chart redraws, while a run trains on a
-# GPU and on a CPU (where the studio's drawing is taken from training: see ``_paced_out``).
+# How often the panes take a new snapshot, and the chart and layer map redraw, while a run
+# trains on a GPU and on a CPU (where the studio's drawing is taken from training: see
+# ``_paced_out``).
 GPU_POLL_HZ, CPU_POLL_HZ = 2.0, 1.0
 GPU_CHART_HZ, CPU_CHART_HZ = 0.5, 0.25
 # Actions that only mean something while a run trains (greyed out otherwise).
@@ -228,6 +229,7 @@ class GemmaStudio(App):
             return False
         on_cpu = snap.device.startswith("cpu") and snap.state in ACTIVE_STATES
         self.query_one(LossChart).max_data_hz = CPU_CHART_HZ if on_cpu else GPU_CHART_HZ
+        self.query_one(LayerMap).pacer.max_hz = CPU_CHART_HZ if on_cpu else GPU_CHART_HZ
         return on_cpu and time.monotonic() - self._drawn_at < 1 / CPU_POLL_HZ - 0.05
 
     def _state_changed(self, previous: RunSnapshot | None, snap: RunSnapshot) -> None:

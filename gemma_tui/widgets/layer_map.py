@@ -21,6 +21,7 @@ from gemma_core.model.config import SLIDING, GemmaConfig
 from gemma_core.train.events import LayerStats
 from gemma_tui.formatting import count, number
 from gemma_tui.palette import StudioPalette, studio_palette
+from gemma_tui.widgets.redraw_pacer import RedrawPacer
 
 CELL_WIDTH = 6  # " 12 S " : layer number and type letter
 GAP = 1
@@ -86,6 +87,8 @@ class LayerMap(Widget, can_focus=True):
         super().__init__(id=id, classes=classes)
         self.config: GemmaConfig | None = None
         self.stats: LayerStats | None = None
+        self._new_stats: LayerStats | None = None
+        self.pacer = RedrawPacer(self, self._draw_new_stats, max_hz=4.0)  # the app slows it on a CPU
         self.selected = 0
 
     def on_mount(self) -> None:
@@ -98,8 +101,14 @@ class LayerMap(Widget, can_focus=True):
         self.refresh(layout=True)
 
     def show_stats(self, stats: LayerStats | None) -> None:
+        """Take new per-layer values (every step); redraw at most ``pacer.max_hz`` times a second."""
+        self._new_stats = stats
         if stats != self.stats:
-            self.stats = stats
+            self.pacer.data_changed()
+
+    def _draw_new_stats(self) -> None:
+        if self._new_stats != self.stats:
+            self.stats = self._new_stats
             self.refresh()
 
     # ----------------------------------------------------------------- layout

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import time
 
 from textual.color import Color
 from textual_plotext import PlotextPlot
 
 from gemma_core.train.events import RunSnapshot
 from gemma_tui.palette import studio_palette
+from gemma_tui.widgets.redraw_pacer import RedrawPacer
 from gemma_tui.series import HistoryColumns, columns_of, downsample, ema, finite, interpolate_x, log10
 
 SMOOTHING_STEPS = (0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99)
@@ -59,9 +59,7 @@ class LossChart(PlotextPlot):
         self.x_axis = "step"  # or "tokens"
         self.smoothing = 0.8
         self._data_key: tuple = ()
-        self._data_drawn_at = -math.inf
-        self._redraw_pending = False
-        self.max_data_hz = max_data_hz
+        self._pacer = RedrawPacer(self, self._redraw_for_data, max_data_hz)
         self._drawn_key: tuple | None = None
         self._drawn = None
         self._train_columns = HistoryColumns(0, 1, 2)  # step, tokens seen, loss
@@ -75,23 +73,25 @@ class LossChart(PlotextPlot):
         that moves once a second reads as well as one that moves four times.
         """
         self.snapshot = snapshot
-        key = (len(snapshot.train_history), snapshot.train_history[-1:],
-               len(snapshot.eval_history), snapshot.lr_history[-1:])
-        if key == self._data_key:
-            return
-        wait = self._data_drawn_at + 1 / self.max_data_hz - time.monotonic()
-        if wait <= 0:
-            self._data_key = key
-            self._data_drawn_at = time.monotonic()
-            self.refresh()
-        elif not self._redraw_pending:  # draw the latest data once the interval is up
-            self._redraw_pending = True
-            self.set_timer(wait, self._redraw_latest)
+        if self._data_key_of(snapshot) != self._data_key:
+            self._pacer.data_changed()
 
-    def _redraw_latest(self) -> None:
-        self._redraw_pending = False
-        if self.snapshot is not None:
-            self.show(self.snapshot)
+    @staticmethod
+    def _data_key_of(snapshot: RunSnapshot) -> tuple:
+        return (len(snapshot.train_history), snapshot.train_history[-1:],
+                len(snapshot.eval_history), snapshot.lr_history[-1:])
+
+    def _redraw_for_data(self) -> None:
+        self._data_key = self._data_key_of(self.snapshot)
+        self.refresh()
+
+    @property
+    def max_data_hz(self) -> float:
+        return self._pacer.max_hz
+
+    @max_data_hz.setter
+    def max_data_hz(self, hz: float) -> None:
+        self._pacer.max_hz = hz
 
     def toggle_log_scale(self) -> None:
         self.log_scale = not self.log_scale

@@ -28,7 +28,7 @@ from textual.widget import Widget
 
 from gemma_core.model.presets import preset
 from gemma_core.telemetry import GpuReading, HostReading, TelemetrySample, TorchMemory
-from gemma_core.train.events import RunState
+from gemma_core.train.events import LayerStats, RunState
 from gemma_tui.app import create_app
 from gemma_tui.preview import PreviewEngine, preview_snapshot
 from gemma_tui.screenshots import screen_text
@@ -217,6 +217,24 @@ async def test_layer_map_snapshot_with_a_full_attention_layer_selected():
     cells = re.findall(r"\b\d{1,2} ([SF]) ", text)
     assert cells == ["S"] * 5 + ["F"] + ["S"] * 5 + ["F"] + ["S"] * 5 + ["F"]  # Gemma's 5:1
     assert "#ff8a65" in svg.lower() and "#6e9eff" in svg.lower()  # full / sliding colours
+
+
+async def test_layer_map_redraws_new_values_at_most_its_rate_and_always_shows_the_last():
+    first = LayerStats(1, "grad norm", (1.0,) * 18)
+    app = PaneHost(LayerMap(), lambda layer_map: layer_map.set_config(preset("seed-270m")))
+    async with app.run_test(size=(50, 20)) as pilot:
+        layer_map = app.query_one(LayerMap)
+        layer_map.pacer.max_hz = 5.0  # the studio uses 0.25 while a run trains on a CPU
+        layer_map.show_stats(first)
+        assert layer_map.stats == first  # the first values draw at once
+        for step in range(2, 6):  # a step every few milliseconds: one redraw for all of them
+            layer_map.show_stats(LayerStats(step, "grad norm", (float(step),) * 18))
+        assert layer_map.stats == first
+        for _ in range(30):
+            await pilot.pause(0.1)
+            if layer_map.stats != first:
+                break
+        assert layer_map.stats.step == 5
 
 
 # --------------------------------------------------------------------- chat
