@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
 
+NO_GPU = "no NVIDIA GPU"  # why there is no GPU reading, on a machine without one
+
 
 @dataclass(frozen=True)
 class GpuReading:
@@ -86,12 +88,15 @@ class TelemetrySampler:
         self._started = True
         nvml = self._nvml
         if nvml is None:
-            self._unavailable = "nvidia-ml-py is not installed"
+            self._unavailable = f"{NO_GPU} reading (nvidia-ml-py is not installed)"
             return
         try:
             nvml.nvmlInit()
         except Exception as err:  # NVMLError_LibraryNotFound, _DriverNotLoaded, ...
-            self._unavailable = f"no NVIDIA driver ({_nvml_reason(err)})"
+            # No NVIDIA library at all is the everyday machine without a GPU: say just that.
+            # A library without a working driver is a GPU machine with a problem worth naming.
+            library_missing = type(err).__name__ == "NVMLError_LibraryNotFound"
+            self._unavailable = NO_GPU if library_missing else f"no NVIDIA driver ({_nvml_reason(err)})"
             return
         try:
             count = nvml.nvmlDeviceGetCount()

@@ -29,7 +29,7 @@ from gemma_core.model.sampling import SamplingParams
 from gemma_core.serve.server import read_server_files
 from gemma_core.serve.wire import event_from_wire, snapshot_from_wire, telemetry_from_wire
 from gemma_core.telemetry import HostReading, TelemetrySample
-from gemma_core.train.events import RunSnapshot, RunState
+from gemma_core.train.events import ENDED_STATES, RunSnapshot, RunState
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -204,7 +204,7 @@ class RemoteEngine:
                 self._snapshot = snap
             if self.model_config is None:
                 self._learn_model()
-            if snap.state in (RunState.FINISHED, RunState.FAILED):
+            if snap.state in ENDED_STATES:
                 return
             interval = (self.CPU_MIN_INTERVAL_S if snap.device.startswith("cpu") and snap.state is RunState.RUNNING
                         else self.MIN_INTERVAL_S)
@@ -244,8 +244,8 @@ class RemoteEngine:
             pass  # the studio keeps what it last saw
         step = changes.get("step", last.step)
         messages = last.messages + (LogMessage("info", f"the run ended at step {step:,}"),)
-        return replace(last, state=RunState.FINISHED, messages=messages[-20:], version=last.version + 1,
-                       **changes)
+        ended = RunState.FINISHED if last.max_steps and step >= last.max_steps else RunState.STOPPED
+        return replace(last, state=ended, messages=messages[-20:], version=last.version + 1, **changes)
 
     def _learn_model(self) -> None:
         try:
@@ -257,7 +257,7 @@ class RemoteEngine:
 
     # --------------------------------------------------------------- reading
     def snapshot(self) -> RunSnapshot:
-        if self._lost is not None and self._snapshot.state not in (RunState.FINISHED, RunState.FAILED):
+        if self._lost is not None and self._snapshot.state not in ENDED_STATES:
             from dataclasses import replace
 
             from gemma_core.train.events import LogMessage
@@ -268,7 +268,7 @@ class RemoteEngine:
 
     def is_alive(self) -> bool:
         """True while the run trains (and the server answers)."""
-        return self._lost is None and self._snapshot.state not in (RunState.FINISHED, RunState.FAILED)
+        return self._lost is None and self._snapshot.state not in ENDED_STATES
 
     def join(self, timeout: float | None = None) -> bool:
         return True  # nothing of the run lives in this process

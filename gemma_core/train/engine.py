@@ -112,6 +112,7 @@ class TrainingEngine:
         self._skipped_steps = 0
         self._skipped_in_a_row = 0
         self._elapsed_before = 0.0  # training time of earlier sessions of a resumed run
+        self._eta = EtaEstimate()
         self._last_checkpoint: CheckpointSaved | None = None
         self._accepting_commands = True  # until the run ends; later ones are answered at once
 
@@ -211,7 +212,7 @@ class TrainingEngine:
         if future.done():
             return
         snap = self.snapshot()
-        if name in ("stop", "abort") and snap.state is RunState.FINISHED:
+        if name in ("stop", "abort") and snap.state in (RunState.FINISHED, RunState.STOPPED):
             future.set_result(RunFinished(snap.step, self.exit_reason or "completed",
                                           snap.last_checkpoint.path if snap.last_checkpoint else None,
                                           self.run_id))
@@ -456,9 +457,7 @@ class TrainingEngine:
 
     def _record_step(self, result: StepResult, rate: float, elapsed: float) -> None:
         s = self.settings
-        remaining = s.max_steps - self._step
-        tokens_per_step = s.train_batch_size * s.max_length * s.gradient_accumulation_steps * self.ranks.world_size
-        eta = remaining * tokens_per_step / rate if rate else None
+        eta = self._eta.update(self._step, elapsed, s.max_steps)
         mfu = model_flops_utilisation(rate, self.parts.flops_per_token, self.parts.peak_flops,
                                       self.ranks.world_size)
         self._publish(StepMetrics(self._step, s.max_steps, self._tokens_seen, result.loss,
@@ -551,7 +550,9 @@ class TrainingEngine:
             logs.write_seed_outputs(self.output_dir)
         self.exit_reason = reason
         self._turns.set_training(False)
-        self._set_state(RunState.FINISHED)
+        # A run stopped before its last step says so: "finished" would hide the steps left.
+        stopped_early = reason == "stopped" and self._step < self.settings.max_steps
+        self._set_state(RunState.STOPPED if stopped_early else RunState.FINISHED)
         return self._publish(RunFinished(self._step, reason, saved.path if saved is not None else None))
 
     def _logs_claimed(self) -> bool:
@@ -562,6 +563,36 @@ class TrainingEngine:
         self._turns.set_training(False)
         self._publish(RunFailed(self._step, message, internal))
         self._set_state(RunState.FAILED)
+
+
+class EtaEstimate:
+    """Time left, from the wall clock of the steps since warm-up, evaluations and checkpoints
+    included; none until it means something.
+
+    The first steps of a run compile and warm caches, and the loss's own tokens/s leaves out
+    evaluation: an estimate from either read 1h00m two seconds into a two-minute run. This
+    one starts counting after ``WARMUP_STEPS`` and speaks once ``MIN_STEPS`` steps and
+    ``MIN_SECONDS`` have been timed.
+    """
+
+    WARMUP_STEPS = 3
+    MIN_STEPS = 10
+    MIN_SECONDS = 5.0
+
+    def __init__(self) -> None:
+        self._first: tuple[int, float] | None = None  # (step, elapsed) when the count began
+        self._steps_seen = 0
+
+    def update(self, step: int, elapsed: float, max_steps: int) -> float | None:
+        self._steps_seen += 1
+        if self._steps_seen == self.WARMUP_STEPS:  # of this session: a resumed run warms up again
+            self._first = (step, elapsed)
+        if self._first is None:
+            return None
+        steps, seconds = step - self._first[0], elapsed - self._first[1]
+        if steps < self.MIN_STEPS or seconds < self.MIN_SECONDS:
+            return None
+        return (max_steps - step) * seconds / steps
 
 
 def _new_run_id() -> str:

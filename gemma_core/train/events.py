@@ -20,9 +20,14 @@ class RunState(str, enum.Enum):
     PAUSED = "paused"
     EVALUATING = "evaluating"
     SAVING = "saving"
-    FINISHED = "finished"  # reached max_steps, or stopped on request
+    FINISHED = "finished"  # reached max_steps
+    STOPPED = "stopped"  # stopped on request before max_steps, with a checkpoint to resume
     FAILED = "failed"
     VIEWING = "viewing"  # a finished run opened for inspection, no training
+
+
+# States after which the run does nothing more.
+ENDED_STATES = frozenset({RunState.FINISHED, RunState.STOPPED, RunState.FAILED})
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ def test_stop_while_tokenizing_ends_the_run_at_once_without_a_checkpoint(tmp_pat
     assert time.monotonic() - asked < 1.5
     assert outcome.result(timeout=1).checkpoint is None
     assert finished and finished[0].step == 0 and engine.exit_reason == "stopped"
-    assert engine.snapshot().state is RunState.FINISHED
+    assert engine.snapshot().state is RunState.STOPPED  # before its first step: not "finished"
     assert not (tmp_path / "run").exists()  # nothing was claimed, nothing was written
 
 
@@ -113,3 +113,20 @@ def test_a_resumed_run_with_a_changed_stride_is_refused(tmp_path, corpus):
     with pytest.raises(UserError, match="its --stride differs \\(64 then, 32 now\\)"):
         TrainingEngine.resume(tmp_path / "run", max_steps=20, stride=32,
                               cache_dir=str(tmp_path / "cache")).run()
+
+
+def test_the_eta_says_nothing_until_warm_up_is_over_then_follows_the_wall_clock():
+    from gemma_core.train.engine import EtaEstimate
+
+    eta = EtaEstimate()
+    # A first step that compiles for 30 s, then a second a step, and an evaluation costing
+    # 5 s every 10 steps: the time left must count the evaluations still to come.
+    elapsed, estimates = 0.0, {}
+    for step in range(1, 60):
+        elapsed += 30.0 if step == 1 else 1.0
+        if step % 10 == 0:
+            elapsed += 5.0
+        estimates[step] = eta.update(step, elapsed, max_steps=100)
+    assert all(estimates[step] is None for step in range(1, 13))  # no 1h00m two seconds in
+    assert estimates[13] is not None
+    assert estimates[59] == pytest.approx(41 * 1.5, rel=0.1)  # 1 s a step plus 5 s per 10 steps

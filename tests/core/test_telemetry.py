@@ -105,6 +105,19 @@ def test_no_driver_is_said_once_and_host_is_read_instead():
     assert second.host.cpu_percent is not None and second.host.cpu_percent >= 0
 
 
+def test_a_machine_without_the_nvidia_library_reads_no_nvidia_gpu_not_a_driver_error():
+    class NVMLError_LibraryNotFound(Exception):  # the name pynvml raises; its text is raw
+        pass
+
+    class NoLibrary(FakeNvml):
+        def nvmlInit(self):
+            raise NVMLError_LibraryNotFound("NVML Shared Library Not Found")
+
+    sample = TelemetrySampler(nvml=NoLibrary()).sample()
+    assert sample.gpu is None and sample.gpu_unavailable == "no NVIDIA GPU"
+    assert sample.host.rss  # and this process's CPU and RAM instead
+
+
 def test_gpu_that_stops_answering_is_dropped_with_a_reason():
     nvml = FakeNvml()
     sampler = TelemetrySampler(nvml=nvml)
@@ -122,7 +135,7 @@ def test_this_machine_without_a_gpu_does_not_raise():
     sample = TelemetrySampler().sample()
     assert sample.host.ram_total and sample.host.ram_total > 0
     if sample.gpu is None:
-        assert sample.gpu_unavailable
+        assert sample.gpu_unavailable == "no NVIDIA GPU"  # not the driver's raw error text
 
 
 def test_missing_nvidia_ml_py_is_a_reason_not_an_error(monkeypatch):
