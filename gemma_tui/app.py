@@ -21,17 +21,20 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Header
 
-from gemma_core.errors import internal_message
+from gemma_core.errors import UserError, internal_message
 from gemma_core.safe_text import printable
 from gemma_core.telemetry import TelemetrySampler
 from gemma_core.train.events import RunSnapshot, RunState
 from gemma_tui.engine_api import StudioEngine
+from gemma_tui.preferences import Preferences
 from gemma_tui.screens.confirm import ConfirmScreen
+from gemma_tui.screens.help import HelpScreen
 from gemma_tui.screens.quit_choice import KEEP, STOP, QuitChoiceScreen
 from gemma_tui.themes import DEFAULT_THEME, FALLBACK_THEME, ThemeFileError, discover_themes, load_theme_file
-from gemma_tui.widgets.chat_panel import ChatPanel
+from gemma_tui.widgets.chat_panel import ChatPanel, read_sampling_params
 from gemma_tui.widgets.gpu_panel import GpuPanel
 from gemma_tui.widgets.layer_map import LayerMap
 from gemma_tui.widgets.loss_chart import LossChart
@@ -48,7 +51,7 @@ GPU_CHART_HZ, CPU_CHART_HZ = 0.5, 0.25
 # Actions that only mean something while a run trains (greyed out otherwise).
 CONTROL_ACTIONS = frozenset({"toggle_pause", "save_now", "eval_now", "stop_training"})
 STUDIO_ACTIONS = CONTROL_ACTIONS | {"quit", "toggle_log_scale", "toggle_x_axis", "smoothing",
-                                    "focus_chat", "cancel_reply", "change_theme"}
+                                    "focus_chat", "cancel_reply", "change_theme", "help", "zoom"}
 
 
 class GemmaStudio(App):
@@ -59,21 +62,25 @@ class GemmaStudio(App):
     # still tokenizing stops within a second.
     QUIT_TIMEOUT_S = 120.0
 
+    # In the order the footer shows them: what a newcomer needs first, so a narrow terminal
+    # cuts the least needed.
     BINDINGS = [
+        Binding("q", "quit", "Quit", id="studio.quit"),
+        Binding("f1,question_mark", "help", "Help", key_display="F1", id="studio.help"),
         Binding("p", "toggle_pause", "Pause/Resume", id="studio.pause"),
         Binding("s", "save_now", "Save", id="studio.save"),
         Binding("e", "eval_now", "Eval", id="studio.eval"),
         Binding("x", "stop_training", "Stop", id="studio.stop"),
+        Binding("slash", "focus_chat", "Chat", key_display="/", id="studio.chat"),
+        Binding("z,f11", "zoom", "Zoom", key_display="z", id="studio.zoom"),
         Binding("l", "toggle_log_scale", "Log y", id="studio.log_scale"),
         Binding("t", "toggle_x_axis", "Step/tokens", id="studio.x_axis"),
         Binding("left_square_bracket", "smoothing(-1)", "Smooth-", key_display="[",
                 id="studio.smoothing_down"),
         Binding("right_square_bracket", "smoothing(1)", "Smooth+", key_display="]",
                 id="studio.smoothing_up"),
-        Binding("slash", "focus_chat", "Chat", key_display="/", id="studio.chat"),
         Binding("escape", "cancel_reply", "Cancel reply", id="studio.cancel_reply"),
         Binding("ctrl+t", "change_theme", "Theme", id="studio.theme"),
-        Binding("q", "quit", "Quit", id="studio.quit"),
     ]
 
     def __init__(self, engine: StudioEngine, theme: str | None = None,
@@ -98,7 +105,11 @@ class GemmaStudio(App):
         # Kept as an attribute: on_unmount cancels its reply after the DOM is gone.
         self.chat_panel = ChatPanel(engine, id="chat")
         self._engine_error_shown = False
-        self._install_themes(theme, theme_dirs)
+        self.preferences, notice = Preferences.load()
+        if notice:
+            self.startup_notices.append(notice)
+        self._preferences_save_timer = None
+        self._install_themes(theme or self.preferences.theme, theme_dirs)
 
     # ------------------------------------------------------------------ themes
     def _install_themes(self, wanted: str | None, theme_dirs: tuple[Path, ...] | None) -> None:
@@ -181,6 +192,7 @@ class GemmaStudio(App):
             self.query_one(pane_id).border_title = title
         for notice in self.startup_notices:
             self.notify(notice, severity="warning", timeout=10)
+        self._apply_preferences()
         self.refresh_from_engine()
         self.set_interval(1 / self.poll_hz, self.refresh_from_engine)
         if self.telemetry_hz > 0:
@@ -247,6 +259,9 @@ class GemmaStudio(App):
                         timeout=60)
         elif snap.state == RunState.FINISHED and previous is not None:
             self.notify(f"Training finished at step {snap.step:,}.", title="Finished")
+        elif snap.state == RunState.STOPPED and previous is not None:
+            self.notify(f"Stopped at step {snap.step:,} of {snap.max_steps:,}; gemma-tui launch --resume "
+                        f"--output_dir {printable(snap.output_dir)} continues it.", title="Stopped", timeout=30)
         self.refresh_bindings()
 
     def refresh_telemetry(self) -> None:
@@ -265,7 +280,7 @@ class GemmaStudio(App):
         return self.engine.is_alive() and state in ACTIVE_STATES
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if isinstance(self.screen, (ConfirmScreen, QuitChoiceScreen)) and action in STUDIO_ACTIONS:
+        if isinstance(self.screen, (ConfirmScreen, QuitChoiceScreen, HelpScreen)) and action in STUDIO_ACTIONS:
             return False  # one question at a time: keys answer it, they do not act behind it
         if action in CONTROL_ACTIONS and not (self.training_active and not self._shutting_down):
             return None  # shown greyed out in the footer
@@ -294,9 +309,25 @@ class GemmaStudio(App):
                 self.engine.stop(save=True)
                 self.notify("Stopping: a checkpoint is saved first.")
 
+        output_dir = self.snapshot.output_dir if self.snapshot else "DIR"
         self.push_screen(ConfirmScreen(
             "Stop training? A checkpoint is saved first; "
-            "`gemma-tui launch --resume` continues the run later.", "Stop training"), answered)
+            f"gemma-tui launch --resume --output_dir {printable(output_dir)} continues the run later.",
+            "Stop training"), answered)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_zoom(self) -> None:
+        """The focused pane (else the chart) fills the screen; again, or Esc, brings the rest back."""
+        screen = self.screen
+        if screen.maximized is not None:
+            screen.minimize()
+            return
+        pane = next((node for node in ([screen.focused, *screen.focused.ancestors] if screen.focused else [])
+                     if isinstance(node, Widget) and (node.has_class("pane") or node.id == "chat")),
+                    self.query_one(LossChart))
+        screen.maximize(pane, container=False)
 
     def action_toggle_log_scale(self) -> None:
         self.query_one(LossChart).toggle_log_scale()
@@ -305,14 +336,50 @@ class GemmaStudio(App):
         self.query_one(LossChart).toggle_x_axis()
 
     def action_smoothing(self, direction: int) -> None:
+        # The chart's subtitle shows the weight as it changes: no toast per key press.
         chart = self.query_one(LossChart)
         chart.adjust_smoothing(direction)
-        self.notify(f"Smoothing {chart.smoothing:.2f}", timeout=2)
+        self._remember(smoothing=chart.smoothing)
+
+    # ------------------------------------------------------------- preferences
+    def _apply_preferences(self) -> None:
+        prefs = self.preferences
+        if prefs.smoothing is not None and 0.0 <= prefs.smoothing < 1.0:
+            chart = self.query_one(LossChart)
+            chart.smoothing = prefs.smoothing
+            chart.border_subtitle = chart.describe_view()
+        try:  # only settings that once started a reply are saved; still, check them again
+            read_sampling_params(prefs.chat)
+        except UserError:
+            prefs.chat = {}
+        self.chat_panel.set_settings_text(prefs.chat)
+        self.theme_changed_signal.subscribe(self, lambda theme: self._remember(theme=theme.name))
+
+    def on_chat_panel_settings_used(self, event: ChatPanel.SettingsUsed) -> None:
+        if event.settings != self.preferences.chat:
+            self._remember(chat=event.settings)
+
+    def _remember(self, **changes) -> None:
+        """Change the saved preferences; written a moment later, once typing settles."""
+        for name, value in changes.items():
+            setattr(self.preferences, name, value)
+        if self._preferences_save_timer is not None:
+            self._preferences_save_timer.stop()
+        self._preferences_save_timer = self.set_timer(0.5, self._save_preferences)
+
+    def _save_preferences(self) -> None:
+        self._preferences_save_timer = None
+        notice = self.preferences.save()
+        if notice:
+            self.notify(notice, severity="warning", timeout=10)
 
     def action_focus_chat(self) -> None:
         self.query_one(ChatPanel).focus_prompt()
 
     def action_cancel_reply(self) -> None:
+        if self.screen.maximized is not None:  # Esc first leaves a zoomed pane
+            self.screen.minimize()
+            return
         self.query_one(ChatPanel).cancel_reply()
 
     async def action_quit(self) -> None:
@@ -366,6 +433,9 @@ class GemmaStudio(App):
         # However the app ends (quit, ctrl+c, an exception), no trainer thread may outlive it
         # for long: it is asked to stop, and waited for at most QUIT_TIMEOUT_S.
         self.chat_panel.cancel_reply()
+        if self._preferences_save_timer is not None:  # a change made just before quitting
+            self._preferences_save_timer.stop()
+            self.preferences.save()
         if not self.engine.owns_run:
             self.engine.close()  # detach: the run is not this studio's to stop
         elif self.engine.is_alive():
@@ -400,6 +470,8 @@ class GemmaStudio(App):
             ("smoothing(-1)", "Rougher loss curve", "Lower the EMA smoothing weight ([)"),
             ("focus_chat", "Chat with the model", "Move to the prompt (/)"),
             ("cancel_reply", "Cancel chat reply", "Stop the reply that is streaming (Esc)"),
+            ("zoom", "Zoom pane", "The focused pane (else the chart) fills the screen, and back (z)"),
+            ("help", "Help", "Every key, and what each pane shows (F1)"),
         ]
         for action, title, help_text in commands:
             name = action.split("(")[0]

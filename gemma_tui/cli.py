@@ -5,7 +5,7 @@
     gemma-tui open DIR [--theme NAME]
     gemma-tui serve [DIR | launch flags] [--host H] [--port P] [--stop-on-exit]
     gemma-tui desktop [DIR | launch flags]
-    gemma-tui                      (same as ``launch`` with no flags)
+    gemma-tui                      (this help; launch flags alone mean ``launch``)
 
 ``launch`` trains in the studio's own process; quitting while it trains asks
 whether to stop the run (with a checkpoint) or keep it training in the
@@ -95,6 +95,7 @@ def run_studio(engine, theme: str | None, debug: bool = False, telemetry=None) -
     input or environment, 1 when something failed that is a bug (in the run or in
     the studio), 0 otherwise.
     """
+    from gemma_core.train.events import RunState
     from gemma_tui.app import GemmaStudio, create_app
     from gemma_tui.screens.quit_choice import KEEP
 
@@ -128,6 +129,8 @@ def run_studio(engine, theme: str | None, debug: bool = False, telemetry=None) -
         print(printable(f"detached; the run goes on (gemma-tui attach {snap.output_dir} comes back)"))
     elif snap.last_checkpoint is not None:
         print(printable(f"checkpoint: {snap.last_checkpoint.path} (step {snap.last_checkpoint.step})"))
+        if engine.owns_run and snap.state is RunState.STOPPED:  # stopped before its last step
+            print(printable(f"resume with: gemma-tui launch --resume --output_dir {snap.output_dir}"))
     return EXIT_OK
 
 
@@ -151,14 +154,37 @@ def require_terminal() -> None:
 
 def cmd_launch(args: argparse.Namespace) -> int:
     from gemma_core.cli.train import settings_from_args
+    from gemma_core.run.layout import check_output_dir
     from gemma_core.train.engine import TrainingEngine
 
     # A person is watching: a full disk pauses training until they free space.
     settings = settings_from_args(args)
+    # A folder that cannot take this run is said now, as gemma-core train says it, not by a
+    # studio that opens only to fail at step 0.
+    check_output_dir(Path(settings.output_dir), resume=settings.resume, overwrite=settings.overwrite)
     require_terminal()
     engine = TrainingEngine(settings, pause_on_disk_full=True)
     engine.start()
     return run_studio(engine, args.theme, args.debug)
+
+
+STUDIO_NICENESS = 10
+
+
+def yield_cpu_to_training() -> None:
+    """A studio watching a run trained by another process gives way to it on the CPU.
+
+    On a machine whose cores all train, every moment the studio draws is taken from a
+    training thread, and the others wait for it at their next barrier. At a lower priority
+    the studio draws in the gaps instead: one attached studio cost 6% of training speed on
+    two cores at normal priority and 2% at this one (BENCHMARKS.md). Replies are decoded by
+    the training process, so chat is as fast as before."""
+    import os
+
+    try:
+        os.nice(STUDIO_NICENESS)
+    except (AttributeError, OSError):  # no nice() on this platform, or not allowed: draw as before
+        pass
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -170,6 +196,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     except UserError:
         engine.close()
         raise
+    yield_cpu_to_training()
     return run_studio(engine, args.theme, args.debug, telemetry=RemoteTelemetry(engine.client))
 
 
@@ -231,14 +258,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be a port number from 0 to 65535, got {args.port}")
-    return serve_in_browser(_run_for_pages(args), args.host, args.port, args.stop_on_exit)
+    run_dir = _run_for_pages(args)
+    yield_cpu_to_training()  # after starting the run, which must not inherit it
+    return serve_in_browser(run_dir, args.host, args.port, args.stop_on_exit)
 
 
 def cmd_desktop(args: argparse.Namespace) -> int:
     from gemma_tui.desktop import open_window, require_window_toolkit
 
     require_window_toolkit()  # say what is missing before starting a run
-    return open_window(_run_for_pages(args))
+    run_dir = _run_for_pages(args)
+    yield_cpu_to_training()  # after starting the run, which must not inherit it
+    return open_window(run_dir)
 
 
 def keep_training_in_background(output_dir: str) -> int:
@@ -279,10 +310,13 @@ COMMANDS = ("launch", "attach", "open", "serve", "desktop")
 
 
 def with_default_command(argv: list[str]) -> list[str]:
-    """Bare ``gemma-tui`` (or flags only) means ``gemma-tui launch``."""
+    """Launch flags without a command (``gemma-tui --preset nano``) mean ``gemma-tui launch``;
+    bare ``gemma-tui`` prints the help: a training run is never started by surprise."""
     lead = [a for a in argv[:1] if a == "--debug"]
     rest = argv[len(lead):]
-    if not rest or rest[0] not in COMMANDS + ("-h", "--help"):
+    if not rest:
+        rest = ["--help"]
+    elif rest[0] not in COMMANDS + ("-h", "--help"):
         rest = ["launch", *rest]
     return lead + rest
 

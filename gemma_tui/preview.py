@@ -147,7 +147,7 @@ class PreviewEngine:
     def stop(self, save: bool = True) -> None:
         self.calls.append(f"stop(save={save})")
         self._alive = False
-        self._state(RunState.FINISHED)
+        self._state(RunState.STOPPED)  # before its last step, like a real run stopped with x
 
     def join(self, timeout: float | None = None) -> bool:
         return not self._alive

@@ -22,6 +22,13 @@ def _loopback(address) -> bool:
 
 
 @pytest.fixture(autouse=True)
+def _studio_settings_kept_apart(tmp_path_factory, monkeypatch):
+    """The studio remembers its theme and settings in the user's config folder: each test (and
+    the studios it starts in other processes) has one of its own, never the real one."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+
+
+@pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     """Only this machine's loopback (a run's own server): never anything beyond it."""
     real_connect, real_create = socket.socket.connect, socket.create_connection

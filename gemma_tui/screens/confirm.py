@@ -27,8 +27,8 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical(id="confirm-dialog"):
             yield Label(self.question, id="confirm-question")
             with Horizontal(id="confirm-buttons"):
-                yield Button(self.confirm_label, variant="primary", id="confirm-yes")
-                yield Button(self.cancel_label, id="confirm-no")
+                yield Button(f"{self.confirm_label} (y)", variant="primary", id="confirm-yes")
+                yield Button(f"{self.cancel_label} (n)", id="confirm-no")
 
     def on_mount(self) -> None:
         self.query_one("#confirm-yes", Button).focus()

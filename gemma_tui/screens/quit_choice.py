@@ -28,7 +28,7 @@ class QuitChoiceScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-dialog"):
             yield Label("Training is running. Keep it training in the background (the terminal may "
-                        f"close; `gemma-tui attach {self.output_dir}` comes back to it), or stop it "
+                        f"close; gemma-tui attach {self.output_dir} comes back to it), or stop it "
                         "with a checkpoint?", id="confirm-question")
             with Horizontal(id="confirm-buttons"):
                 yield Button("Keep training (k)", variant="primary", id="quit-keep")

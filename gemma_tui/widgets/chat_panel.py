@@ -14,6 +14,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.widgets import Input, Label
 
 from gemma_core.errors import UserError
@@ -60,6 +61,8 @@ def read_sampling_params(values: dict[str, str]) -> SamplingParams:
 class ChatPanel(Vertical):
     """Transcript, sampling settings and the prompt line."""
 
+    ALLOW_MAXIMIZE = True  # z zooms it to the whole screen
+
     BINDINGS = [
         Binding("escape", "cancel_reply", "Cancel reply", show=True),
     ]
@@ -89,10 +92,25 @@ class ChatPanel(Vertical):
     def busy(self) -> bool:
         return self.active is not None
 
+    class SettingsUsed(Message):
+        """A reply started with these settings (the fields' text, by field id): the studio
+        remembers settings that worked, never a half-typed or refused one."""
+
+        def __init__(self, settings: dict[str, str]) -> None:
+            super().__init__()
+            self.settings = settings
+
+    def settings_text(self) -> dict[str, str]:
+        return {field_id: self.query_one(f"#chat-{field_id}", Input).value for field_id, *_ in PARAMETER_FIELDS}
+
+    def set_settings_text(self, settings: dict[str, str]) -> None:
+        """Fill the settings fields (from saved preferences); unknown fields are ignored."""
+        for field_id, *_ in PARAMETER_FIELDS:
+            if isinstance(settings.get(field_id), str):
+                self.query_one(f"#chat-{field_id}", Input).value = settings[field_id]
+
     def sampling_params(self) -> SamplingParams:
-        values = {field_id: self.query_one(f"#chat-{field_id}", Input).value
-                  for field_id, *_ in PARAMETER_FIELDS}
-        return read_sampling_params(values)
+        return read_sampling_params(self.settings_text())
 
     @on(Input.Submitted, "#chat-prompt")
     def _on_prompt(self, event: Input.Submitted) -> None:
@@ -112,6 +130,7 @@ class ChatPanel(Vertical):
         except UserError as err:
             self.notify(str(err), title="Sampling settings", severity="error")
             return False
+        self.post_message(self.SettingsUsed(self.settings_text()))
         exchange = ChatExchange(prompt)
         self.query_one("#chat-log", VerticalScroll).mount(exchange)
         self.query_one("#chat-prompt", Input).value = ""

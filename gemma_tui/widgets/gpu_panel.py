@@ -14,7 +14,7 @@ from textual.containers import Vertical
 from textual.content import Content
 from textual.widgets import Sparkline
 
-from gemma_core.telemetry import TelemetrySample
+from gemma_core.telemetry import NO_GPU, TelemetrySample
 from gemma_tui import formatting as fmt
 from gemma_tui.widgets.steady_static import SteadyStatic
 
@@ -43,8 +43,14 @@ def describe_sample(sample: TelemetrySample, bar_width: int = 20) -> Content:
         lines.append(_line("process", fmt.nbytes(gpu.process_memory)
                            if gpu.process_memory is not None else "not visible to NVML"))
     else:
-        reason = sample.gpu_unavailable or "no GPU reading"
-        lines.append(Content.assemble(("No NVIDIA GPU: ", "$warning bold"), reason, "\n"))
+        # Most users train without one: say so plainly; a GPU machine's problem is named.
+        reason = sample.gpu_unavailable or NO_GPU
+        detail = reason.removeprefix(NO_GPU).strip()
+        if reason.startswith(NO_GPU):
+            lines.append(Content.assemble(("No NVIDIA GPU", "$text-muted bold"), f" {detail}" if detail else "",
+                                          (" · this process:", "$text-muted"), "\n"))
+        else:
+            lines.append(Content.assemble(("GPU: ", "$warning bold"), reason, "\n"))
     torch_mem = sample.torch_memory
     if torch_mem is not None:
         lines.append(_line("torch", f"alloc {fmt.nbytes(torch_mem.allocated)}",
@@ -62,6 +68,8 @@ def describe_sample(sample: TelemetrySample, bar_width: int = 20) -> Content:
 
 class GpuPanel(Vertical):
     """Shows the latest telemetry sample; the sparkline tracks GPU (else CPU) use."""
+
+    ALLOW_MAXIMIZE = True  # z zooms it to the whole screen
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)

@@ -69,6 +69,8 @@ def shade(values: tuple[float, ...]) -> list[float]:
 class LayerMap(Widget, can_focus=True):
     """The grid of layers; posts ``LayerMap.Selected`` when the selection moves."""
 
+    ALLOW_MAXIMIZE = True  # z zooms it to the whole screen
+
     BINDINGS = [
         Binding("left", "move(-1)", "Prev layer", show=False),
         Binding("right", "move(1)", "Next layer", show=False),

@@ -42,6 +42,21 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return ticks
 
 
+def log_ticks(low: float, high: float) -> list[float]:
+    """Round values (1, 2, 3 or 5 times a power of ten; every digit when the span is short)
+    whose log10 lies in [low, high]: the log view's axis is labelled in loss, not in log10."""
+    if not high > low:
+        return [10 ** low]
+    powers = range(math.floor(low), math.ceil(high) + 1)
+    for mantissas in ((1, 2, 3, 5), range(1, 10), tuple(m / 10 for m in range(10, 100))):
+        values = [m * 10 ** e for e in powers for m in mantissas if low <= math.log10(m * 10 ** e) <= high]
+        if len(values) >= 4:
+            break
+    if len(values) > 7:  # thin out a long axis evenly
+        values = values[::math.ceil(len(values) / 6)]
+    return values
+
+
 class LossChart(PlotextPlot):
     """Plots a snapshot's histories against optimizer step or tokens seen.
 
@@ -50,6 +65,8 @@ class LossChart(PlotextPlot):
     data, the size, the theme or a view option changed (a textual-plotext plot
     otherwise rebuilds from all its points on every repaint).
     """
+
+    ALLOW_MAXIMIZE = True  # z zooms it to the whole screen
 
     def __init__(self, *, id: str | None = None, classes: str | None = None,
                  max_data_hz: float = 0.5) -> None:
@@ -113,7 +130,7 @@ class LossChart(PlotextPlot):
         self.refresh()
 
     def describe_view(self) -> str:
-        scale = "log10" if self.log_scale else "linear"
+        scale = "log" if self.log_scale else "linear"
         return f"x: {self.x_axis} · {scale} · smoothing {self.smoothing:.2f}"
 
     def on_mount(self) -> None:
@@ -164,15 +181,15 @@ class LossChart(PlotextPlot):
         columns = max(10, self.size.width - 12)  # less the y-axis labels
         series = self.series(columns)
         snap = self.snapshot
-        prefix = "log10 " if self.log_scale else ""
+        suffix = " (log scale)" if self.log_scale else ""
         if self.x_axis == "tokens" and snap and snap.train_history:
             _, unit = _token_unit(snap.train_history[-1][1])
             plt.xlabel(f"tokens seen{f' ({unit})' if unit else ''}")
         else:
             plt.xlabel("optimizer step")
-        plt.ylabel(f"{prefix}loss", yside="left")
+        plt.ylabel(f"loss{suffix}", yside="left")
         if series["lr"]:
-            plt.ylabel(f"{prefix}learning rate", yside="right")
+            plt.ylabel(f"learning rate{suffix}", yside="right")
         if not any(series.values()):
             plt.title("waiting for the first optimizer step")
             return
@@ -195,3 +212,9 @@ class LossChart(PlotextPlot):
             xs, ys = zip(*series["lr"])
             plt.plot(xs, ys, color=_rgb(palette.lr), label="lr", marker="braille",
                      yside="right")
+        if self.log_scale:  # the points are log10 values: label the axes with what they stand for
+            for side, names in (("left", ("train", "smoothed", "val")), ("right", ("lr",))):
+                ys = [y for name in names for _, y in series[name]]
+                if ys:
+                    values = log_ticks(min(ys), max(ys))
+                    plt.yticks([math.log10(v) for v in values], [f"{v:.3g}" for v in values], yside=side)

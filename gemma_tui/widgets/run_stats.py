@@ -17,6 +17,7 @@ STATE_STYLES = {
     RunState.EVALUATING: "$accent",
     RunState.SAVING: "$accent",
     RunState.FINISHED: "$primary",
+    RunState.STOPPED: "$warning",
     RunState.FAILED: "$error",
     RunState.VIEWING: "$primary",
 }
@@ -26,6 +27,8 @@ BAR_WIDTH_MAX = 40
 
 class RunStats(SteadyStatic):
     """Everything about the run that is a number, redrawn from each snapshot."""
+
+    ALLOW_MAXIMIZE = True  # z zooms it to the whole screen
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__("waiting for the engine…", id=id, classes=classes)
@@ -61,7 +64,7 @@ class RunStats(SteadyStatic):
                                 (f"{100 * fraction:.1f}%", "bold")))
         lines.append(self._line("", fmt.progress_bar(fraction, bar_width)))
         eta = latest.eta_s if latest and snap.state not in (
-            RunState.FINISHED, RunState.FAILED, RunState.VIEWING) else None
+            RunState.FINISHED, RunState.STOPPED, RunState.FAILED, RunState.VIEWING) else None
         lines.append(self._line("elapsed", fmt.duration(latest.elapsed_s if latest else None),
                                 "   ETA ", fmt.duration(eta)))
         lines.append(self._line("tokens", fmt.count(snap.tokens_seen), "   ",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -18,11 +19,29 @@ def parse(*argv: str):
     return cli.build_parser().parse_args(cli.with_default_command(list(argv)))
 
 
-def test_bare_command_means_launch_with_the_defaults():
-    args = parse()
+def test_bare_command_prints_the_help_and_starts_no_run(capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main([])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: gemma-tui") and "launch" in out and "attach" in out
+
+
+def test_launch_without_flags_trains_the_demo_on_the_bundled_corpus():
+    args = parse("launch")
     assert args.command == "launch" and args.theme is None
     settings = settings_from_args(args)
     assert settings.preset == "demo" and settings.train_dataset_path is None  # bundled corpus
+
+
+def test_a_folder_holding_another_run_is_refused_before_the_studio_opens(tmp_path, monkeypatch, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "training_log.json").write_text("[]")
+    monkeypatch.setattr(cli, "run_studio", lambda *a, **k: pytest.fail("the studio opened"))
+    assert cli.main(["launch", "--output_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {tmp_path}: holds a run that stopped before its first checkpoint, so there is "
+                   "nothing to resume; pass --overwrite to start it again, or choose another --output_dir")
 
 
 def test_launch_takes_every_train_flag_and_a_theme():
@@ -112,3 +131,26 @@ def test_each_command_has_help(command):
     out = subprocess.run([sys.executable, "-m", "gemma_tui", command, "--help"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--theme" in out.stdout
+
+
+def test_a_studio_watching_another_process_gives_way_to_training_on_the_cpu():
+    code = ("import os; from gemma_tui.cli import yield_cpu_to_training; before = os.nice(0); "
+            "yield_cpu_to_training(); print(os.nice(0) - before)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(out) == min(cli.STUDIO_NICENESS, 19 - os.nice(0))
+
+
+def test_quitting_a_run_stopped_early_prints_the_command_that_resumes_it(monkeypatch, capsys):
+    class AppThatReturnsAtOnce:
+        return_code = 0
+
+        def run(self):
+            return None
+
+    monkeypatch.setattr(gemma_tui.app, "create_app", lambda engine, theme=None, debug=False: AppThatReturnsAtOnce())
+    engine = PreviewEngine(alive=True)
+    assert cli.run_studio(engine, None) == 0
+    out = capsys.readouterr().out
+    snap = engine.snapshot()
+    assert snap.state is RunState.STOPPED
+    assert f"resume with: gemma-tui launch --resume --output_dir {snap.output_dir}" in out

@@ -81,7 +81,7 @@ async def test_chart_keys_change_the_view():
         await pilot.press("left_square_bracket")
         assert chart.smoothing == 0.9
         await pilot.pause()
-        assert "x: tokens · log10 · smoothing 0.90" in screen_text(app)
+        assert "x: tokens · log · smoothing 0.90" in screen_text(app)
 
 
 async def test_palette_lists_every_action_and_runs_them():

@@ -139,7 +139,8 @@ async def test_studio_trains_pauses_saves_chats_switches_theme_and_quits(tmp_pat
         await wait_for(pilot, lambda: not app.is_running, what="the app to exit")
     assert not engine.is_alive()
     snap = engine.snapshot()
-    assert snap.state is RunState.FINISHED and snap.last_checkpoint.step == snap.step
+    # Stopped long before its last step: said as stopped, not finished, with a checkpoint.
+    assert snap.state is RunState.STOPPED and snap.last_checkpoint.step == snap.step
     assert await threads_left(before) == []
 
 
@@ -243,7 +244,7 @@ async def test_attach_detach_and_reattach_to_a_run_in_another_process(tmp_path, 
             await pilot.press("x")
             assert isinstance(app.screen, ConfirmScreen)
             await pilot.press("enter")  # stop is its own action, confirmed
-            await wait_for(pilot, lambda: again.snapshot().state is RunState.FINISHED, what="the stop")
+            await wait_for(pilot, lambda: again.snapshot().state is RunState.STOPPED, what="the stop")
             await pilot.press("q")
             await wait_for(pilot, lambda: not app.is_running, what="quitting")
         assert process.wait(60) == 0
