@@ -29,6 +29,7 @@ from gemma_core.safe_text import printable
 from gemma_core.telemetry import TelemetrySampler
 from gemma_core.train.events import RunSnapshot, RunState
 from gemma_tui.engine_api import StudioEngine
+from gemma_tui.chat_transcript import append_to_transcript
 from gemma_tui.preferences import Preferences
 from gemma_tui.screens.confirm import ConfirmScreen
 from gemma_tui.screens.help import HelpScreen
@@ -51,7 +52,8 @@ GPU_CHART_HZ, CPU_CHART_HZ = 0.5, 0.25
 # Actions that only mean something while a run trains (greyed out otherwise).
 CONTROL_ACTIONS = frozenset({"toggle_pause", "save_now", "eval_now", "stop_training"})
 STUDIO_ACTIONS = CONTROL_ACTIONS | {"quit", "toggle_log_scale", "toggle_x_axis", "smoothing",
-                                    "focus_chat", "cancel_reply", "change_theme", "help", "zoom"}
+                                    "focus_chat", "cancel_reply", "change_theme", "help", "zoom",
+                                    "copy_reply"}
 
 
 class GemmaStudio(App):
@@ -73,6 +75,7 @@ class GemmaStudio(App):
         Binding("x", "stop_training", "Stop", id="studio.stop"),
         Binding("slash", "focus_chat", "Chat", key_display="/", id="studio.chat"),
         Binding("z,f11", "zoom", "Zoom", key_display="z", id="studio.zoom"),
+        Binding("c", "copy_reply", "Copy reply", id="studio.copy_reply"),
         Binding("l", "toggle_log_scale", "Log y", id="studio.log_scale"),
         Binding("t", "toggle_x_axis", "Step/tokens", id="studio.x_axis"),
         Binding("left_square_bracket", "smoothing(-1)", "Smooth-", key_display="[",
@@ -105,6 +108,7 @@ class GemmaStudio(App):
         # Kept as an attribute: on_unmount cancels its reply after the DOM is gone.
         self.chat_panel = ChatPanel(engine, id="chat")
         self._engine_error_shown = False
+        self._transcript_problem_shown = False
         self.preferences, notice = Preferences.load()
         if notice:
             self.startup_notices.append(notice)
@@ -228,6 +232,10 @@ class GemmaStudio(App):
             layer_map.show_stats(snap.layer_stats)
         if previous is None or previous.state != snap.state:
             self._state_changed(previous, snap)
+        best, was = snap.best_eval, previous.best_eval if previous is not None else None
+        if best is not None and was is not None and best.step != was.step and best.val_loss < was.val_loss:
+            self.notify(f"New best validation loss {best.val_loss:.4f} at step {best.step:,} "
+                        f"(was {was.val_loss:.4f} at step {was.step:,}).", title="Validation", timeout=8)
 
     def _paced_out(self, snap: RunSnapshot) -> bool:
         """Whether to skip this snapshot to keep the studio's CPU share small.
@@ -314,6 +322,24 @@ class GemmaStudio(App):
             "Stop training? A checkpoint is saved first; "
             f"gemma-tui launch --resume --output_dir {printable(output_dir)} continues the run later.",
             "Stop training"), answered)
+
+    def action_copy_reply(self) -> None:
+        reply = self.chat_panel.last_reply()
+        if reply is None:
+            self.notify("No reply to copy yet: ask the model something first (/).", severity="warning")
+            return
+        self.copy_to_clipboard(reply)
+        self.notify(f"Copied the last reply ({len(reply):,} characters) to the clipboard.")
+
+    def on_chat_panel_reply_finished(self, event: ChatPanel.ReplyFinished) -> None:
+        """Keep the exchange in the run folder's chat.jsonl (a run on this machine)."""
+        folder = Path(self.snapshot.output_dir) if self.snapshot is not None else None
+        if folder is None or not folder.is_dir():
+            return
+        problem = append_to_transcript(folder, event.exchange)
+        if problem and not self._transcript_problem_shown:
+            self._transcript_problem_shown = True
+            self.notify(f"The chat transcript is not being saved ({printable(problem)}).", severity="warning")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -470,6 +496,7 @@ class GemmaStudio(App):
             ("smoothing(-1)", "Rougher loss curve", "Lower the EMA smoothing weight ([)"),
             ("focus_chat", "Chat with the model", "Move to the prompt (/)"),
             ("cancel_reply", "Cancel chat reply", "Stop the reply that is streaming (Esc)"),
+            ("copy_reply", "Copy the last reply", "The newest chat reply to the clipboard (c)"),
             ("zoom", "Zoom pane", "The focused pane (else the chart) fills the screen, and back (z)"),
             ("help", "Help", "Every key, and what each pane shows (F1)"),
         ]

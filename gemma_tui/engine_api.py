@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterator, Protocol
 
 from gemma_core.model.config import GemmaConfig
-from gemma_core.model.generation import SamplingParams
+from gemma_core.model.sampling import GenerationStats, SamplingParams
 from gemma_core.train.events import RunSnapshot
 
 
@@ -18,6 +18,7 @@ class ChatJob(Protocol):
     step: int  # the optimizer step whose weights answer
     done: bool
     error: str | None
+    stats: GenerationStats  # how it ended (finish_reason, a prompt cut to fit), once done
 
     def take(self) -> str: ...  # text produced since the last call; never blocks
     def cancel(self) -> None: ...

@@ -13,7 +13,7 @@ import random
 from dataclasses import replace
 
 from gemma_core.model.config import GemmaConfig
-from gemma_core.model.generation import SamplingParams
+from gemma_core.model.sampling import GenerationStats, SamplingParams
 from gemma_core.model.presets import preset
 from gemma_core.train.events import (
     CheckpointSaved,
@@ -81,9 +81,11 @@ def preview_snapshot(step: int = 640, max_steps: int = 1500, n_layers: int = 18,
 class PreviewChatJob:
     """A finished reply handed out a word per ``take()``: streaming without a clock."""
 
-    def __init__(self, step: int, text: str, error: str | None = None) -> None:
+    def __init__(self, step: int, text: str, error: str | None = None,
+                 stats: GenerationStats | None = None) -> None:
         self.step = step
         self.error = error
+        self.stats = stats or GenerationStats(finish_reason="stop")
         self._words = text.split(" ")
         self._given = 0
         self.cancelled = False
@@ -112,8 +114,9 @@ class PreviewEngine:
 
     def __init__(self, snapshot: RunSnapshot | None = None, model_config: GemmaConfig | None = None,
                  reply: str = "Thou art the very glass of fashion, my good lord.",
-                 alive: bool = False) -> None:
+                 alive: bool = False, reply_stats: GenerationStats | None = None) -> None:
         self._snapshot = snapshot or preview_snapshot()
+        self.reply_stats = reply_stats  # how every reply ends (default: the model ended it)
         self.model_config = model_config if model_config is not None else preset("seed-270m")
         self.reply = reply
         self.owns_run = True
@@ -160,4 +163,4 @@ class PreviewEngine:
 
     def chat(self, prompt: str, params: SamplingParams) -> PreviewChatJob:
         self.chat_requests.append((prompt, params))
-        return PreviewChatJob(self._snapshot.step, self.reply)
+        return PreviewChatJob(self._snapshot.step, self.reply, stats=self.reply_stats)

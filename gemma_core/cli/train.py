@@ -60,44 +60,76 @@ _HELP = {
 }
 
 
+# Where each training flag is listed in --help.
+FLAG_GROUPS = {
+    "run": ("output_dir", "resume", "overwrite", "seed"),
+    "model": ("preset", "config", "init_from"),
+    "data": ("train_dataset_path", "val_dataset_path", "test_dataset_path", "val_fraction", "text_field",
+             "tiktoken_encoder_name", "eos_token", "add_eos_between_documents", "split_on_blank_lines",
+             "skip_bad_lines", "max_length", "stride", "cache_dir"),
+    "optimisation": ("learning_rate", "weight_decay", "betas", "grad_clip", "train_batch_size",
+                     "gradient_accumulation_steps", "max_bad_steps"),
+    "schedule": ("max_steps", "warmup_steps", "min_lr"),
+    "evaluation and checkpoints": ("eval_iters", "eval_batches", "val_batch_size", "save_steps", "logging_steps",
+                                   "sample_prompt", "sample_every", "sample_tokens"),
+    "devices": ("device", "dtype", "compile", "attention", "fsdp"),
+    "the run's API": ("serve", "serve_host", "serve_port"),
+}
+TRAIN_EXAMPLES = """examples:
+  %(prog)s --preset nano --max_steps 500 --output_dir runs/nano      a quick run on the bundled corpus
+  %(prog)s --resume --output_dir runs/nano --max_steps 1000          train the same run further"""
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every training flag; defaults are SUPPRESSed so explicit flags can be told apart."""
+    """Every training flag, in groups; defaults are SUPPRESSed so explicit flags can be told apart."""
     from gemma_core.train.settings import TrainSettings
 
-    parser.add_argument("--config", help="TOML file with the same keys as these flags (flags override)")
-    parser.add_argument("--resume", action="store_true", default=argparse.SUPPRESS,
-                        help="continue the run in --output_dir from its checkpoint")
-    parser.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS,
-                        help="replace a run already in --output_dir")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                        help="torch.compile the model (the demo preset's default; the first step "
-                             "then compiles, about 45 s for the demo model on a CPU)")
-    parser.add_argument("--betas", nargs=2, type=float, metavar=("BETA1", "BETA2"),
-                        default=argparse.SUPPRESS, help="AdamW betas (default 0.9 0.95)")
-    parser.add_argument("--sample_prompt", action="append", default=argparse.SUPPRESS,
-                        help="a prompt to sample from during training (repeatable)")
-    parser.add_argument("--fsdp", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                        help="under torchrun: shard parameters, gradients and optimizer state "
-                             "across ranks with FSDP2 (default: DDP, each rank a full replica)")
-    for flag in ("add_eos_between_documents", "split_on_blank_lines", "skip_bad_lines"):
-        parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction,
-                            default=argparse.SUPPRESS)
-    parser.add_argument("--serve", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                        help="serve the run's API on this machine while it trains, for gemma-tui attach, "
-                             "gemma-core status/control and OpenAI clients (default: on)")
-    handled = {"resume", "overwrite", "compile", "fsdp", "betas", "sample_prompt", "model_overrides",
-               "add_eos_between_documents", "split_on_blank_lines", "skip_bad_lines",
-               "train_texts", "val_texts", "serve"}
+    groups = {name: parser.add_argument_group(name) for name in FLAG_GROUPS}
+    group_of = {flag: groups[name] for name, flags in FLAG_GROUPS.items() for flag in flags}
+    special = {
+        "config": dict(help="TOML file with the same keys as these flags and a [model] table (flags override)"),
+        "resume": dict(action="store_true", help="continue the run in --output_dir from its checkpoint"),
+        "overwrite": dict(action="store_true", help="replace a run already in --output_dir"),
+        "compile": dict(action=argparse.BooleanOptionalAction,
+                        help="torch.compile the model (the demo preset's default; the first step then "
+                             "compiles, about 45 s for the demo model on a CPU)"),
+        "betas": dict(nargs=2, type=float, metavar=("BETA1", "BETA2"), help="AdamW betas (default 0.9 0.95)"),
+        "sample_prompt": dict(action="append", help="a prompt to sample from during training (repeatable)"),
+        "fsdp": dict(action=argparse.BooleanOptionalAction,
+                     help="under torchrun: shard parameters, gradients and optimizer state across ranks "
+                          "with FSDP2 (default: DDP, each rank a full replica)"),
+        "add_eos_between_documents": dict(action=argparse.BooleanOptionalAction,
+                                          help="put the end-of-text token between documents (default: on)"),
+        "split_on_blank_lines": dict(action=argparse.BooleanOptionalAction,
+                                     help="in .txt files, a blank line ends a document (default: off: one "
+                                          "document per file)"),
+        "skip_bad_lines": dict(action=argparse.BooleanOptionalAction,
+                               help="skip JSONL lines that cannot be read, and count them, instead of stopping "
+                                    "at the first (default: off)"),
+        "serve": dict(action=argparse.BooleanOptionalAction,
+                      help="serve the run's API on this machine while it trains, for gemma-tui attach, "
+                           "gemma-core status/control and OpenAI clients (default: on)"),
+    }
     types = {"learning_rate": float, "min_lr": float, "weight_decay": float, "grad_clip": float,
              "val_fraction": float}
-    for field in TrainSettings.__dataclass_fields__.values():
-        if field.name in handled:
+    hidden = {"model_overrides", "train_texts", "val_texts"}  # the Python API's and TOML's, not flags
+    for name in ("config", *TrainSettings.__dataclass_fields__):
+        if name in hidden:
             continue
-        kind = types.get(field.name)
+        target = group_of.get(name, parser)
+        if name in special:
+            options = special[name]
+            if name != "config":
+                options = dict(options, default=argparse.SUPPRESS)
+            target.add_argument(f"--{name}", **options)
+            continue
+        field = TrainSettings.__dataclass_fields__[name]
+        kind = types.get(name)
         if kind is None:
-            kind = int if isinstance(field.default, int) or field.name == "eval_batches" else str
-        parser.add_argument(f"--{field.name}", type=kind, default=argparse.SUPPRESS,
-                            help=_HELP.get(field.name))
+            kind = int if isinstance(field.default, int) or name == "eval_batches" else str
+        target.add_argument(f"--{name}", type=kind, default=argparse.SUPPRESS, help=_HELP.get(name))
+    parser.epilog = TRAIN_EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def settings_from_args(args: argparse.Namespace):

@@ -89,11 +89,13 @@ def generate_tokens(model: Gemma3Model, prompt_ids: list[int], params: SamplingP
         context = model.cfg.context_length
         budget = max(1, context - params.max_new_tokens)
         prompt_ids = list(prompt_ids)
+        given = len(prompt_ids)
         if len(prompt_ids) > budget and bos_id is not None and prompt_ids[0] == bos_id:
             prompt_ids = [bos_id] + prompt_ids[len(prompt_ids) - budget + 1:]
         prompt_ids = prompt_ids[-budget:] or ([eos_id] if eos_id is not None else [0])
         stats = stats if stats is not None else GenerationStats()
         stats.prompt_tokens, stats.finish_reason = len(prompt_ids), "length"
+        stats.prompt_cut = max(0, given - len(prompt_ids))
         ends = set(params.stop_token_ids) | ({eos_id} if params.stop_at_eos and eos_id is not None else set())
         generator = None
         if params.seed is not None:
@@ -121,6 +123,7 @@ def generate_tokens(model: Gemma3Model, prompt_ids: list[int], params: SamplingP
             stats.completion_tokens += 1
             yield token_id
             if position >= context:
+                stats.context_full = True
                 return
             try:
                 logits = run(decode, token.view(1, 1), cache)

@@ -75,3 +75,5 @@ class GenerationStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None  # "stop" (EOS or a stop string), "length" or "cancelled"
+    prompt_cut: int = 0  # tokens dropped from the prompt's start to leave room for the reply
+    context_full: bool = False  # "length" because the context filled up, not max_new_tokens

@@ -34,6 +34,7 @@ VAL_LOG = "validation_log.json"
 TRAIN_STREAM = "training_log.jsonl"
 VAL_STREAM = "validation_log.jsonl"
 SAMPLES = "samples.jsonl"
+CHAT_TRANSCRIPT = "chat.jsonl"  # the studio's chat with the run, one exchange a line
 VOCAB = "vocab.json"
 LOSS_PLOT = "loss_function.png"
 CHECKPOINT = "checkpoint"
@@ -44,8 +45,8 @@ STATE = "state.json"  # inside a checkpoint folder; written last
 
 RUN_MARKERS = (CONFIG, CHECKPOINT, TRAIN_STREAM, TRAIN_LOG)
 # Everything a run writes; --overwrite removes all of it and nothing else.
-RUN_FILES = (CONFIG, WEIGHTS, TRAIN_LOG, VAL_LOG, TRAIN_STREAM, VAL_STREAM, SAMPLES, VOCAB,
-             LOSS_PLOT, *TOKENIZER_FILES)
+RUN_FILES = (CONFIG, WEIGHTS, TRAIN_LOG, VAL_LOG, TRAIN_STREAM, VAL_STREAM, SAMPLES, CHAT_TRANSCRIPT,
+             VOCAB, LOSS_PLOT, *TOKENIZER_FILES)
 RUN_FOLDERS = (CHECKPOINT, PREVIOUS_CHECKPOINT, BUILDING_CHECKPOINT)
 
 

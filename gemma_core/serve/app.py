@@ -200,8 +200,10 @@ class RunService:
             await _send_event(response, {"step": job.step})
             async for text in self._pieces(request, job):
                 await _send_event(response, {"text": text})
+            stats = job.stats
             await _send_event(response, {"done": True, "step": job.step, "error": job.error,
-                                         "finish_reason": job.stats.finish_reason})
+                                         "finish_reason": stats.finish_reason, "prompt_tokens": stats.prompt_tokens,
+                                         "prompt_cut": stats.prompt_cut, "context_full": stats.context_full})
             return response
         finally:
             self._release(job)

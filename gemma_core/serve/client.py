@@ -161,6 +161,9 @@ class RemoteChatJob(ChatJob):
                 if event.get("done"):
                     error = event.get("error")
                     self.stats.finish_reason = event.get("finish_reason")
+                    for name, kind in (("prompt_tokens", int), ("prompt_cut", int), ("context_full", bool)):
+                        if isinstance(event.get(name), kind):
+                            setattr(self.stats, name, event[name])
                     break
         except UserError as err:
             error = str(err)

@@ -18,7 +18,8 @@ HELP = """\
 - `x` stop training: saves a checkpoint, asks first
 - `l` loss axis linear or logarithmic · `t` x axis optimizer step or tokens seen
 - `[` `]` less or more smoothing of the training curve
-- `/` write to the model in the Chat pane · `Esc` cancel the reply being written
+- `/` write to the model in the Chat pane (from anywhere, the settings fields too) · `Esc` cancel
+  the reply being written · `c` copy the last reply to the clipboard
 - `z` or `F11` zoom the focused pane (else the chart) to the whole screen; again, or `Esc`, to come back
 - `Tab` move between the Layers pane and the chat fields
 - `Ctrl+T` change the theme (remembered for next time) · `Ctrl+P` every command, searchable
@@ -40,7 +41,10 @@ smaller. Arrow keys or a click select a layer; its shapes are listed below.
 
 **Chat**: continues your prompt with the weights as they are at this moment of
 training. A model trained from scratch continues text; it does not follow
-instructions. On a CPU a reply takes turns with training steps.
+instructions. A reply cut by max tokens or a full context ends with `…` and says
+which; a prompt too long for the context keeps its last tokens, and says so. On a
+CPU a reply takes turns with training steps. Every exchange is kept in the run
+folder's `chat.jsonl` (prompt, reply, step, settings).
 
 **Run**: state, progress, speed, losses, the best validation loss and the last
 checkpoint.

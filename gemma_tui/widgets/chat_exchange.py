@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from gemma_core.model.sampling import SamplingParams
 from gemma_core.safe_text import printable
 from gemma_tui.engine_api import ChatJob
 
@@ -18,9 +19,12 @@ class ChatExchange(Static):
     attribute write); everything else runs on the UI thread.
     """
 
-    def __init__(self, prompt: str) -> None:
+    def __init__(self, prompt: str, params: SamplingParams, settings: dict[str, str] | None = None) -> None:
         super().__init__(classes="chat-exchange")
         self.prompt = prompt
+        self.params = params
+        self.settings = settings or {}  # the settings fields' text that asked for it
+        self.cut = False  # ended by max tokens or the context, not by the model
         self.reply = ""
         self.pieces = 0  # how many updates the reply arrived in (a streaming reply: many)
         self.job: ChatJob | None = None
@@ -61,6 +65,8 @@ class ChatExchange(Static):
         text.append(f"{step} › ", style="bold")
         text.append(printable(self.prompt), style="dim")
         text.append(self.reply)
+        if self.cut:
+            text.append("…", style="bold")
         if self.status:
             text.append(f"  [{self.status}]", style="italic dim")
         return text

@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.widgets import Input, Label
 
 from gemma_core.errors import UserError
-from gemma_core.model.generation import SamplingParams
+from gemma_core.model.sampling import GenerationStats, SamplingParams
 from gemma_tui.engine_api import StudioEngine
 from gemma_tui.widgets.chat_exchange import ChatExchange
 
@@ -58,6 +58,25 @@ def read_sampling_params(values: dict[str, str]) -> SamplingParams:
     return params
 
 
+class SettingField(Input):
+    """One sampling setting. ``/`` goes to the prompt from here too, as everywhere else:
+    no setting takes a slash."""
+
+    BINDINGS = [Binding("slash", "app.focus_chat", "Prompt", show=False, priority=True)]
+
+
+def finish_note(stats: GenerationStats, max_new_tokens: int) -> str:
+    """Why a reply ended, when the model did not end it: a cut reply is marked, never passed
+    off as complete, and a prompt cut to fit is said."""
+    notes = []
+    if stats.prompt_cut:
+        notes.append(f"prompt cut to its last {stats.prompt_tokens:,} tokens to fit the context")
+    if stats.finish_reason == "length":
+        notes.append("cut: the context is full" if stats.context_full
+                     else f"cut at max tokens ({max_new_tokens:,})")
+    return " · ".join(notes)
+
+
 class ChatPanel(Vertical):
     """Transcript, sampling settings and the prompt line."""
 
@@ -78,8 +97,8 @@ class ChatPanel(Vertical):
         with Horizontal(id="chat-params"):
             for field_id, label, default, placeholder in PARAMETER_FIELDS:
                 yield Label(label, classes="chat-param-label")
-                yield Input(default, placeholder=placeholder, id=f"chat-{field_id}",
-                            classes="chat-param", compact=True)
+                yield SettingField(default, placeholder=placeholder, id=f"chat-{field_id}",
+                                   classes="chat-param", compact=True)
         yield Input(placeholder="Prompt the model and press Enter (Esc cancels a reply)",
                     id="chat-prompt")
 
@@ -131,8 +150,10 @@ class ChatPanel(Vertical):
             self.notify(str(err), title="Sampling settings", severity="error")
             return False
         self.post_message(self.SettingsUsed(self.settings_text()))
-        exchange = ChatExchange(prompt)
-        self.query_one("#chat-log", VerticalScroll).mount(exchange)
+        exchange = ChatExchange(prompt, params, self.settings_text())
+        log = self.query_one("#chat-log", VerticalScroll)
+        log.mount(exchange)
+        log.anchor()  # a new prompt comes into view, even after scrolling up through old ones
         self.query_one("#chat-prompt", Input).value = ""
         self.active = exchange
         self.run_worker(lambda: self._ask_engine(exchange, prompt, params), thread=True,
@@ -174,7 +195,8 @@ class ChatPanel(Vertical):
             elif job.error:
                 self._finish(exchange, f"failed: {job.error}")
             else:
-                self._finish(exchange, "")
+                exchange.cut = job.stats.finish_reason == "length"
+                self._finish(exchange, finish_note(job.stats, exchange.params.max_new_tokens))
         else:
             exchange.set_status("streaming…")
 
@@ -182,6 +204,21 @@ class ChatPanel(Vertical):
         exchange.finish(status)
         self.active = None
         self._poll_timer.pause()
+        self.post_message(self.ReplyFinished(exchange))
+
+    class ReplyFinished(Message):
+        """A reply ended (complete, cut, cancelled or failed): the studio keeps a transcript."""
+
+        def __init__(self, exchange: ChatExchange) -> None:
+            super().__init__()
+            self.exchange = exchange
+
+    def last_reply(self) -> str | None:
+        """The newest reply with any text, as shown."""
+        for exchange in reversed(list(self.query(ChatExchange))):
+            if exchange.reply:
+                return exchange.reply
+        return None
 
     # ------------------------------------------------------------- cancelling
     def action_cancel_reply(self) -> None:

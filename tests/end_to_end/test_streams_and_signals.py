@@ -153,8 +153,10 @@ def test_one_ctrl_c_that_arrives_twice_is_one_stop(tmp_path, text):
     assert saved_step(out) == logged_steps(out) >= 5
 
 
-def test_a_second_ctrl_c_later_exits_at_once_and_says_what_is_kept(tmp_path, text):
+def test_a_second_ctrl_c_later_exits_at_once_and_says_what_is_kept(tmp_path):
     out = tmp_path / "run"
+    text = tmp_path / "train.txt"  # ten times the module's text: evaluations long enough to interrupt
+    text.write_text(bundled_works()[0].text[:400_000], encoding="utf-8")
     # Steps of several seconds (a whole evaluation after each), so the first stop is still pending.
     process = train_process(out, text, "--preset", "demo", "--no-compile", "--eval_iters", "1",
                             "--eval_batches", "100000", "--val_fraction", "0.5",

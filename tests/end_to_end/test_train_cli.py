@@ -134,3 +134,23 @@ def test_eval_reports_loss_perplexity_and_bits_per_byte(tmp_path, corpus):
     stdout, err = evaluated.communicate(timeout=120)
     assert evaluated.returncode == 0, err
     assert "loss " in stdout and "perplexity " in stdout and "bits/byte " in stdout
+
+
+@pytest.mark.parametrize("program", ["gemma-core train", "gemma-tui launch"])
+def test_training_help_lists_every_flag_with_a_description_in_groups_and_ends_with_examples(program):
+    import argparse
+
+    from gemma_core import cli as core_cli
+    from gemma_tui import cli as tui_cli
+
+    top = core_cli.build_parser() if program.startswith("gemma-core") else tui_cli.build_parser()
+    subcommands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    parser = subcommands.choices[program.split()[1]]
+    undescribed = [a.option_strings[0] for a in parser._actions if a.option_strings and not a.help]
+    assert undescribed == []
+    text = parser.format_help()
+    headings = ["run:", "model:", "data:", "optimisation:", "schedule:", "evaluation and checkpoints:",
+                "devices:"]
+    assert [text.index(h) for h in headings] == sorted(text.index(h) for h in headings)
+    assert "--split_on_blank_lines" in text.split("data:")[1].split("optimisation:")[0]
+    assert text.rstrip().splitlines()[-3] == "examples:" and "--resume --output_dir" in text.splitlines()[-1]

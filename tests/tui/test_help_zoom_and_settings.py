@@ -1,17 +1,21 @@
-"""The studio's help screen, zoomed panes, and what it remembers between launches."""
+"""The studio's help screen, zoomed panes, honest chat, and what it remembers between launches."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from textual.widgets import Input
 
+from gemma_core.model.sampling import GenerationStats
+
 from gemma_tui.preferences import preferences_path
-from gemma_tui.preview import PreviewEngine
+from gemma_tui.preview import PreviewEngine, preview_snapshot
 from gemma_tui.screens.confirm import ConfirmScreen
 from gemma_tui.screens.help import HelpScreen
 from gemma_tui.screenshots import screen_text
-from gemma_tui.widgets.chat_panel import ChatPanel
+from gemma_tui.widgets.chat_exchange import ChatExchange
+from gemma_tui.widgets.chat_panel import ChatPanel, finish_note
 from gemma_tui.widgets.layer_map import LayerMap
 from gemma_tui.widgets.loss_chart import LossChart
 from tests.tui.test_app import SIZE, studio, until
@@ -126,3 +130,71 @@ async def test_the_stop_question_names_the_resume_command_and_its_keys():
         assert "`" not in text
         assert "gemma-tui" in text and "--resume --output_dir output continues" in text
         assert "(y)" in text and "(n)" in text
+
+
+async def test_a_reply_cut_by_max_tokens_is_marked_and_says_so_and_a_cut_prompt_is_said(tmp_path):
+    cut = GenerationStats(prompt_tokens=40, completion_tokens=9, finish_reason="length", prompt_cut=25)
+    snapshot = replace(preview_snapshot(), output_dir=str(tmp_path))
+    app = studio(PreviewEngine(snapshot, reply_stats=cut))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("slash", *"To be", "enter")
+        await until(pilot, lambda: not app.chat_panel.busy)
+        exchange = app.query_one(ChatExchange)
+        assert exchange.cut and exchange.as_text().plain.endswith(
+            "lord.…  [prompt cut to its last 40 tokens to fit the context · cut at max tokens (96)]")
+        # Every exchange is kept in the run folder, with the step and the settings that asked.
+        await until(pilot, lambda: (tmp_path / "chat.jsonl").exists())
+        [record] = [json.loads(line) for line in (tmp_path / "chat.jsonl").read_text().splitlines()]
+        assert record["prompt"] == "To be" and record["reply"] == exchange.reply and record["step"] == 640
+        assert record["ended"] == "cut" and record["settings"]["max_new_tokens"] == 96
+
+
+def test_why_a_reply_ended_is_said_only_when_the_model_did_not_end_it():
+    assert finish_note(GenerationStats(finish_reason="stop"), 96) == ""
+    assert finish_note(GenerationStats(finish_reason="length"), 96) == "cut at max tokens (96)"
+    assert finish_note(GenerationStats(finish_reason="length", context_full=True), 96) == "cut: the context is full"
+
+
+async def test_slash_in_a_settings_field_goes_to_the_prompt_and_a_new_prompt_comes_into_view():
+    app = studio(PreviewEngine(reply=" ".join(["line\n"] * 40)))  # a reply taller than the pane
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("slash", *"first", "enter")
+        await until(pilot, lambda: not app.chat_panel.busy)
+        log = app.query_one("#chat-log")
+        log.scroll_home(animate=False)
+        await pilot.pause()
+        assert log.max_scroll_y > 0 and log.scroll_y == 0  # reading the old reply from its top
+        app.query_one("#chat-top-k", Input).focus()
+        await pilot.press("slash")
+        assert app.focused.id == "chat-prompt" and app.query_one("#chat-top-k", Input).value == ""
+        await pilot.press(*"second", "enter")
+        await until(pilot, lambda: not app.chat_panel.busy)
+        await pilot.pause(0.2)
+        assert log.scroll_y == log.max_scroll_y > 0  # the new exchange is on screen
+
+
+async def test_c_copies_the_last_reply_and_confirms(monkeypatch):
+    app = studio(PreviewEngine())
+    copied = []
+    monkeypatch.setattr(app, "copy_to_clipboard", copied.append)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("c")
+        assert copied == [] and any("No reply to copy" in n.message for n in app._notifications)
+        await pilot.press("slash", *"Hi", "enter")
+        await until(pilot, lambda: not app.chat_panel.busy)
+        app.screen.set_focus(None)
+        await pilot.press("c")
+        assert copied == [app.query_one(ChatExchange).reply]
+        assert any("Copied the last reply" in n.message for n in app._notifications)
+
+
+async def test_a_new_best_validation_loss_is_announced():
+    engine = PreviewEngine(alive=True)
+    app = studio(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.snapshot is not None)
+        snap = engine.snapshot()
+        better = replace(snap.best_eval, step=snap.step + 20, val_loss=snap.best_eval.val_loss - 0.1)
+        engine.set_snapshot(replace(snap, best_eval=better, version=snap.version + 1))
+        await until(pilot, lambda: any("New best validation loss" in n.message for n in app._notifications))
+        assert any(f"at step {better.step:,}" in n.message for n in app._notifications)
