@@ -75,7 +75,7 @@ class GemmaStudio(App):
         Binding("x", "stop_training", "Stop", id="studio.stop"),
         Binding("slash", "focus_chat", "Chat", key_display="/", id="studio.chat"),
         Binding("z,f11", "zoom", "Zoom", key_display="z", id="studio.zoom"),
-        Binding("c", "copy_reply", "Copy reply", id="studio.copy_reply"),
+        Binding("c", "copy_reply", "Copy reply", show=False, id="studio.copy_reply"),
         Binding("l", "toggle_log_scale", "Log y", id="studio.log_scale"),
         Binding("t", "toggle_x_axis", "Step/tokens", id="studio.x_axis"),
         Binding("left_square_bracket", "smoothing(-1)", "Smooth-", key_display="[",

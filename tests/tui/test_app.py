@@ -177,6 +177,7 @@ async def test_engine_failure_shows_as_a_message_not_a_traceback():
             preview_snapshot(state=RunState.FAILED, error="stopped at step 641: 5 steps in a row "
                              "had a non-finite loss"), version=10_000))
         await until(pilot, lambda: "non-finite loss" in screen_text(app))
+        await until(pilot, lambda: any("failed at step 640" in n.title for n in app._notifications))
         text = screen_text(app)
         assert "FAILED" in text and "non-finite loss" in text and "Traceback" not in text
         assert any("failed at step 640" in n.title for n in app._notifications)

@@ -120,7 +120,9 @@ async def test_studio_trains_pauses_saves_chats_switches_theme_and_quits(tmp_pat
                        what="the first reply text")
         exchange = app.query_one(ChatExchange)
         await wait_for(pilot, lambda: not panel.busy, what="the reply to end")
-        assert exchange.status == "", exchange.status
+        # Ended by the model (no note), or by the 64 tokens asked for, and then marked as cut.
+        assert exchange.status in ("", "cut at max tokens (64)"), exchange.status
+        assert exchange.cut == (exchange.status != "")
         assert exchange.pieces >= 2  # it streamed in, not arrived at once
         assert exchange.job.step >= step_before
         assert engine.snapshot().step > step_before  # training went on meanwhile
