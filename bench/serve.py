@@ -41,8 +41,6 @@ ATTACHED_STUDIO = """
 import asyncio, sys, time
 from gemma_core.serve.client import RemoteEngine, RemoteTelemetry
 from gemma_tui.app import create_app
-from gemma_tui.cli import yield_cpu_to_training
-yield_cpu_to_training()  # as gemma-tui attach does
 engine = RemoteEngine(sys.argv[1])
 app = create_app(engine, telemetry=RemoteTelemetry(engine.client))
 async def watch():

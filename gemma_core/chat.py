@@ -158,12 +158,9 @@ class ComputeTurns:
 
     def between_steps(self) -> None:
         """Called by the trainer after each step: run the first waiting chunk."""
-        with self._condition:
-            if not self._waiting:
-                return
-            chunk = self._waiting.popleft()
-            chunk.running = True
-        self._run(chunk)
+        chunk = self._take(wait_s=0)
+        if chunk is not None:
+            self._run(chunk)
 
     def serve(self, stop: threading.Event) -> None:
         """Own the cores until ``stop`` is set, running every chunk as it comes: the main
@@ -171,13 +168,9 @@ class ComputeTurns:
         self.set_training(True)
         try:
             while not stop.is_set():
-                with self._condition:
-                    if not self._waiting:
-                        self._condition.wait(0.1)
-                        continue
-                    chunk = self._waiting.popleft()
-                    chunk.running = True
-                self._run(chunk)
+                chunk = self._take(wait_s=0.1)
+                if chunk is not None:
+                    self._run(chunk)
         finally:
             self.set_training(False)
 
@@ -186,6 +179,17 @@ class ComputeTurns:
         with self._condition:
             self._owned = active
             self._condition.notify_all()
+
+    def _take(self, wait_s: float) -> _Chunk | None:
+        """The first waiting chunk, marked as running; None if none comes within ``wait_s``."""
+        with self._condition:
+            if not self._waiting and wait_s > 0:
+                self._condition.wait(wait_s)
+            if not self._waiting:
+                return None
+            chunk = self._waiting.popleft()
+            chunk.running = True
+            return chunk
 
     def _run(self, chunk: _Chunk) -> None:
         try:

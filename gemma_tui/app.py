@@ -21,15 +21,15 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widget import Widget
 from textual.widgets import Footer, Header
 
 from gemma_core.errors import UserError, internal_message
 from gemma_core.safe_text import printable
 from gemma_core.telemetry import TelemetrySampler
 from gemma_core.train.events import RunSnapshot, RunState
-from gemma_tui.engine_api import StudioEngine
+from gemma_tui import formatting as fmt
 from gemma_tui.chat_transcript import append_to_transcript
+from gemma_tui.engine_api import StudioEngine
 from gemma_tui.preferences import Preferences
 from gemma_tui.screens.confirm import ConfirmScreen
 from gemma_tui.screens.help import HelpScreen
@@ -268,8 +268,8 @@ class GemmaStudio(App):
         elif snap.state == RunState.FINISHED and previous is not None:
             self.notify(f"Training finished at step {snap.step:,}.", title="Finished")
         elif snap.state == RunState.STOPPED and previous is not None:
-            self.notify(f"Stopped at step {snap.step:,} of {snap.max_steps:,}; gemma-tui launch --resume "
-                        f"--output_dir {printable(snap.output_dir)} continues it.", title="Stopped", timeout=30)
+            self.notify(f"Stopped at step {snap.step:,} of {snap.max_steps:,}; "
+                        f"{fmt.resume_command(snap.output_dir)} continues it.", title="Stopped", timeout=30)
         self.refresh_bindings()
 
     def refresh_telemetry(self) -> None:
@@ -320,7 +320,7 @@ class GemmaStudio(App):
         output_dir = self.snapshot.output_dir if self.snapshot else "DIR"
         self.push_screen(ConfirmScreen(
             "Stop training? A checkpoint is saved first; "
-            f"gemma-tui launch --resume --output_dir {printable(output_dir)} continues the run later.",
+            f"{fmt.resume_command(output_dir)} continues the run later.",
             "Stop training"), answered)
 
     def action_copy_reply(self) -> None:
@@ -350,10 +350,9 @@ class GemmaStudio(App):
         if screen.maximized is not None:
             screen.minimize()
             return
-        pane = next((node for node in ([screen.focused, *screen.focused.ancestors] if screen.focused else [])
-                     if isinstance(node, Widget) and (node.has_class("pane") or node.id == "chat")),
-                    self.query_one(LossChart))
-        screen.maximize(pane, container=False)
+        # Every pane allows maximizing; Textual finds the one holding the focus.
+        if screen.focused is None or not screen.maximize(screen.focused):
+            screen.maximize(self.query_one(LossChart))
 
     def action_toggle_log_scale(self) -> None:
         self.query_one(LossChart).toggle_log_scale()

@@ -97,6 +97,7 @@ def run_studio(engine, theme: str | None, debug: bool = False, telemetry=None) -
     """
     from gemma_core.train.events import RunState
     from gemma_tui.app import GemmaStudio, create_app
+    from gemma_tui.formatting import resume_command
     from gemma_tui.screens.quit_choice import KEEP
 
     options = {} if telemetry is None else {"telemetry": telemetry}
@@ -130,7 +131,7 @@ def run_studio(engine, theme: str | None, debug: bool = False, telemetry=None) -
     elif snap.last_checkpoint is not None:
         print(printable(f"checkpoint: {snap.last_checkpoint.path} (step {snap.last_checkpoint.step})"))
         if engine.owns_run and snap.state is RunState.STOPPED:  # stopped before its last step
-            print(printable(f"resume with: gemma-tui launch --resume --output_dir {snap.output_dir}"))
+            print(f"resume with: {resume_command(snap.output_dir)}")
     return EXIT_OK
 
 
@@ -168,25 +169,6 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return run_studio(engine, args.theme, args.debug)
 
 
-STUDIO_NICENESS = 10
-
-
-def yield_cpu_to_training() -> None:
-    """A studio watching a run trained by another process gives way to it on the CPU.
-
-    On a machine whose cores all train, every moment the studio draws is taken from a
-    training thread, and the others wait for it at their next barrier. At a lower priority
-    the studio draws in the gaps instead: one attached studio cost 6% of training speed on
-    two cores at normal priority and 2% at this one (BENCHMARKS.md). Replies are decoded by
-    the training process, so chat is as fast as before."""
-    import os
-
-    try:
-        os.nice(STUDIO_NICENESS)
-    except (AttributeError, OSError):  # no nice() on this platform, or not allowed: draw as before
-        pass
-
-
 def cmd_attach(args: argparse.Namespace) -> int:
     from gemma_core.serve.client import RemoteEngine, RemoteTelemetry
 
@@ -196,7 +178,6 @@ def cmd_attach(args: argparse.Namespace) -> int:
     except UserError:
         engine.close()
         raise
-    yield_cpu_to_training()
     return run_studio(engine, args.theme, args.debug, telemetry=RemoteTelemetry(engine.client))
 
 
@@ -258,18 +239,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be a port number from 0 to 65535, got {args.port}")
-    run_dir = _run_for_pages(args)
-    yield_cpu_to_training()  # after starting the run, which must not inherit it
-    return serve_in_browser(run_dir, args.host, args.port, args.stop_on_exit)
+    return serve_in_browser(_run_for_pages(args), args.host, args.port, args.stop_on_exit)
 
 
 def cmd_desktop(args: argparse.Namespace) -> int:
     from gemma_tui.desktop import open_window, require_window_toolkit
 
     require_window_toolkit()  # say what is missing before starting a run
-    run_dir = _run_for_pages(args)
-    yield_cpu_to_training()  # after starting the run, which must not inherit it
-    return open_window(run_dir)
+    return open_window(_run_for_pages(args))
 
 
 def keep_training_in_background(output_dir: str) -> int:

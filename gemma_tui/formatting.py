@@ -7,6 +7,8 @@ import time
 
 from textual.content import Content
 
+from gemma_core.safe_text import printable
+
 
 def count(n: float | int | None) -> str:
     """1234 -> '1,234'; 1_234_567 -> '1.23M'."""
@@ -75,3 +77,8 @@ def progress_bar(fraction: float, width: int) -> Content:
     fraction = min(1.0, max(0.0, fraction))
     filled = int(round(fraction * width))
     return Content.assemble(("━" * filled, "$primary"), ("━" * (width - filled), "$panel-lighten-2"))
+
+
+def resume_command(output_dir: str) -> str:
+    """The command that continues a run stopped before its last step, printable as is."""
+    return printable(f"gemma-tui launch --resume --output_dir {output_dir}")

@@ -19,11 +19,10 @@ class ChatExchange(Static):
     attribute write); everything else runs on the UI thread.
     """
 
-    def __init__(self, prompt: str, params: SamplingParams, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, prompt: str, params: SamplingParams) -> None:
         super().__init__(classes="chat-exchange")
         self.prompt = prompt
-        self.params = params
-        self.settings = settings or {}  # the settings fields' text that asked for it
+        self.params = params  # the sampling settings that asked for it
         self.cut = False  # ended by max tokens or the context, not by the model
         self.reply = ""
         self.pieces = 0  # how many updates the reply arrived in (a streaming reply: many)

@@ -128,9 +128,6 @@ class ChatPanel(Vertical):
             if isinstance(settings.get(field_id), str):
                 self.query_one(f"#chat-{field_id}", Input).value = settings[field_id]
 
-    def sampling_params(self) -> SamplingParams:
-        return read_sampling_params(self.settings_text())
-
     @on(Input.Submitted, "#chat-prompt")
     def _on_prompt(self, event: Input.Submitted) -> None:
         event.stop()
@@ -144,13 +141,14 @@ class ChatPanel(Vertical):
             self.notify("A reply is still streaming: wait, or press Esc to cancel it.",
                         severity="warning")
             return False
+        settings = self.settings_text()
         try:
-            params = self.sampling_params()
+            params = read_sampling_params(settings)
         except UserError as err:
             self.notify(str(err), title="Sampling settings", severity="error")
             return False
-        self.post_message(self.SettingsUsed(self.settings_text()))
-        exchange = ChatExchange(prompt, params, self.settings_text())
+        self.post_message(self.SettingsUsed(settings))
+        exchange = ChatExchange(prompt, params)
         log = self.query_one("#chat-log", VerticalScroll)
         log.mount(exchange)
         log.anchor()  # a new prompt comes into view, even after scrolling up through old ones

@@ -9,8 +9,8 @@ from textual_plotext import PlotextPlot
 
 from gemma_core.train.events import RunSnapshot
 from gemma_tui.palette import studio_palette
-from gemma_tui.widgets.redraw_pacer import RedrawPacer
 from gemma_tui.series import HistoryColumns, columns_of, downsample, ema, finite, interpolate_x, log10
+from gemma_tui.widgets.redraw_pacer import RedrawPacer
 
 SMOOTHING_STEPS = (0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99)
 

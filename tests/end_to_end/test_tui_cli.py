@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -65,7 +64,9 @@ def test_mistakes_are_one_line_errors(tmp_path, capsys):
     assert err.startswith("error: ") and "Traceback" not in err
 
 
-def test_studio_exit_always_stops_and_joins_the_engine(monkeypatch):
+def open_and_quit_at_once(monkeypatch) -> None:
+    """The studio opens and the user quits it at once: what run_studio does afterwards is tested."""
+
     class AppThatReturnsAtOnce:
         return_code = 0
 
@@ -73,6 +74,10 @@ def test_studio_exit_always_stops_and_joins_the_engine(monkeypatch):
             return None
 
     monkeypatch.setattr(gemma_tui.app, "create_app", lambda engine, theme=None, debug=False: AppThatReturnsAtOnce())
+
+
+def test_studio_exit_always_stops_and_joins_the_engine(monkeypatch):
+    open_and_quit_at_once(monkeypatch)
     engine = PreviewEngine(alive=True)
     assert cli.run_studio(engine, None) == 0
     assert engine.calls == ["stop(save=True)"] and not engine.is_alive()
@@ -84,13 +89,7 @@ def test_the_studio_exits_with_its_runs_failure(monkeypatch, capsys, internal, c
 
     from gemma_tui.preview import preview_snapshot
 
-    class AppThatReturnsAtOnce:
-        return_code = 0
-
-        def run(self):
-            return None
-
-    monkeypatch.setattr(gemma_tui.app, "create_app", lambda engine, theme=None, debug=False: AppThatReturnsAtOnce())
+    open_and_quit_at_once(monkeypatch)
     failed = replace(preview_snapshot(state=RunState.FAILED, error="the reason"), error_internal=internal)
     assert cli.run_studio(PreviewEngine(failed), None) == code
     assert capsys.readouterr().err.strip() == "error: training failed at step 640: the reason"
@@ -133,21 +132,8 @@ def test_each_command_has_help(command):
     assert out.returncode == 0 and "--theme" in out.stdout
 
 
-def test_a_studio_watching_another_process_gives_way_to_training_on_the_cpu():
-    code = ("import os; from gemma_tui.cli import yield_cpu_to_training; before = os.nice(0); "
-            "yield_cpu_to_training(); print(os.nice(0) - before)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert int(out) == min(cli.STUDIO_NICENESS, 19 - os.nice(0))
-
-
 def test_quitting_a_run_stopped_early_prints_the_command_that_resumes_it(monkeypatch, capsys):
-    class AppThatReturnsAtOnce:
-        return_code = 0
-
-        def run(self):
-            return None
-
-    monkeypatch.setattr(gemma_tui.app, "create_app", lambda engine, theme=None, debug=False: AppThatReturnsAtOnce())
+    open_and_quit_at_once(monkeypatch)
     engine = PreviewEngine(alive=True)
     assert cli.run_studio(engine, None) == 0
     out = capsys.readouterr().out
