@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from textual.app import App, ComposeResult, SystemCommand
+from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
@@ -73,7 +74,9 @@ class GemmaStudio(App):
         Binding("s", "save_now", "Save", id="studio.save"),
         Binding("e", "eval_now", "Eval", id="studio.eval"),
         Binding("x", "stop_training", "Stop", id="studio.stop"),
-        Binding("slash", "focus_chat", "Chat", key_display="/", id="studio.chat"),
+        # Priority: the key is acted on the moment it arrives, so what is typed right after it
+        # (in the same burst, from a browser or over ssh) already goes to the prompt.
+        Binding("slash", "focus_chat", "Chat", key_display="/", id="studio.chat", priority=True),
         Binding("z,f11", "zoom", "Zoom", key_display="z", id="studio.zoom"),
         Binding("c", "copy_reply", "Copy reply", show=False, id="studio.copy_reply"),
         Binding("l", "toggle_log_scale", "Log y", id="studio.log_scale"),
@@ -399,7 +402,14 @@ class GemmaStudio(App):
             self.notify(notice, severity="warning", timeout=10)
 
     def action_focus_chat(self) -> None:
-        self.query_one(ChatPanel).focus_prompt()
+        """``/`` goes to the prompt from anywhere in the studio (a settings field included:
+        none takes a slash); in the prompt itself, and in a dialog, it is just a slash."""
+        if len(self.screen_stack) > 1:
+            raise SkipAction()
+        panel = self.query_one(ChatPanel)
+        if self.focused is panel.prompt:
+            raise SkipAction()
+        panel.focus_prompt()
 
     def action_cancel_reply(self) -> None:
         if self.screen.maximized is not None:  # Esc first leaves a zoomed pane

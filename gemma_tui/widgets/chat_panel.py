@@ -58,13 +58,6 @@ def read_sampling_params(values: dict[str, str]) -> SamplingParams:
     return params
 
 
-class SettingField(Input):
-    """One sampling setting. ``/`` goes to the prompt from here too, as everywhere else:
-    no setting takes a slash."""
-
-    BINDINGS = [Binding("slash", "app.focus_chat", "Prompt", show=False, priority=True)]
-
-
 def finish_note(stats: GenerationStats, max_new_tokens: int) -> str:
     """Why a reply ended, when the model did not end it: a cut reply is marked, never passed
     off as complete, and a prompt cut to fit is said."""
@@ -97,7 +90,7 @@ class ChatPanel(Vertical):
         with Horizontal(id="chat-params"):
             for field_id, label, default, placeholder in PARAMETER_FIELDS:
                 yield Label(label, classes="chat-param-label")
-                yield SettingField(default, placeholder=placeholder, id=f"chat-{field_id}",
+                yield Input(default, placeholder=placeholder, id=f"chat-{field_id}",
                                    classes="chat-param", compact=True)
         yield Input(placeholder="Prompt the model and press Enter (Esc cancels a reply)",
                     id="chat-prompt")
@@ -234,5 +227,11 @@ class ChatPanel(Vertical):
         exchange.set_status("cancelling…")
         return True
 
+    @property
+    def prompt(self) -> Input:
+        return self.query_one("#chat-prompt", Input)
+
     def focus_prompt(self) -> None:
-        self.query_one("#chat-prompt", Input).focus()
+        # At once, not by ``Input.focus()``, which waits behind the keys already queued: in a
+        # browser or over ssh, "/" and the prompt typed after it often arrive together.
+        self.screen.set_focus(self.prompt)

@@ -41,13 +41,15 @@ def status(folder: Path) -> dict:
     return json.loads(gemma("status", str(folder), "--json").stdout)
 
 
-def wait_until(condition, timeout: float = 120, what: str = "condition") -> None:
+def wait_until(condition, timeout: float = 120, what: str = "condition", shown=None) -> None:
+    """Wait for ``condition``; on a timeout, say what and (``shown``: a page) what the page last showed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    screen = f"; the page last showed:\n{shown.last_screen()}" if shown is not None else ""
+    raise AssertionError(f"timed out waiting for {what}{screen}")
 
 
 @pytest.fixture
@@ -120,6 +122,9 @@ class Page:
         self.page.wait_for_timeout(50)  # Playwright's sync API delivers frames only inside its own calls
         return ANSI.sub(b"", bytes(self.stream)).decode("utf-8", "replace")
 
+    def last_screen(self) -> str:
+        return self.text()[-4000:]
+
     def shows(self, *words: str) -> bool:
         text = self.text()
         return all(word in text for word in words)
@@ -134,7 +139,7 @@ def test_the_studio_in_a_browser_drives_and_watches_the_run(served_run, tmp_path
             "--no-first-run", "--disable-sync"])
         first = Page(browser, link)
         wait_until(lambda: first.shows("Loss", "Run", "Layers", "Chat", "Machine", "RUNNING"), 120,
-                   "every pane in the page")
+                   "every pane in the page", first)
         assert first.page.title() == "Gemma Studio" and "once=" not in first.page.url
         step = status(folder)["step"]
         wait_until(lambda: status(folder)["step"] > step, 60, "the step count to move")
@@ -150,8 +155,8 @@ def test_the_studio_in_a_browser_drives_and_watches_the_run(served_run, tmp_path
         first.page.keyboard.press("/")
         first.page.keyboard.type("ROMEO")
         first.page.keyboard.press("Enter")
-        wait_until(lambda: "model @ step" in first.text(), 120, "the reply")
-        wait_until(lambda: "streaming" not in first.text()[-3000:], 120, "the reply to end")
+        wait_until(lambda: "model @ step" in first.text(), 120, "the reply", first)
+        wait_until(lambda: "streaming" not in first.text()[-3000:], 120, "the reply to end", first)
         time.sleep(1.0)
         first.page.screenshot(path=str(screenshot_path(tmp_path, "browser-studio.png")))
 
@@ -160,7 +165,7 @@ def test_the_studio_in_a_browser_drives_and_watches_the_run(served_run, tmp_path
         assert "the run's key" in second.page.content()
         second.page.fill("input[name=key]", (folder / "server.token").read_text())
         second.page.click("button[type=submit]")
-        wait_until(lambda: second.shows("Loss", "Machine", "RUNNING"), 120, "the second page")
+        wait_until(lambda: second.shows("Loss", "Machine", "RUNNING"), 120, "the second page", second)
 
         # Closing a page leaves the run training; so does closing them all.
         first.page.close()

@@ -237,6 +237,25 @@ async def test_chat_streams_a_reply_and_shows_the_step():
         assert "model @ step 640" in screen_text(app)
 
 
+def send_keys_at_once(app, *keys: tuple[str, str]) -> None:
+    """Keys that arrive together, before the studio handles the first: a browser or an ssh
+    session delivers a quickly typed "/ROMEO⏎" this way."""
+    from textual import events
+    for key, character in keys:
+        event = events.Key(key, character)
+        event.set_sender(app)
+        app._driver.send_message(event)
+
+
+async def test_what_is_typed_right_after_slash_goes_to_the_prompt_and_a_slash_in_it_stays():
+    engine = PreviewEngine()
+    app = studio(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        send_keys_at_once(app, ("slash", "/"), ("R", "R"), ("O", "O"), ("slash", "/"), ("x", "x"), ("enter", "\r"))
+        await until(pilot, lambda: engine.chat_requests)
+        assert engine.chat_requests[0][0] == "RO/x"
+
+
 async def test_escape_cancels_a_streaming_reply():
     engine = PreviewEngine(reply=" ".join(["word"] * 500))
     app = studio(engine)
