@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from textual.app import App, ComposeResult, SystemCommand
+from textual import events
 from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -57,10 +58,18 @@ STUDIO_ACTIONS = CONTROL_ACTIONS | {"quit", "toggle_log_scale", "toggle_x_axis",
                                     "copy_reply"}
 
 
+TALL_ROWS = 36  # from this many rows every pane shows all it has
+
+
 class GemmaStudio(App):
     TITLE = "Gemma Studio"
     CSS_PATH = "studio.tcss"
     AUTO_FOCUS = "#layer-map"  # not the prompt: one-letter keys work from the start
+    # The screen gets one class per size band (studio.tcss arranges the panes for each):
+    # 80x24 and 100x30 terminals get a narrower side column and compact panes, a wide one
+    # a wider side column; a short one drops what it cannot show legibly.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-medium"), (200, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (TALL_ROWS, "-tall")]
     # Quitting waits this long for the trainer to finish its step and save; a run
     # still tokenizing stops within a second.
     QUIT_TIMEOUT_S = 120.0
@@ -155,11 +164,10 @@ class GemmaStudio(App):
         with Horizontal(id="studio"):
             with Vertical(id="main"):
                 yield LossChart(id="loss-chart", classes="pane")
-                with Horizontal(id="lower"):
-                    yield LayerMap(id="layer-map", classes="pane")
-                    yield self.chat_panel
+                yield self.chat_panel
             with Vertical(id="side"):
                 yield RunStats(id="run-stats", classes="pane")
+                yield LayerMap(id="layer-map", classes="pane")
                 yield GpuPanel(id="gpu-panel", classes="pane")
         yield Footer()
 
@@ -189,6 +197,11 @@ class GemmaStudio(App):
             self.exit()
             return
         self.shut_down()
+
+    def on_resize(self, event: events.Resize) -> None:
+        short = event.size.height < TALL_ROWS
+        self.query_one(LayerMap).brief = short
+        self.query_one(RunStats).fit_to_height = short
 
     def on_mount(self) -> None:
         if self.handles_signals:

@@ -32,12 +32,14 @@ HELP = """\
 **Loss**: training loss at each optimizer step (fine dots), the same smoothed
 (bold line, `[` `]` change how much), validation loss (bullets) and the learning
 rate. In the legend `L` marks a series read on the left axis (loss) and `⅃` one
-read on the right axis (learning rate).
+read on the right axis (learning rate). In a short terminal the legend moves to
+the pane's border, so the curves keep every row.
 
 **Layers**: one cell per decoder layer, `S` for sliding-window attention and `F`
 for full attention (Gemma 3 has one full layer in six). The shading is each
 layer's gradient norm at the latest step, against the other layers: darker is
-smaller. Arrow keys or a click select a layer; its shapes are listed below.
+smaller. Arrow keys or a click select a layer; its shapes are listed below (in a
+short terminal, its type and value only: `z` zooms the pane for the rest).
 
 **Chat**: continues your prompt with the weights as they are at this moment of
 training. A model trained from scratch continues text; it does not follow
@@ -47,7 +49,7 @@ CPU a reply takes turns with training steps. Every exchange is kept in the run
 folder's `chat.jsonl` (prompt, reply, step, settings).
 
 **Run**: state, progress, speed, losses, the best validation loss and the last
-checkpoint.
+checkpoint. In a short terminal, the lines that matter most, as many as fit.
 
 **Machine**: the GPU's memory, use, temperature and power (NVIDIA's NVML), and
 this process's memory in torch. Without an NVIDIA GPU: this process's CPU and RAM.

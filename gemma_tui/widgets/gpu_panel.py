@@ -26,7 +26,8 @@ def _line(label: str, *parts: str | tuple[str, str] | Content) -> Content:
     return Content.assemble((label.ljust(LABEL_WIDTH), "$text-muted"), *parts, "\n")
 
 
-def describe_sample(sample: TelemetrySample, bar_width: int = 20) -> Content:
+def describe_sample(sample: TelemetrySample, bar_width: int = 20, room: int = 80) -> Content:
+    """The sample as labelled lines; ``room``: the pane's width, which a narrow pane's lines fit."""
     lines: list[Content] = []
     gpu = sample.gpu
     if gpu is not None:
@@ -58,7 +59,8 @@ def describe_sample(sample: TelemetrySample, bar_width: int = 20) -> Content:
         lines.append(_line("", f"peak {fmt.nbytes(torch_mem.peak)}"))
     host = sample.host
     cpu = f"{host.cpu_percent:.0f}%" if host.cpu_percent is not None else "-"
-    lines.append(_line("CPU", f"{cpu} (this process, {host.cpu_count} cores)"))
+    whose = "this process, " if room >= 40 else ""  # a narrow pane: its first line says whose
+    lines.append(_line("CPU", f"{cpu} ({whose}{host.cpu_count} cores)"))
     ram = fmt.nbytes(host.rss)
     if host.ram_total:
         ram += f" of {fmt.nbytes(host.ram_total)}"
@@ -81,6 +83,10 @@ class GpuPanel(Vertical):
         yield SteadyStatic("", id="gpu-history-label")
         yield Sparkline([], id="gpu-history")
 
+    def on_resize(self) -> None:
+        if self.sample is not None:
+            self._describe(self.sample)  # the bar and the lines follow the width
+
     def show(self, sample: TelemetrySample) -> None:
         self.sample = sample
         if sample.gpu is not None and sample.gpu.utilization is not None:
@@ -91,7 +97,10 @@ class GpuPanel(Vertical):
             label = "process CPU, last minute"
         else:
             label = ""
-        width = max(8, min(24, self.size.width - LABEL_WIDTH - 24))
-        self.query_one("#gpu-readings", SteadyStatic).update(describe_sample(sample, width))
+        self._describe(sample)
         self.query_one("#gpu-history-label", SteadyStatic).update(Content.styled(label, "$text-muted"))
         self.query_one("#gpu-history", Sparkline).data = list(self.history)
+
+    def _describe(self, sample: TelemetrySample) -> None:
+        width = max(8, min(24, self.size.width - LABEL_WIDTH - 24))
+        self.query_one("#gpu-readings", SteadyStatic).update(describe_sample(sample, width, self.size.width))

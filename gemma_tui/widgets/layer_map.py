@@ -24,7 +24,9 @@ from gemma_tui.palette import StudioPalette, studio_palette
 from gemma_tui.widgets.redraw_pacer import RedrawPacer
 
 CELL_WIDTH = 6  # " 12 S " : layer number and type letter
-GAP = 1
+SMALL_CELL_WIDTH = 2  # "▸S" : where six numbered cells do not fit in a row, side by side
+GAP = 1  # between numbered cells
+BRIEF_DETAILS = 2  # the selected layer's lines a short terminal shows
 
 
 def layer_parameters(cfg: GemmaConfig) -> int:
@@ -36,23 +38,25 @@ def layer_parameters(cfg: GemmaConfig) -> int:
 
 
 def layer_details(cfg: GemmaConfig, index: int, stats: LayerStats | None) -> list[str]:
+    """The selected layer, most telling first, in short lines that fit a side column."""
     kind = cfg.layer_types[index]
     e, h, kv, d = cfg.emb_dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     if kind == SLIDING:
-        reach = f"sliding window: attends to the last {cfg.sliding_window:,} tokens"
+        lines = [f"Layer {index} of {cfg.n_layers}: sliding window",
+                 f"attends to the last {cfg.sliding_window:,} tokens"]
     else:
-        reach = f"full attention: attends to the whole context ({cfg.context_length:,} tokens)"
-    lines = [
-        f"Layer {index} of {cfg.n_layers} · {reach}",
-        f"RoPE base {cfg.rope_base_for(kind):,.0f} · {h} query heads, {kv} key/value "
-        f"head{'s' if kv != 1 else ''} × {d} dims",
-        f"q_proj {e}→{h * d} · k_proj, v_proj {e}→{kv * d} · o_proj {h * d}→{e}"
-        + (f" · q/k norm {d}" if cfg.qk_norm else ""),
-        f"MLP gate, up {e}→{cfg.hidden_dim:,} · down {cfg.hidden_dim:,}→{e} · 4 RMSNorms {e}",
-        f"{count(layer_parameters(cfg))} parameters",
-    ]
+        lines = [f"Layer {index} of {cfg.n_layers}: full attention",
+                 f"attends to the whole context ({cfg.context_length:,} tokens)"]
     if stats is not None and index < len(stats.values):
-        lines.append(f"{stats.name}: {number(stats.values[index])} (step {stats.step:,})")
+        lines.insert(1, f"{stats.name}: {number(stats.values[index])} (step {stats.step:,})")
+    lines += [
+        f"RoPE base {cfg.rope_base_for(kind):,.0f} · heads of {d} dims",
+        f"{h} query head{'s' if h != 1 else ''}, {kv} key/value head{'s' if kv != 1 else ''}",
+        f"q_proj {e}→{h * d} · o_proj {h * d}→{e}",
+        f"k_proj, v_proj {e}→{kv * d}" + (f" · q/k norm {d}" if cfg.qk_norm else ""),
+        f"MLP {e}→{cfg.hidden_dim:,}→{e} (gate, up, down)",
+        f"4 RMSNorms · {count(layer_parameters(cfg))} parameters",
+    ]
     return lines
 
 
@@ -92,6 +96,7 @@ class LayerMap(Widget, can_focus=True):
         self._new_stats: LayerStats | None = None
         self.pacer = RedrawPacer(self, self._draw_new_stats, max_hz=4.0)  # the app slows it on a CPU
         self.selected = 0
+        self._brief = False
 
     def on_mount(self) -> None:
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self.refresh())
@@ -108,6 +113,17 @@ class LayerMap(Widget, can_focus=True):
         if stats != self.stats:
             self.pacer.data_changed()
 
+    @property
+    def brief(self) -> bool:
+        """A short terminal: only the first lines of the selected layer's details."""
+        return self._brief
+
+    @brief.setter
+    def brief(self, value: bool) -> None:
+        if value != self._brief:
+            self._brief = value
+            self.refresh(layout=True)
+
     def _draw_new_stats(self) -> None:
         if self._new_stats != self.stats:
             self.stats = self._new_stats
@@ -115,18 +131,28 @@ class LayerMap(Widget, can_focus=True):
 
     # ----------------------------------------------------------------- layout
     @property
+    def cell_width(self) -> int:
+        """Numbered cells where six fit in a row, else small ones (the details name the layer)."""
+        return CELL_WIDTH if self.size.width + GAP >= 6 * (CELL_WIDTH + GAP) else SMALL_CELL_WIDTH
+
+    @property
+    def gap(self) -> int:
+        return GAP if self.cell_width == CELL_WIDTH else 0
+
+    @property
     def columns(self) -> int:
         """Cells per row; a multiple of 6 when possible, so Gemma's every-sixth
         full-attention layers line up in one column."""
-        fit = max(1, (self.size.width + GAP) // (CELL_WIDTH + GAP))
+        fit = max(1, (self.size.width + self.gap) // (self.cell_width + self.gap))
         return fit - fit % 6 if fit >= 6 else fit
 
     def cell_at(self, x: int, y: int) -> int | None:
         """The layer drawn at content offset (x, y), if any."""
-        if self.config is None or x % (CELL_WIDTH + GAP) >= CELL_WIDTH:
+        pitch = self.cell_width + self.gap
+        if self.config is None or x % pitch >= self.cell_width:
             return None
-        index = (y - 1) * self.columns + x // (CELL_WIDTH + GAP)  # row 0 is the legend
-        if y < 1 or x // (CELL_WIDTH + GAP) >= self.columns or index >= self.config.n_layers:
+        index = (y - 1) * self.columns + x // pitch  # row 0 is the legend
+        if y < 1 or x // pitch >= self.columns or index >= self.config.n_layers:
             return None
         return index
 
@@ -171,12 +197,12 @@ class LayerMap(Widget, can_focus=True):
         text.append_text(self._legend(cfg, palette))
         values = shade(self.stats.values) if self.stats and len(
             self.stats.values) == cfg.n_layers else None
-        columns = self.columns
+        columns, numbered, gap = self.columns, self.cell_width == CELL_WIDTH, self.gap
         for index, kind in enumerate(cfg.layer_types):
             if index % columns == 0:
                 text.append("\n")
-            elif GAP:
-                text.append(" " * GAP)
+            elif gap:
+                text.append(" " * gap)
             base = palette.sliding if kind == SLIDING else palette.full
             weight = 0.35 + 0.65 * values[index] if values else 0.7
             background = palette.surface.blend(base, weight)
@@ -185,9 +211,12 @@ class LayerMap(Widget, can_focus=True):
             style = Style(bgcolor=background.hex, color=background.get_contrast_text(1.0).hex,
                           bold=chosen, underline=chosen)
             letter = "S" if kind == SLIDING else "F"
-            text.append(f"{'▸' if chosen else ' '}{index:>2} {letter} ", style=style)
-        text.append("\n")
-        for line in layer_details(cfg, self.selected, self.stats):
+            marker = "▸" if chosen else " "
+            text.append(f"{marker}{index:>2} {letter} " if numbered else f"{marker}{letter}", style=style)
+        details = layer_details(cfg, self.selected, self.stats)
+        if not self.brief:
+            text.append("\n")  # a blank line where there is room
+        for line in details[:BRIEF_DETAILS] if self.brief else details:
             text.append("\n" + line)
         return text
 
@@ -198,6 +227,6 @@ class LayerMap(Widget, can_focus=True):
         legend.append(f"S sliding ×{sliding}  ")
         legend.append("■ ", Style(color=palette.full.hex))
         legend.append(f"F full ×{cfg.n_layers - sliding}")
-        if self.stats is not None:
-            legend.append(f"  shade: {self.stats.name}", Style(dim=True))
+        if self.stats is not None and not self.brief:
+            legend.append(f"\nshade: {self.stats.name} (darker: smaller)", Style(dim=True))
         return legend

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from textual.color import Color
+from textual.content import Content
 from textual_plotext import PlotextPlot
 
 from gemma_core.train.events import RunSnapshot
@@ -13,6 +14,7 @@ from gemma_tui.series import HistoryColumns, columns_of, downsample, ema, finite
 from gemma_tui.widgets.redraw_pacer import RedrawPacer
 
 SMOOTHING_STEPS = (0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99)
+COMPACT_ROWS = 16  # a chart shorter than this shows its legend in the border
 
 
 def _rgb(color: Color) -> tuple[int, int, int]:
@@ -129,6 +131,14 @@ class LossChart(PlotextPlot):
         self.border_subtitle = self.describe_view()
         self.refresh()
 
+    def _legend_title(self, palette) -> Content:
+        """"Loss" and each series' mark in its colour: the legend of a short chart."""
+        parts: list = ["Loss "]
+        for mark, name, color in (("⠒", "train", palette.train), ("▄", "smoothed", palette.smooth),
+                                  ("•", "val", palette.val), ("⠒", "lr", palette.lr)):
+            parts += [(f" {mark}", f"bold {color.hex}"), name]
+        return Content.assemble(*parts)
+
     def describe_view(self) -> str:
         scale = "log" if self.log_scale else "linear"
         return f"x: {self.x_axis} · {scale} · smoothing {self.smoothing:.2f}"
@@ -182,14 +192,26 @@ class LossChart(PlotextPlot):
         series = self.series(columns)
         snap = self.snapshot
         suffix = " (log scale)" if self.log_scale else ""
-        if self.x_axis == "tokens" and snap and snap.train_history:
+        # A short chart gives its rows to the curves: the legend moves to the border and the
+        # axis titles go (the subtitle still says what x is).
+        compact = self.size.height < COMPACT_ROWS
+        title = self._legend_title(palette) if compact else Content("Loss")
+        if title != self.border_title:
+            self.border_title = title
+        if compact:
+            plt.xlabel("")
+            plt.ylabel("", yside="left")
+            plt.ylabel("", yside="right")
+        elif self.x_axis == "tokens" and snap and snap.train_history:
             _, unit = _token_unit(snap.train_history[-1][1])
             plt.xlabel(f"tokens seen{f' ({unit})' if unit else ''}")
         else:
             plt.xlabel("optimizer step")
-        plt.ylabel(f"loss{suffix}", yside="left")
-        if series["lr"]:
-            plt.ylabel(f"learning rate{suffix}", yside="right")
+        if not compact:
+            plt.ylabel(f"loss{suffix}", yside="left")
+            if series["lr"]:
+                plt.ylabel(f"learning rate{suffix}", yside="right")
+        label = (lambda name: None) if compact else (lambda name: name)
         if not any(series.values()):
             plt.title("waiting for the first optimizer step")
             return
@@ -197,20 +219,20 @@ class LossChart(PlotextPlot):
         # on top, validation points as bullets: three series that stay apart.
         if series["train"]:
             xs, ys = zip(*series["train"])
-            plt.plot(xs, ys, color=_rgb(palette.train), label="train", marker="braille")
+            plt.plot(xs, ys, color=_rgb(palette.train), label=label("train"), marker="braille")
         if series["smoothed"]:
             xs, ys = zip(*series["smoothed"])
-            plt.plot(xs, ys, color=_rgb(palette.smooth), label="smoothed", marker="hd")
+            plt.plot(xs, ys, color=_rgb(palette.smooth), label=label("smoothed"), marker="hd")
         if series["val"]:
             xs, ys = zip(*series["val"])
-            plt.scatter(xs, ys, color=_rgb(palette.val), label="validation", marker="•")
+            plt.scatter(xs, ys, color=_rgb(palette.val), label=label("validation"), marker="•")
         every_x = [x for points in series.values() for x, _ in points]
         if every_x:
             ticks = nice_ticks(min(every_x), max(every_x))
             plt.xticks(ticks, [f"{t:g}" for t in ticks])
         if series["lr"]:
             xs, ys = zip(*series["lr"])
-            plt.plot(xs, ys, color=_rgb(palette.lr), label="lr", marker="braille",
+            plt.plot(xs, ys, color=_rgb(palette.lr), label=label("lr"), marker="braille",
                      yside="right")
         if self.log_scale:  # the points are log10 values: label the axes with what they stand for
             for side, names in (("left", ("train", "smoothed", "val")), ("right", ("lr",))):

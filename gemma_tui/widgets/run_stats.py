@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from textual.content import Content
 
 from gemma_core.safe_text import printable
@@ -33,6 +35,7 @@ class RunStats(SteadyStatic):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__("waiting for the engine…", id=id, classes=classes)
         self.snapshot: RunSnapshot | None = None
+        self._fit_to_height = False
 
     def show(self, snapshot: RunSnapshot) -> None:
         self.snapshot = snapshot
@@ -45,53 +48,95 @@ class RunStats(SteadyStatic):
     def _line(self, label: str, *parts: str | tuple[str, str] | Content) -> Content:
         return Content.assemble((label.ljust(LABEL_WIDTH), "$text-muted"), *parts, "\n")
 
+    @property
+    def fit_to_height(self) -> bool:
+        """A short terminal: show the lines that matter most, as many as the pane has rows."""
+        return self._fit_to_height
+
+    @fit_to_height.setter
+    def fit_to_height(self, value: bool) -> None:
+        if value != self._fit_to_height:
+            self._fit_to_height = value
+            if self.snapshot is not None:
+                self.update(self.describe(self.snapshot))
+
     def describe(self, snap: RunSnapshot) -> Content:
+        """The run's lines in reading order; where the pane is short, those ranked first."""
+        ranked = self._ranked_lines(snap)
+        rows, width = self.size.height, max(1, self.size.width)
+
+        def height(line: Content) -> int:  # rows once wrapped (an error or a message may wrap)
+            return max(1, math.ceil((line.cell_length - 1) / width))
+
+        if self._fit_to_height and 0 < rows < sum(height(line) for _, line in ranked):
+            keep, used = [], 0
+            for index in sorted(range(len(ranked)), key=lambda i: ranked[i][0]):
+                if used + height(ranked[index][1]) <= rows:
+                    keep.append(index)
+                    used += height(ranked[index][1])
+            ranked = [ranked[i] for i in sorted(keep)]
+        return Content("").join(line for _, line in ranked).rstrip("\n")
+
+    def _fitted(self, text: str, keep_end: bool = False) -> str:
+        """``text`` cut with an ellipsis to the room after a label: a name, never worth a second
+        row (a path keeps its end, the part that tells runs apart)."""
+        room = max(8, self.size.width - LABEL_WIDTH)
+        if len(text) <= room:
+            return text
+        return "…" + text[-(room - 1):] if keep_end else text[:room - 1] + "…"
+
+    def _ranked_lines(self, snap: RunSnapshot) -> list[tuple[int, Content]]:
+        """(rank, line) in reading order; rank 0 is kept longest when rows run out."""
         latest = snap.latest
-        lines: list[Content] = []
-        lines.append(self._line("state", (snap.state.value.upper(),
-                                          f"{STATE_STYLES[snap.state]} bold")))
+        lines: list[tuple[int, Content]] = []
+        lines.append((0, self._line("state", (snap.state.value.upper(), f"{STATE_STYLES[snap.state]} bold"))))
         where = " · ".join(x for x in (snap.preset and f"{snap.preset} preset", snap.device,
                                         snap.dtype) if x)
         if where:
-            lines.append(self._line("run", where))
-        lines.append(self._line("output", printable(snap.output_dir)))
+            lines.append((12, self._line("run", self._fitted(where))))
+        lines.append((14, self._line("output", self._fitted(printable(snap.output_dir), keep_end=True))))
         if snap.error:
-            lines.append(self._line("error", (printable(snap.error), "$error bold")))
+            lines.append((1, self._line("error", (printable(snap.error), "$error bold"))))
 
         fraction = snap.step / snap.max_steps if snap.max_steps else 0.0
         bar_width = max(8, min(BAR_WIDTH_MAX, self.size.width - LABEL_WIDTH - 8))
-        lines.append(self._line("step", f"{snap.step:,} / {snap.max_steps:,}  ",
-                                (f"{100 * fraction:.1f}%", "bold")))
-        lines.append(self._line("", fmt.progress_bar(fraction, bar_width)))
+        lines.append((2, self._line("step", f"{snap.step:,} / {snap.max_steps:,}  ",
+                                    (f"{100 * fraction:.1f}%", "bold"))))
+        lines.append((9, self._line("", fmt.progress_bar(fraction, bar_width))))
         eta = latest.eta_s if latest and snap.state not in (
             RunState.FINISHED, RunState.STOPPED, RunState.FAILED, RunState.VIEWING) else None
-        lines.append(self._line("elapsed", fmt.duration(latest.elapsed_s if latest else None),
-                                "   ETA ", fmt.duration(eta)))
-        lines.append(self._line("tokens", fmt.count(snap.tokens_seen), "   ",
-                                f"{fmt.count(latest.tokens_per_s)}/s" if latest else "-/s"))
+        lines.append((5, self._line("elapsed", fmt.duration(latest.elapsed_s if latest else None),
+                                    "   ETA ", fmt.duration(eta))))
+        lines.append((6, self._line("tokens", fmt.count(snap.tokens_seen), "   ",
+                                    f"{fmt.count(latest.tokens_per_s)}/s" if latest else "-/s")))
         if latest and latest.mfu is not None:
-            lines.append(self._line("MFU", f"{100 * latest.mfu:.1f}%"))
-        lines.append(self._line("train loss", fmt.number(latest.loss if latest else None)))
-        lines.append(self._line("lr", fmt.rate(latest.learning_rate if latest else None),
-                                "   grad norm ", fmt.number(latest.grad_norm if latest else None, 3)))
+            lines.append((11, self._line("MFU", f"{100 * latest.mfu:.1f}%")))
+        lines.append((3, self._line("train loss", fmt.number(latest.loss if latest else None))))
+        lines.append((8, self._line("lr", fmt.rate(latest.learning_rate if latest else None),
+                                    "   grad norm ", fmt.number(latest.grad_norm if latest else None, 3))))
 
         last_eval = snap.eval_history[-1] if snap.eval_history else None
         best = snap.best_eval
         val = (f"{fmt.number(last_eval.val_loss)} @ {last_eval.step:,}" if last_eval else "-")
-        lines.append(self._line("val loss", val, "   best ",
-                                f"{fmt.number(best.val_loss)} @ {best.step:,}" if best else "-"))
+        if best is not None and last_eval is not None and best.step == last_eval.step:
+            lines.append((4, self._line("val loss", val, ("  best", "$success"))))
+        else:
+            # The best's step only where the line has room for it: 36 columns show the rest.
+            best_text = (f"{fmt.number(best.val_loss)} @ {best.step:,}" if self.size.width >= 42
+                         else fmt.number(best.val_loss)) if best else "-"
+            lines.append((4, self._line("val loss", val, "   best ", best_text)))
         if last_eval:
-            lines.append(self._line("perplexity", fmt.number(last_eval.perplexity),
-                                    "   bits/byte ", fmt.number(last_eval.bits_per_byte, 3)))
+            lines.append((10, self._line("perplexity", fmt.number(last_eval.perplexity),
+                                         "   bits/byte ", fmt.number(last_eval.bits_per_byte, 3))))
         ckpt = snap.last_checkpoint
-        lines.append(self._line("checkpoint", f"step {ckpt.step:,} at {fmt.clock(ckpt.wall_time)}"
-                                if ckpt else "none yet"))
+        lines.append((7, self._line("checkpoint", f"step {ckpt.step:,} at {fmt.clock(ckpt.wall_time)}"
+                                    if ckpt else "none yet")))
         if snap.skipped_steps:
-            lines.append(self._line("skipped", (f"{snap.skipped_steps} non-finite steps",
-                                                "$warning")))
+            lines.append((9, self._line("skipped", (f"{snap.skipped_steps} non-finite steps", "$warning"))))
         params = fmt.count(snap.n_parameters) if snap.n_parameters else "-"
-        lines.append(self._line("parameters", params))
-        for message in snap.messages[-3:]:
+        lines.append((15, self._line("parameters", params)))
+        for age, message in enumerate(reversed(snap.messages[-3:])):
             style = {"error": "$error", "warning": "$warning"}.get(message.level, "$text-muted")
-            lines.append(Content.assemble(("› " + printable(message.text), style), "\n"))
-        return Content("").join(lines).rstrip("\n")
+            rank = 1 if message.level == "error" and age == 0 else 13 + age
+            lines.insert(len(lines) - age, (rank, Content.assemble(("› " + printable(message.text), style), "\n")))
+        return lines

@@ -163,7 +163,7 @@ async def test_run_stats_snapshot():
         check_snapshot("run_stats", app)
         text = screen_text(app)
     for expected in ("RUNNING", "640 / 1,500", "42.7%", "ETA", "3,069/s", "2.62M",
-                     "perplexity", "bits/byte", "step 500 at 22:21:40", "best 2.252 @ 600"):
+                     "perplexity", "bits/byte", "step 500 at 22:21:40", "2.252 @ 600  best"):
         assert expected in text, expected
     assert "MFU" not in text  # None on a CPU: not shown
 
@@ -213,7 +213,7 @@ async def test_layer_map_snapshot_with_a_full_attention_layer_selected():
         await pilot.pause()
         svg = check_snapshot("layer_map", app)
         text = screen_text(app)
-    assert "Layer 11 of 18 · full attention" in text
+    assert "Layer 11 of 18: full attention" in text
     assert "RoPE base 1,000,000" in text and "k_proj, v_proj 640→256" in text
     cells = re.findall(r"\b\d{1,2} ([SF]) ", text)
     assert cells == ["S"] * 5 + ["F"] + ["S"] * 5 + ["F"] + ["S"] * 5 + ["F"]  # Gemma's 5:1
