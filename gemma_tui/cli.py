@@ -2,7 +2,8 @@
 
     gemma-tui launch [every flag of gemma-core train] [--theme NAME]
     gemma-tui attach DIR [--theme NAME]
-    gemma-tui open DIR [--theme NAME]
+    gemma-tui open [DIR | --runs DIR] [--theme NAME]
+    gemma-tui compare RUN RUN ... [--theme NAME]
     gemma-tui serve [DIR | launch flags] [--host H] [--port P] [--stop-on-exit]
     gemma-tui desktop [DIR | launch flags]
     gemma-tui                      (this help; launch flags alone mean ``launch``)
@@ -11,7 +12,8 @@
 whether to stop the run (with a checkpoint) or keep it training in the
 background, where ``attach`` finds it again. ``attach`` shows a run that
 another process trains (``gemma-core train``, a kept run); quitting detaches.
-``open`` shows a finished run.
+``open`` shows a finished run; without a folder it lists the runs under the current one
+(or ``--runs DIR``) to open one or compare several. ``compare`` overlays runs' curves.
 """
 
 from __future__ import annotations
@@ -79,12 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
             page.set_defaults(func=cmd_desktop)
 
     open_run = commands.add_parser(
-        "open", help="open a finished run: its curves, and chat with its weights",
-        description="Open a finished run's output directory in the studio (no training).")
-    open_run.add_argument("output_dir", help="the run's --output_dir")
+        "open", help="open a finished run: its curves, and chat with its weights (no folder: pick one)",
+        description="Open a finished run's output directory in the studio (no training). Without one, "
+                    "list the runs under the current folder (or --runs DIR) with their state, step, best "
+                    "validation loss and date: Enter opens one (a live run is attached), Space marks runs "
+                    "and c compares the marked ones.")
+    open_run.add_argument("output_dir", nargs="?", default=None, help="the run's --output_dir (else: pick one)")
+    open_run.add_argument("--runs", default=None, metavar="DIR",
+                          help="the folder whose runs the picker lists (default: the current folder)")
     open_run.add_argument("--device", default="auto", help="auto, cpu or cuda (for chat)")
     open_run.add_argument("--theme", default=None, help=THEME_HELP)
     open_run.set_defaults(func=cmd_open)
+
+    compare = commands.add_parser(
+        "compare", help="overlay the loss curves of two or more runs on one chart",
+        description="Show the validation loss and the smoothed training loss of two or more runs on one "
+                    "chart, by step or by tokens (t), each run named in the legend. Read from the runs' "
+                    "logs, live runs included (read again every few seconds).")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="run folders (two or more)")
+    compare.add_argument("--theme", default=None, help=THEME_HELP)
+    compare.set_defaults(func=cmd_compare)
     return parser
 
 
@@ -182,15 +198,70 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_open(args: argparse.Namespace) -> int:
+    if args.output_dir is None:
+        return pick_a_run(args)
+    if args.runs is not None:
+        raise UserError("give a run folder or --runs DIR, not both")
+    return open_finished_run(Path(args.output_dir), args)
+
+
+def open_finished_run(folder: Path, args: argparse.Namespace) -> int:
     from gemma_core.run.viewer import RunViewer
 
-    viewer = RunViewer(args.output_dir, device=args.device)  # a missing or damaged run is said first
+    viewer = RunViewer(folder, device=args.device)  # a missing or damaged run is said first
     try:
         require_terminal()
     except UserError:
         viewer.close()
         raise
     return run_studio(viewer, args.theme, args.debug)
+
+
+def pick_a_run(args: argparse.Namespace) -> int:
+    """The run picker, then the studio on the run chosen (or the comparison of those marked)."""
+    from gemma_core.run.catalog import find_runs
+    from gemma_tui.run_picker import COMPARE, RunPicker
+
+    root = Path(args.runs) if args.runs is not None else Path(".")
+    entries = find_runs(root)
+    if not entries:
+        raise UserError(f"{root.resolve()}: no runs in this folder or the folders below it (a run folder "
+                        "holds config.json, logs or a checkpoint); name another with --runs DIR, or start "
+                        "one with gemma-tui launch")
+    require_terminal()
+    choice = RunPicker(root, entries, theme=wanted_theme(args.theme)).run()
+    if choice is None:
+        return EXIT_OK
+    kind, chosen = choice
+    if kind == COMPARE:
+        return show_comparison([entry.folder for entry in chosen], args.theme)
+    entry = chosen[0]
+    if entry.live:
+        args.output_dir = str(entry.folder)
+        return cmd_attach(args)
+    return open_finished_run(entry.folder, args)
+
+
+def wanted_theme(flag: str | None) -> str | None:
+    """--theme, else the theme the studio last remembered."""
+    from gemma_tui.preferences import Preferences
+
+    return flag or Preferences.load()[0].theme
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    if len(args.runs) < 2:
+        raise UserError("compare needs two run folders or more (gemma-tui open lists the runs under a folder)")
+    return show_comparison([Path(run) for run in args.runs], args.theme)
+
+
+def show_comparison(folders: list[Path], theme: str | None) -> int:
+    from gemma_tui.compare import CompareApp
+
+    app = CompareApp(folders, theme=wanted_theme(theme))  # a folder without a run is said first
+    require_terminal()
+    app.run()
+    return EXIT_INTERNAL if app.return_code else EXIT_OK
 
 
 SERVE_OPTIONS = {"--host": 1, "--port": 1, "--stop-on-exit": 0, "--debug": 0, "--theme": 1}
@@ -283,7 +354,7 @@ def keep_training_in_background(output_dir: str) -> int:
     return EXIT_OK
 
 
-COMMANDS = ("launch", "attach", "open", "serve", "desktop")
+COMMANDS = ("launch", "attach", "open", "compare", "serve", "desktop")
 
 
 def with_default_command(argv: list[str]) -> list[str]:

@@ -84,3 +84,15 @@ def discover_themes(dirs: tuple[Path, ...] = THEME_DIRS) -> ThemeScan:
                 continue
             themes.setdefault(theme.name, theme)
     return ThemeScan(tuple(themes.values()), tuple(errors))
+
+
+def use_studio_themes(app, wanted: str | None) -> None:
+    """Register the studio's themes on ``app`` (a studio's companion: the run picker, the
+    comparison) and pick ``wanted`` if it is one, else the default: these windows keep the
+    studio's look, and the studio itself reports a theme that does not load."""
+    for theme in discover_themes().themes:
+        app.register_theme(theme)
+    for name in (wanted, DEFAULT_THEME, FALLBACK_THEME):
+        if name and name in app.available_themes:
+            app.theme = name
+            return
