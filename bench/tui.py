@@ -50,7 +50,7 @@ def headless(folder: Path, preset: str, steps: int) -> None:
     engine.join()
 
 
-def with_studio(folder: Path, preset: str, steps: int) -> float:
+def with_studio(folder: Path, preset: str, steps: int, size: tuple[int, int] = (160, 45)) -> float:
     """Train with the studio open; return the UI thread's CPU time as a share of one core."""
     from gemma_tui.app import create_app
 
@@ -59,7 +59,7 @@ def with_studio(folder: Path, preset: str, steps: int) -> float:
     ui_share = {}
 
     async def drive():
-        async with app.run_test(size=(160, 48)) as pilot:
+        async with app.run_test(size=size) as pilot:
             cpu, wall = time.thread_time(), time.perf_counter()
             # A plain sleep, not pilot.pause: the pilot waits for the screen to settle
             # and forces redraws, which would bill the studio for the benchmark's own
@@ -99,11 +99,14 @@ def with_chat(folder: Path, preset: str, steps: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench tui", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="nano preset, few steps")
+    parser.add_argument("--preset", default=None, help="the model preset trained (default demo; nano with --quick)")
+    parser.add_argument("--size", default="160x45", help="the studio's terminal size, COLUMNSxROWS")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=2, help="headless/studio pairs, alternated")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    preset = "nano" if args.quick else "demo"
+    preset = args.preset or ("nano" if args.quick else "demo")
+    size = tuple(int(n) for n in args.size.lower().split("x"))
     steps = args.steps or (60 if args.quick else 150)
     skip = max(5, steps // 6)  # leave out start-up and the first frames
     with tempfile.TemporaryDirectory() as root:
@@ -113,12 +116,12 @@ def main(argv=None) -> int:
         for turn in range(args.repeats):
             headless(root / f"headless{turn}", preset, steps)
             bases.append(tokens_per_s(root / f"headless{turn}", skip))
-            ui_shares.append(with_studio(root / f"studio{turn}", preset, steps))
+            ui_shares.append(with_studio(root / f"studio{turn}", preset, steps, size))
             studios.append(tokens_per_s(root / f"studio{turn}", skip))
         chat = with_chat(root / "chat", preset, steps)
         base, studio = statistics.median(bases), statistics.median(studios)
         during_chat = tokens_per_s(root / "chat", skip)
-    result = {"preset": preset, "steps": steps, "repeats": args.repeats,
+    result = {"preset": preset, "steps": steps, "repeats": args.repeats, "size": args.size,
               "headless_runs": [round(b, 1) for b in bases], "studio_runs": [round(x, 1) for x in studios],
               "headless_tokens_per_s": round(base, 1),
               "studio_tokens_per_s": round(studio, 1), "ratio": round(studio / base, 3),

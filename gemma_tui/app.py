@@ -49,7 +49,7 @@ ACTIVE_STATES = frozenset({RunState.STARTING, RunState.RUNNING, RunState.PAUSED,
 # How often the panes take a new snapshot, and the chart and layer map redraw, while a run
 # trains on a GPU and on a CPU (where the studio's drawing is taken from training: see
 # ``_paced_out``).
-GPU_POLL_HZ, CPU_POLL_HZ = 2.0, 1.0
+GPU_POLL_HZ, CPU_POLL_HZ = 2.0, 0.5
 GPU_CHART_HZ, CPU_CHART_HZ = 0.5, 0.25
 # Actions that only mean something while a run trains (greyed out otherwise).
 CONTROL_ACTIONS = frozenset({"toggle_pause", "save_now", "eval_now", "stop_training"})
@@ -111,6 +111,7 @@ class GemmaStudio(App):
         self.poll_hz = poll_hz if poll_hz is not None else GPU_POLL_HZ
         self.telemetry_hz = telemetry_hz
         self._drawn_at = -math.inf  # when the panes last took a snapshot
+        self._telemetry_at = -math.inf  # when the machine pane last took a reading
         self.snapshot: RunSnapshot | None = None
         self.startup_notices: list[str] = []
         self._paused = False  # what we last asked for, until a snapshot says otherwise
@@ -263,10 +264,15 @@ class GemmaStudio(App):
         (paused, saving, finished) is always shown at once."""
         if self.fixed_poll_hz is not None or self.snapshot is None or snap.state != self.snapshot.state:
             return False
-        on_cpu = snap.device.startswith("cpu") and snap.state in ACTIVE_STATES
+        on_cpu = self._trains_on_cpu(snap)
         self.query_one(LossChart).max_data_hz = CPU_CHART_HZ if on_cpu else GPU_CHART_HZ
         self.query_one(LayerMap).pacer.max_hz = CPU_CHART_HZ if on_cpu else GPU_CHART_HZ
         return on_cpu and time.monotonic() - self._drawn_at < 1 / CPU_POLL_HZ - 0.05
+
+    def _trains_on_cpu(self, snap: RunSnapshot | None = None) -> bool:
+        snap = snap if snap is not None else self.snapshot
+        return (self.fixed_poll_hz is None and snap is not None and snap.device.startswith("cpu")
+                and snap.state in ACTIVE_STATES)
 
     def _state_changed(self, previous: RunSnapshot | None, snap: RunSnapshot) -> None:
         if snap.state in (RunState.PAUSED, RunState.RUNNING):  # not while saving/evaluating
@@ -291,6 +297,9 @@ class GemmaStudio(App):
     def refresh_telemetry(self) -> None:
         if not self.is_running:
             return
+        if self._trains_on_cpu() and time.monotonic() - self._telemetry_at < 1 / CPU_POLL_HZ - 0.05:
+            return  # the machine pane too, at the pace of the rest while a CPU trains
+        self._telemetry_at = time.monotonic()
         try:
             sample = self.telemetry.sample()
         except Exception:  # telemetry is a nicety: never let it take the studio down

@@ -97,6 +97,7 @@ class ChatPanel(Vertical):
 
     def on_mount(self) -> None:
         self.query_one("#chat-log", VerticalScroll).anchor()
+        self.query_one("#chat-params").border_title = "sampling · Tab to edit, / back to the prompt"
         self._poll_timer = self.set_interval(POLL_SECONDS, self._collect, pause=True)
 
     # ------------------------------------------------------------- prompting

@@ -18,7 +18,7 @@ from gemma_core.telemetry import NO_GPU, TelemetrySample
 from gemma_tui import formatting as fmt
 from gemma_tui.widgets.steady_static import SteadyStatic
 
-HISTORY = 60  # samples kept for the sparkline (one a second: the last minute)
+HISTORY = 60  # readings kept for the sparkline (one a second, one every two while a CPU trains)
 LABEL_WIDTH = 9
 
 
@@ -91,10 +91,10 @@ class GpuPanel(Vertical):
         self.sample = sample
         if sample.gpu is not None and sample.gpu.utilization is not None:
             self.history.append(sample.gpu.utilization)
-            label = "GPU utilisation, last minute"
+            label = "GPU utilisation, latest readings"
         elif sample.gpu is None and sample.host.cpu_percent is not None:
             self.history.append(sample.host.cpu_percent)
-            label = "process CPU, last minute"
+            label = "process CPU, latest readings"
         else:
             label = ""
         self._describe(sample)
