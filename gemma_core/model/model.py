@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gemma_core.model.attention import attend, resolve_kernel
+from gemma_core.model.chunked_loss import chunked_linear_cross_entropy
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.kv_cache import KVCache, StaticKVCache
 
@@ -226,15 +227,21 @@ class Gemma3Model(nn.Module):
         return self.lm_head(self.final_norm(hidden))
 
     def head_loss(self, hidden: torch.Tensor, targets: torch.Tensor,
-                  ignore_index: int = -100) -> torch.Tensor:
-        """Mean next-token cross-entropy of the final norm and LM head, on float32 logits."""
+                  ignore_index: int = -100, chunk_tokens: int | None = None) -> torch.Tensor:
+        """Mean next-token cross-entropy of the final norm and LM head, on float32 logits.
+
+        ``chunk_tokens``: the same loss, that many tokens' logits at a time, never all of
+        them (a large vocabulary times a long batch does not fit; see chunked_loss.py)."""
+        if chunk_tokens is not None:
+            return chunked_linear_cross_entropy(self.final_norm(hidden), self.lm_head.weight, targets,
+                                                ignore_index, chunk_tokens)
         logits = self.lm_head(self.final_norm(hidden)).float()
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1),
                                ignore_index=ignore_index)
 
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor,
-             ignore_index: int = -100) -> torch.Tensor:
-        return self.head_loss(self.hidden_states(input_ids), targets, ignore_index)
+             ignore_index: int = -100, chunk_tokens: int | None = None) -> torch.Tensor:
+        return self.head_loss(self.hidden_states(input_ids), targets, ignore_index, chunk_tokens)
 
     # --------------------------------------------------------------- counting
     def num_parameters(self) -> int:

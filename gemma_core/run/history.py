@@ -86,7 +86,8 @@ def step_metrics_from_entry(entry: dict, max_steps: int, path: Path = Path("trai
                        _number(path, line, entry, "train_loss"), _number(path, line, entry, "learning_rate"),
                        _number(path, line, entry, "grad_norm", float("nan")),
                        _number(path, line, entry, "tokens_per_s", 0.0),
-                       _number(path, line, entry, "elapsed_s", 0.0), None)
+                       _number(path, line, entry, "elapsed_s", 0.0), None,
+                       _number(path, line, entry, "mfu") if "mfu" in entry else None)
 
 
 def read_run_history(output_dir: Path, max_steps: int) -> RunHistory:

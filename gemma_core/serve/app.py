@@ -194,8 +194,9 @@ class RunService:
             raise ApiError(400, "prompt must be text", "prompt")
         params = _sampling_params(body.get("params", {}))
         self._admit()
-        job = self.run.chat(prompt, params)
+        job = None
         try:
+            job = await self._start_reply(prompt, params)
             response = await _event_stream(request)
             await _send_event(response, {"step": job.step})
             async for text in self._pieces(request, job):
@@ -207,6 +208,12 @@ class RunService:
             return response
         finally:
             self._release(job)
+
+    async def _start_reply(self, prompt: str, params: SamplingParams, **options) -> ChatJob:
+        """The run's chat, called off the event loop: it returns once the training step under
+        way has ended (on a CPU the weights are copied between two steps), and the loop keeps
+        answering everyone else meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: self.run.chat(prompt, params, **options))
 
     async def _pieces(self, request: web.Request, job: ChatJob):
         """A job's text as it comes; a client gone away cancels the job within a token."""
@@ -280,7 +287,7 @@ class RunService:
         self._admit()
         job = None
         try:
-            job = self.run.chat(req.prompt, params, special_tokens=req.special_tokens)
+            job = await self._start_reply(req.prompt, params, special_tokens=req.special_tokens)
             response_id = openai_api.new_id("chatcmpl" if req.chat else "cmpl")
             model = model_id(self.name, job.step)
             if not req.stream:

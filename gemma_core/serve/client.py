@@ -152,7 +152,7 @@ class RemoteChatJob(ChatJob):
         try:
             for event in client.chat(self.prompt, self.params):
                 if "step" in event and not self._ready.is_set():
-                    self.step = event["step"]
+                    self.set_step(event["step"])
                     self._ready.set()
                 if self.cancelled.is_set():
                     break  # closing the connection cancels the reply on the server

@@ -464,11 +464,13 @@ class TrainingEngine:
                                   result.learning_rate, result.grad_norm, rate, elapsed, eta, mfu))
         self._publish(LayerStats(self._step, "grad norm", result.layer_grad_norms))
         if self._step % s.logging_steps == 0 or self._step == s.max_steps:
-            self._append_log(layout.TRAIN_STREAM, {
-                "step": self._step, "train_loss": result.loss, "learning_rate": result.learning_rate,
-                "gradient_accumulation_steps": s.gradient_accumulation_steps,
-                "grad_norm": result.grad_norm, "tokens_seen": self._tokens_seen,
-                "tokens_per_s": rate, "elapsed_s": elapsed})
+            entry = {"step": self._step, "train_loss": result.loss, "learning_rate": result.learning_rate,
+                     "gradient_accumulation_steps": s.gradient_accumulation_steps,
+                     "grad_norm": result.grad_norm, "tokens_seen": self._tokens_seen,
+                     "tokens_per_s": rate, "elapsed_s": elapsed}
+            if mfu is not None:  # a GPU whose peak is known
+                entry["mfu"] = mfu
+            self._append_log(layout.TRAIN_STREAM, entry)
 
     def _append_log(self, stream: str, entry: dict) -> None:
         """Append to a log, keeping the entry for the next checkpoint (which stores its step's)."""

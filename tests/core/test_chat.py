@@ -53,6 +53,75 @@ def test_two_waiting_replies_never_decode_together_or_while_a_step_runs():
         assert start_b >= end_a, f"{who_a} and {who_b} ran at the same time"
 
 
+def test_a_reply_streamed_back_to_back_gets_its_share_of_a_training_run_not_more():
+    turns = ComputeTurns(chat_share=0.2, allowance_cap_s=0.02)
+    turns.set_training(True)
+    spent = {"trainer": 0.0, "reply": 0.0}
+    done = threading.Event()
+
+    def busy(who: str, seconds: float) -> None:
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            pass
+        spent[who] += time.perf_counter() - start
+
+    def reply() -> None:
+        while not done.is_set():  # a chunk costs as much as a training step
+            turns.run_chunk(lambda: busy("reply", 0.01))
+
+    thread = threading.Thread(target=reply)
+    thread.start()
+    time.sleep(0.05)
+    for _ in range(200):
+        busy("trainer", 0.01)  # a training step
+        turns.between_steps()
+    done.set()
+    turns.set_training(False)
+    thread.join(5)
+    share = spent["reply"] / (spent["reply"] + spent["trainer"])
+    assert 0.12 < share < 0.26  # about 0.2; without the budget a chunk after every step: 0.5
+
+
+def test_a_reply_never_computes_on_the_callers_thread():
+    """A long-lived caller (a server's event loop) that computed once would keep a second
+    OpenMP team alive and slow training by a fifth for as long as it lives: the weights are
+    taken by the thread that owns the cores, or by the reply's own short-lived thread."""
+
+    class RecordingWeights:
+        def __init__(self, model):
+            self.model, self.threads = model, []
+
+        def acquire(self):
+            self.threads.append(threading.current_thread())
+            return self.model, 7
+
+        def release(self):
+            pass
+
+    tokenizer = load_tokenizer("shakespeare-4k")
+    weights = RecordingWeights(nano_model())
+    turns = ComputeTurns()
+    service = ChatService(weights, tokenizer, torch.float32, turns)
+    params = SamplingParams(max_new_tokens=3, temperature=0, stop_at_eos=False)
+    job = service.chat("To be", params)  # nobody owns the cores: the reply's own thread
+    assert job.step == 7 and job.wait(30)
+    assert weights.threads[-1].name == "gemma-chat"
+
+    stop = threading.Event()
+    owner = threading.Thread(target=turns.serve, args=(stop,), name="owner")
+    owner.start()
+    try:
+        while not turns._owned:
+            time.sleep(0.01)
+        job = service.chat("To be", params)
+        assert job.step == 7 and job.wait(30) and job.error is None
+        assert weights.threads[-1] is owner
+    finally:
+        stop.set()
+        owner.join(5)
+    assert threading.current_thread() not in weights.threads
+
+
 def test_the_thread_that_owns_the_cores_does_each_replys_work_and_reports_its_errors():
     turns = ComputeTurns()
     stop = threading.Event()
