@@ -178,7 +178,9 @@ class RemoteEngine:
     owns_run = False  # quitting the studio leaves the run training
     POLL_WAIT_S = 10.0
     MIN_INTERVAL_S = 0.5  # at most two snapshots a second travel (the studio redraws at 2 Hz)
-    CPU_MIN_INTERVAL_S = 1.0  # one while the run trains on a CPU, whose cores serving them takes from
+    # One every 2 s while the run trains on a CPU (the studio draws at that pace there):
+    # serving them takes from the cores training uses.
+    CPU_MIN_INTERVAL_S = 2.0
 
     def __init__(self, folder: str | Path) -> None:
         self.client = connect(folder)
