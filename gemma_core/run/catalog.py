@@ -74,7 +74,7 @@ def describe_run(folder: Path) -> RunEntry:
 
 def _last_written(folder: Path) -> float:
     times = []
-    for name in (layout.TRAIN_STREAM, layout.VAL_STREAM, "config.json"):
+    for name in (layout.TRAIN_STREAM, layout.VAL_STREAM, layout.CONFIG):
         try:
             times.append(os.stat(folder / name).st_mtime)
         except OSError:

@@ -143,17 +143,15 @@ class RemoteChatJob(ChatJob):
 
     def __init__(self, client: RunClient, prompt: str, params: SamplingParams) -> None:
         super().__init__(prompt, params, step=-1)
-        self._ready = threading.Event()
         threading.Thread(target=self._read, args=(client,), name="gemma-remote-chat", daemon=True).start()
-        self._ready.wait(timeout=10)  # the step the weights belong to comes first
+        self.wait_for_step(timeout=10)  # the step the weights belong to comes first
 
     def _read(self, client: RunClient) -> None:
         error = None
         try:
             for event in client.chat(self.prompt, self.params):
-                if "step" in event and not self._ready.is_set():
+                if "step" in event and self.step < 0:
                     self.set_step(event["step"])
-                    self._ready.set()
                 if self.cancelled.is_set():
                     break  # closing the connection cancels the reply on the server
                 if "text" in event:
@@ -168,7 +166,6 @@ class RemoteChatJob(ChatJob):
         except UserError as err:
             error = str(err)
         finally:
-            self._ready.set()
             self.finish(error)
 
 

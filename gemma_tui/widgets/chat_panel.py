@@ -13,7 +13,7 @@ import math
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Container, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label
 
@@ -87,11 +87,11 @@ class ChatPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield VerticalScroll(id="chat-log")
-        with Horizontal(id="chat-params"):
+        with Container(id="chat-params"):  # a grid: one row, or two where narrow
             for field_id, label, default, placeholder in PARAMETER_FIELDS:
                 yield Label(label, classes="chat-param-label")
-                yield Input(default, placeholder=placeholder, id=f"chat-{field_id}",
-                                   classes="chat-param", compact=True)
+                yield Input(default, placeholder=placeholder, id=f"chat-{field_id}", classes="chat-param",
+                            compact=True)
         yield Input(placeholder="Prompt the model and press Enter (Esc cancels a reply)",
                     id="chat-prompt")
 
@@ -146,7 +146,7 @@ class ChatPanel(Vertical):
         log = self.query_one("#chat-log", VerticalScroll)
         log.mount(exchange)
         log.anchor()  # a new prompt comes into view, even after scrolling up through old ones
-        self.query_one("#chat-prompt", Input).value = ""
+        self.prompt.value = ""
         self.active = exchange
         self.run_worker(lambda: self._ask_engine(exchange, prompt, params), thread=True,
                         group="chat", exit_on_error=False, description="chat request")

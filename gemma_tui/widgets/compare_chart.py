@@ -12,7 +12,7 @@ from textual_plotext import PlotextPlot
 
 from gemma_tui.palette import studio_palette
 from gemma_tui.series import downsample, ema, finite, log10
-from gemma_tui.widgets.loss_chart import SMOOTHING_STEPS, _token_unit, log_ticks, nice_ticks
+from gemma_tui.widgets.loss_chart import _token_unit, log_ticks, next_smoothing, nice_ticks
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,7 @@ class CompareChart(PlotextPlot):
         self.refresh()
 
     def adjust_smoothing(self, direction: int) -> None:
-        steps = SMOOTHING_STEPS
-        index = min(range(len(steps)), key=lambda i: abs(steps[i] - self.smoothing))
-        self.smoothing = steps[max(0, min(len(steps) - 1, index + direction))]
+        self.smoothing = next_smoothing(self.smoothing, direction)
         self._view_changed()
 
     def describe_view(self) -> str:
@@ -102,28 +100,26 @@ class CompareChart(PlotextPlot):
                    + (" (log scale)" if self.log_scale else ""))
         every_x: list[float] = []
         every_y: list[float] = []
-        for run, color in zip(self.runs, self.colors()):
-            rgb = color.rgb
-            if self.show_training and run.loss.size:
-                x = run.tokens / scale if self.x_axis == "tokens" else run.steps
-                points = finite(x, run.loss)
-                points = (points[0], ema(points[1], self.smoothing))
-                if self.log_scale:
-                    points = log10(*points)
-                xs, ys = downsample(*points, columns)
-                if xs.size:
-                    plt.plot(xs.tolist(), ys.tolist(), color=rgb, marker="braille", label=f"{run.name} train")
-                    every_x += [float(xs[0]), float(xs[-1])]
-                    every_y += [float(ys.min()), float(ys.max())]
-            x = run.val_tokens / scale if self.x_axis == "tokens" else run.val_steps
-            points = finite(x, run.val_loss)
+
+        def draw(x, y, marker: str, label: str, smoothing: float | None = None) -> None:
+            points = finite(x, y)
+            if smoothing is not None:
+                points = (points[0], ema(points[1], smoothing))
             if self.log_scale:
                 points = log10(*points)
             xs, ys = downsample(*points, columns)
             if xs.size:
-                plt.plot(xs.tolist(), ys.tolist(), color=rgb, marker="•", label=f"{run.name} validation")
-                every_x += [float(xs[0]), float(xs[-1])]
-                every_y += [float(ys.min()), float(ys.max())]
+                plt.plot(xs.tolist(), ys.tolist(), color=color.rgb, marker=marker, label=label)
+                every_x.extend((float(xs[0]), float(xs[-1])))
+                every_y.extend((float(ys.min()), float(ys.max())))
+
+        by_tokens = self.x_axis == "tokens"
+        for run, color in zip(self.runs, self.colors()):
+            if self.show_training and run.loss.size:
+                draw(run.tokens / scale if by_tokens else run.steps, run.loss, "braille", f"{run.name} train",
+                     self.smoothing)
+            draw(run.val_tokens / scale if by_tokens else run.val_steps, run.val_loss, "•",
+                 f"{run.name} validation")
         if not every_x:
             plt.title("no training steps or evaluations logged yet")
             return

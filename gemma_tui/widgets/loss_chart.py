@@ -17,6 +17,13 @@ SMOOTHING_STEPS = (0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99)
 COMPACT_ROWS = 16  # a chart shorter than this shows its legend in the border
 
 
+def next_smoothing(current: float, direction: int) -> float:
+    """The smoothing weight one step smoother (+1) or rougher (-1) than ``current``."""
+    steps = SMOOTHING_STEPS
+    index = min(range(len(steps)), key=lambda i: abs(steps[i] - current))
+    return steps[max(0, min(len(steps) - 1, index + direction))]
+
+
 def _rgb(color: Color) -> tuple[int, int, int]:
     return color.rgb
 
@@ -122,9 +129,7 @@ class LossChart(PlotextPlot):
 
     def adjust_smoothing(self, direction: int) -> None:
         """Move to the next smoother (+1) or rougher (-1) smoothing weight."""
-        steps = SMOOTHING_STEPS
-        index = min(range(len(steps)), key=lambda i: abs(steps[i] - self.smoothing))
-        self.smoothing = steps[max(0, min(len(steps) - 1, index + direction))]
+        self.smoothing = next_smoothing(self.smoothing, direction)
         self._options_changed()
 
     def _options_changed(self) -> None:

@@ -68,12 +68,13 @@ class RunStats(SteadyStatic):
         def height(line: Content) -> int:  # rows once wrapped (an error or a message may wrap)
             return max(1, math.ceil((line.cell_length - 1) / width))
 
-        if self._fit_to_height and 0 < rows < sum(height(line) for _, line in ranked):
+        heights = [height(line) for _, line in ranked]
+        if self._fit_to_height and 0 < rows < sum(heights):
             keep, used = [], 0
             for index in sorted(range(len(ranked)), key=lambda i: ranked[i][0]):
-                if used + height(ranked[index][1]) <= rows:
+                if used + heights[index] <= rows:
                     keep.append(index)
-                    used += height(ranked[index][1])
+                    used += heights[index]
             ranked = [ranked[i] for i in sorted(keep)]
         return Content("").join(line for _, line in ranked).rstrip("\n")
 
@@ -135,8 +136,10 @@ class RunStats(SteadyStatic):
             lines.append((9, self._line("skipped", (f"{snap.skipped_steps} non-finite steps", "$warning"))))
         params = fmt.count(snap.n_parameters) if snap.n_parameters else "-"
         lines.append((15, self._line("parameters", params)))
-        for age, message in enumerate(reversed(snap.messages[-3:])):
+        recent = snap.messages[-3:]
+        for index, message in enumerate(recent):
+            age = len(recent) - 1 - index  # 0: the newest, which an error keeps near the top
             style = {"error": "$error", "warning": "$warning"}.get(message.level, "$text-muted")
             rank = 1 if message.level == "error" and age == 0 else 13 + age
-            lines.insert(len(lines) - age, (rank, Content.assemble(("› " + printable(message.text), style), "\n")))
+            lines.append((rank, Content.assemble(("› " + printable(message.text), style), "\n")))
         return lines
