@@ -4,7 +4,8 @@ One short script (GPU time is scarce): the seed config at sequence 2048 in
 bf16 with each attention kernel and with the plain and the chunked loss; a
 profile of one compiled training step (the kernels taking the most time); generation
 against transformers; the Machine pane's NVML readings against nvidia-smi; and
-(``--seed-run STEPS``) the seed's default run end to end. Without CUDA it refuses
+(``--seed-run STEPS``) the seed's default run end to end, and (``--seed-optimizers
+STEPS``) the seed at sequence 512 trained with AdamW and with Muon. Without CUDA it refuses
 cleanly. The parts that do not need CUDA (the profile table, reading nvidia-smi)
 are tested on the CPU.
 """
@@ -186,6 +187,37 @@ def seed_run(steps: int) -> dict:
     return result
 
 
+def seed_optimizer_comparison(steps: int, max_length: int = 512) -> dict:
+    """The seed preset trained for ``steps`` steps at ``max_length`` on the bundled corpus (gpt2
+    tokens) with AdamW alone and with Muon for its decoder's matrices: validation bits per byte
+    at every evaluation, and the speed, of each."""
+    import json
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    out = {}
+    for optimizer in ("adamw", "muon"):
+        folder = Path(tempfile.mkdtemp(prefix=f"seed-{optimizer}-"))
+        command = [sys.executable, "-m", "gemma_core", "train", "--preset", "seed-270m", "--output_dir",
+                   str(folder), "--max_steps", str(steps), "--max_length", str(max_length), "--stride",
+                   str(max_length), "--eval_iters", str(max(1, steps // 6)), "--warmup_steps",
+                   str(max(1, steps // 10)), "--optimizer", optimizer, "--device", "cuda", "--no-serve"]
+        done = subprocess.run(command, capture_output=True, text=True)
+        result = {"command": " ".join(command[3:]), "exit": done.returncode}
+        if done.returncode == 0:
+            val = [json.loads(line) for line in (folder / "validation_log.jsonl").read_text().splitlines() if line]
+            train = [json.loads(line) for line in (folder / "training_log.jsonl").read_text().splitlines() if line]
+            result["bits_per_byte"] = {e["step"]: round(e["bits_per_byte"], 4) for e in val}
+            result["seconds"] = round(train[-1]["elapsed_s"], 1)
+            result["tokens_per_s"] = round(sorted(e["tokens_per_s"] for e in train)[len(train) // 2])
+        else:
+            result["error"] = done.stderr.strip().splitlines()[-1:]
+        out[optimizer] = result
+        print(f"seed {optimizer}:", result, flush=True)
+    return out
+
+
 def generation_vs_transformers(device, repeats: int) -> dict:
     from gemma_core.hf.interop import config_to_hf, state_dict_to_hf
     from gemma_core.model.generation import SamplingParams, generate_tokens
@@ -255,6 +287,9 @@ def main(argv=None) -> int:
                         help="the batch for the plain-against-chunked loss comparison (compiled, best kernel)")
     parser.add_argument("--seed-run", type=int, default=0, metavar="STEPS",
                         help="also train the seed preset end to end for STEPS steps (gemma-core train)")
+    parser.add_argument("--seed-optimizers", type=int, default=0, metavar="STEPS",
+                        help="also train the seed preset at sequence 512 for STEPS steps with AdamW and with "
+                             "Muon, and compare their validation curves")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench gpu: no CUDA device here; this benchmark needs one (nothing was measured)",
@@ -309,6 +344,9 @@ def main(argv=None) -> int:
         torch.cuda.empty_cache()
         payload["seed_run"] = seed_run(args.seed_run)
         print("seed run:", payload["seed_run"], flush=True)
+    if args.seed_optimizers:
+        torch.cuda.empty_cache()
+        payload["seed_optimizers"] = seed_optimizer_comparison(args.seed_optimizers)
     report("gpu", payload)
     return 0
 

@@ -25,14 +25,19 @@ from bench.reference import transformers_twin
 from gemma_core.model.model import Gemma3Model
 from gemma_core.model.presets import preset
 from gemma_core.train.compiled_loss import CompiledLoss
+from gemma_core.train.optim import build_optimizer
 
 CASES = {"demo": (8, 256), "seed-270m": (1, 512)}
 
 
 def make_step(model: torch.nn.Module, ids: torch.Tensor, ours: bool, dtype: torch.dtype,
-              shipped: bool = False):
-    """One training step; ``shipped``: ours as the trainer runs it (compiled, fused AdamW)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=shipped or None)
+              shipped: bool = False, optimizer_name: str = "adamw"):
+    """One training step; ``shipped``: ours as the trainer runs it (compiled, fused AdamW, or
+    Muon for the decoder's matrices beside it)."""
+    if optimizer_name == "muon":
+        optimizer = build_optimizer(model, 1e-4, 0.1, (0.9, 0.95), torch.device("cpu"), optimizer="muon")
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=shipped or None)
     inputs, targets = ids[:, :-1], ids[:, 1:]
     loss_fn = CompiledLoss(model) if shipped else getattr(model, "loss", None)
 

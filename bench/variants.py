@@ -4,8 +4,9 @@
 
 Each variant is the ``demo`` preset with a few fields changed, trained as
 ``gemma-core train`` trains it: compiled region by region, bf16 autocast, fused
-AdamW, gradient clipping, batch 8 x 256. The machine's speed drifts by 10-50%
-within minutes, so separate runs cannot be compared; here every variant takes
+AdamW (or Muon beside it: the ``muon`` variant), gradient clipping, batch 8 x
+256. The machine's speed drifts by 10-50% within minutes, so separate runs
+cannot be compared; here every variant takes
 one step in turn, and the report gives each one's median step and its speed
 against the first variant named. Used to choose the demo preset's shape
 (BENCHMARKS.md).
@@ -32,6 +33,8 @@ VARIANTS: dict[str, dict] = {
     "width-320": {"emb_dim": 320, "n_heads": 5, "hidden_dim": 896},
     "width-384": {"emb_dim": 384, "n_heads": 6, "hidden_dim": 1024},  # the demo's former shape
     "depth-4": {"n_layers": 4},  # four sliding layers under the 5 : 1 rule
+    "muon": {"optimizer": "muon"},  # the demo with Muon for its decoder's matrices
+    "adamw": {"optimizer": "adamw"},  # the demo with AdamW alone
 }
 BATCH, LENGTH = 8, 256
 
@@ -39,6 +42,7 @@ BATCH, LENGTH = 8, 256
 def variant_config(name: str) -> tuple[GemmaConfig, str]:
     fields = dict(VARIANTS[name])
     attention = fields.pop("attention", "auto")
+    fields.pop("optimizer", None)
     data = preset("demo").to_dict() | fields
     if "n_layers" in fields:
         data["layer_types"] = default_layer_types(fields["n_layers"])
@@ -52,7 +56,9 @@ def make_step(name: str):
     model = Gemma3Model(cfg)
     model.set_attention_kernel(attention)
     ids = torch.randint(0, cfg.vocab_size, (BATCH, LENGTH + 1))
-    return training_step(model, ids, True, torch.bfloat16, shipped=True), model.num_parameters()
+    optimizer = VARIANTS[name].get("optimizer", "adamw")
+    return (training_step(model, ids, True, torch.bfloat16, shipped=True, optimizer_name=optimizer),
+            model.num_parameters())
 
 
 def main(argv=None) -> int:

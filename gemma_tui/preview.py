@@ -15,6 +15,7 @@ from dataclasses import replace
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.sampling import GenerationStats, SamplingParams
 from gemma_core.model.presets import preset
+from gemma_core.train.optim import Schedule
 from gemma_core.train.events import (
     CheckpointSaved,
     EvalResult,
@@ -34,16 +35,14 @@ def _loss_at(step: int) -> float:
 
 def preview_snapshot(step: int = 640, max_steps: int = 1500, n_layers: int = 18,
                      state: RunState = RunState.RUNNING, error: str | None = None,
-                     seed: int = 0) -> RunSnapshot:
+                     seed: int = 0, optimizer: str = "adamw") -> RunSnapshot:
     """A plausible run ``step`` steps in, identical on every call with the same arguments."""
     rng = random.Random(seed)
-    warmup, peak_lr, min_lr = 50, 2e-3, 2e-4
+    peak_lr, muon_peak_lr = 2e-3, 2e-2
+    schedule = Schedule(max_steps, warmup_steps=50)
 
     def lr_at(s: int) -> float:
-        if s < warmup:
-            return peak_lr * (s + 1) / warmup
-        progress = (s - warmup) / max(1, max_steps - warmup)
-        return min_lr + 0.5 * (peak_lr - min_lr) * (1 + math.cos(math.pi * progress))
+        return peak_lr * schedule.factor(s)
 
     train = tuple((s, s * TOKENS_PER_STEP, _loss_at(s) * (1 + rng.gauss(0, 0.035)))
                   for s in range(1, step + 1))
@@ -58,6 +57,8 @@ def preview_snapshot(step: int = 640, max_steps: int = 1500, n_layers: int = 18,
     if step:
         latest = StepMetrics(step=step, max_steps=max_steps, tokens_seen=step * TOKENS_PER_STEP,
                              loss=train[-1][2], learning_rate=lrs[-1][1], grad_norm=0.42,
+                             learning_rates={"adamw": lrs[-1][1], **(
+                                 {"muon": muon_peak_lr * schedule.factor(step)} if optimizer == "muon" else {})},
                              tokens_per_s=3069.0, elapsed_s=step * 1.33,
                              eta_s=(max_steps - step) * 1.33, mfu=None)
     layer_values = tuple(0.2 + 0.8 * abs(math.sin(1.3 * i + 0.4)) for i in range(n_layers))

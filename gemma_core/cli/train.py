@@ -25,7 +25,16 @@ _HELP = {
     "learning_rate": "peak learning rate after warmup",
     "max_steps": "optimizer steps to train",
     "warmup_steps": "linear warmup, in optimizer steps",
-    "min_lr": "learning rate at the end of the cosine decay (default: learning_rate / 10)",
+    "min_lr": "AdamW's learning rate at the end of the decay (default: learning_rate / 10; Muon's "
+              "ends at the same fraction of its peak)",
+    "optimizer": "adamw, or muon: Muon for the decoder layers' weight matrices, AdamW (at --learning_rate) "
+                 "for embeddings, norms and head; learns more per token, costs more per step",
+    "muon_learning_rate": "Muon's peak learning rate (with --optimizer muon; default 0.01 on demo, 0.02 "
+                          "on the other presets)",
+    "muon_momentum": "Muon's momentum, reached after rising from 0.85 over its first 300 steps",
+    "schedule": "cosine: decay from the end of warmup; wsd: warmup, hold the peak, decay linearly "
+                "over the last --decay_fraction of the steps",
+    "decay_fraction": "with --schedule wsd: the share of the steps spent decaying (default 0.2)",
     "eval_iters": "evaluate every this many optimizer steps",
     "gradient_accumulation_steps": "micro-batches per optimizer step",
     "train_batch_size": "windows per micro-batch",
@@ -34,7 +43,7 @@ _HELP = {
     "stride": "tokens between the starts of two training windows",
     "eos_token": "the end-of-text token placed between documents",
     "logging_steps": "write a training log entry every this many steps",
-    "weight_decay": "AdamW weight decay (matrices only)",
+    "weight_decay": "decoupled weight decay (matrices only; Muon's too)",
     "seed": "seed for initialisation, data order and sampling",
     "tiktoken_encoder_name": "tokenizer: gpt2, shakespeare-4k, a .tiktoken file, or a tiktoken encoding",
     "train_dataset_path": ".jsonl/.txt file, directory or glob (default: the bundled Shakespeare)",
@@ -67,9 +76,10 @@ FLAG_GROUPS = {
     "data": ("train_dataset_path", "val_dataset_path", "test_dataset_path", "val_fraction", "text_field",
              "tiktoken_encoder_name", "eos_token", "add_eos_between_documents", "split_on_blank_lines",
              "skip_bad_lines", "max_length", "stride", "cache_dir"),
-    "optimisation": ("learning_rate", "weight_decay", "betas", "grad_clip", "train_batch_size",
+    "optimisation": ("optimizer", "learning_rate", "muon_learning_rate", "muon_momentum", "weight_decay",
+                     "betas", "grad_clip", "train_batch_size",
                      "gradient_accumulation_steps", "max_bad_steps"),
-    "schedule": ("max_steps", "warmup_steps", "min_lr"),
+    "schedule": ("max_steps", "warmup_steps", "schedule", "decay_fraction", "min_lr"),
     "evaluation and checkpoints": ("eval_iters", "eval_batches", "val_batch_size", "save_steps", "logging_steps",
                                    "sample_prompt", "sample_every", "sample_tokens"),
     "devices": ("device", "dtype", "compile", "attention", "fsdp"),
@@ -111,7 +121,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                            "gemma-core status/control and OpenAI clients (default: on)"),
     }
     types = {"learning_rate": float, "min_lr": float, "weight_decay": float, "grad_clip": float,
-             "val_fraction": float}
+             "val_fraction": float, "muon_learning_rate": float, "muon_momentum": float,
+             "decay_fraction": float}
     hidden = {"model_overrides", "train_texts", "val_texts"}  # the Python API's and TOML's, not flags
     for name in ("config", *TrainSettings.__dataclass_fields__):
         if name in hidden:

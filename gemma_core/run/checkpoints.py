@@ -2,7 +2,7 @@
 
     checkpoint/
       model.safetensors       the weights (a tied head stored once)
-      optimizer.safetensors   AdamW's moments and step counts, as named tensors
+      optimizer.safetensors   AdamW's moments and step counts (and Muon's momentum), as named tensors
       state.json              step, tokens, RNG states, data position and fingerprint,
                               the model config, the tokenizer and the settings; written last
 
@@ -94,32 +94,39 @@ def load_checkpoint(output_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str
     raise UserError(f"{output_dir}: no checkpoint to resume from; start without --resume")
 
 
-def optimizer_state_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
-    """AdamW's per-parameter state as named tensors (safetensors, never pickle)."""
+def _parts(optimizer) -> list[torch.optim.Optimizer]:
+    """The torch optimisers inside a run's optimiser (Muon's and AdamW's), or the one given."""
+    return list(getattr(optimizer, "parts", {None: optimizer}).values())
+
+
+def optimizer_state_tensors(optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
+    """Each optimiser's per-parameter state as named tensors (safetensors, never pickle):
+    AdamW's moments and step counts, Muon's momentum, under the parameter's name."""
     out = {}
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            for key, value in optimizer.state.get(param, {}).items():
-                tensor = full_tensor(value) if torch.is_tensor(value) else torch.tensor(value)
-                out[f"{names[id(param)]}.{key}"] = tensor.detach().to("cpu").contiguous()
+    for part in _parts(optimizer):
+        for group in part.param_groups:
+            for param in group["params"]:
+                for key, value in part.state.get(param, {}).items():
+                    tensor = full_tensor(value) if torch.is_tensor(value) else torch.tensor(value)
+                    out[f"{names[id(param)]}.{key}"] = tensor.detach().to("cpu").contiguous()
     return out
 
 
-def restore_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
-                            names: dict[int, str]) -> None:
-    for group in optimizer.param_groups:
-        # Fused AdamW keeps its step count on the parameter's device, the others on the CPU.
-        step_device = param_device = None
-        for param in group["params"]:
-            param_device = param.device
-            step_device = param_device if group.get("fused") else torch.device("cpu")
-            prefix = names[id(param)] + "."
-            state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
-            if state:  # the moments are sharded like their parameter under FSDP2
-                optimizer.state[param] = {
-                    key: (value.to(step_device) if key == "step"
-                          else shard_like(value.to(param_device), param))
-                    for key, value in state.items()}
+def restore_optimizer_state(optimizer, tensors: dict[str, torch.Tensor], names: dict[int, str]) -> None:
+    for part in _parts(optimizer):
+        for group in part.param_groups:
+            # Fused AdamW keeps its step count on the parameter's device, the others on the CPU.
+            step_device = param_device = None
+            for param in group["params"]:
+                param_device = param.device
+                step_device = param_device if group.get("fused") else torch.device("cpu")
+                prefix = names[id(param)] + "."
+                state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+                if state:  # the moments are sharded like their parameter under FSDP2
+                    part.state[param] = {
+                        key: (value.to(step_device) if key == "step"
+                              else shard_like(value.to(param_device), param))
+                        for key, value in state.items()}
 
 
 class Checkpointer:
@@ -131,7 +138,7 @@ class Checkpointer:
     """
 
     def __init__(self, output_dir: Path, ranks: Ranks, model: torch.nn.Module,
-                 optimizer: torch.optim.Optimizer, param_names: dict[int, str], data_position,
+                 optimizer, param_names: dict[int, str], data_position,
                  fixed_state: dict) -> None:
         self.output_dir = output_dir
         self.ranks = ranks

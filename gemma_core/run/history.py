@@ -87,7 +87,17 @@ def step_metrics_from_entry(entry: dict, max_steps: int, path: Path = Path("trai
                        _number(path, line, entry, "grad_norm", float("nan")),
                        _number(path, line, entry, "tokens_per_s", 0.0),
                        _number(path, line, entry, "elapsed_s", 0.0), None,
-                       _number(path, line, entry, "mfu") if "mfu" in entry else None)
+                       _number(path, line, entry, "mfu") if "mfu" in entry else None,
+                       _learning_rates(entry))
+
+
+def _learning_rates(entry: dict) -> dict[str, float]:
+    """Each optimiser's learning rate (older logs have only ``learning_rate``)."""
+    rates = entry.get("learning_rates")
+    if not isinstance(rates, dict):
+        return {}
+    return {str(name): float(value) for name, value in rates.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
 def read_run_history(output_dir: Path, max_steps: int) -> RunHistory:

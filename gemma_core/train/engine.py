@@ -46,6 +46,7 @@ from gemma_core.train.events import (CheckpointSaved, EvalResult, Event, LayerSt
                                      RunFinished, RunSnapshot, RunState, SampleProduced, StateChanged,
                                      StepMetrics, StepSkipped)
 from gemma_core.train.flops import model_flops_utilisation
+from gemma_core.train.optim import describe_optimizer
 from gemma_core.train.settings import TrainSettings
 from gemma_core.train.setup import ResumePoint, RunParts, claim_run_folder, prepare_run
 from gemma_core.train.state_store import RunStateStore
@@ -343,6 +344,7 @@ class TrainingEngine:
                      f"{parts.device_name} each")
         self._log(f"model: {parts.n_parameters:,} parameters on {where} ({parts.dtype_name}, "
                   f"attention {parts.kernel})")
+        self._log(describe_optimizer(self.settings, parts.optimizer))
 
     def _loop(self) -> None:
         s = self.settings
@@ -461,11 +463,13 @@ class TrainingEngine:
         mfu = model_flops_utilisation(rate, self.parts.flops_per_token, self.parts.peak_flops,
                                       self.ranks.world_size)
         self._publish(StepMetrics(self._step, s.max_steps, self._tokens_seen, result.loss,
-                                  result.learning_rate, result.grad_norm, rate, elapsed, eta, mfu))
+                                  result.learning_rate, result.grad_norm, rate, elapsed, eta, mfu,
+                                  result.learning_rates))
         self._publish(LayerStats(self._step, "grad norm", result.layer_grad_norms))
         if self._step % s.logging_steps == 0 or self._step == s.max_steps:
             entry = {"step": self._step, "train_loss": result.loss, "learning_rate": result.learning_rate,
                      "gradient_accumulation_steps": s.gradient_accumulation_steps,
+                     "learning_rates": result.learning_rates,
                      "grad_norm": result.grad_norm, "tokens_seen": self._tokens_seen,
                      "tokens_per_s": rate, "elapsed_s": elapsed}
             if mfu is not None:  # a GPU whose peak is known

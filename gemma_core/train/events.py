@@ -42,6 +42,7 @@ class StepMetrics:
     elapsed_s: float
     eta_s: float | None
     mfu: float | None = None  # model FLOPs utilisation, on a GPU with a known peak
+    learning_rates: dict[str, float] = field(default_factory=dict)  # each optimiser's ("adamw", "muon")
     run_id: str = ""  # stamped by the run's state store
 
 

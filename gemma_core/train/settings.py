@@ -22,6 +22,7 @@ from gemma_core.errors import UserError
 from gemma_core.model.config import ATTENTION_KERNELS
 from gemma_core.model.presets import DEFAULT_PRESET, PRESETS, get_preset
 from gemma_core.train.config_file import read_settings_file
+from gemma_core.train.optim import MUON_NEEDS, OPTIMIZERS, SCHEDULES, Schedule, muon_available
 
 _DEFAULT = PRESETS[DEFAULT_PRESET].training
 
@@ -60,6 +61,11 @@ class TrainSettings:
     val_dataset_path: str | None = None
     # --- ours
     preset: str = DEFAULT_PRESET
+    optimizer: str = _DEFAULT.optimizer  # adamw, or muon for the decoder's matrices (AdamW for the rest)
+    muon_learning_rate: float = _DEFAULT.muon_learning_rate  # Muon's peak learning rate
+    muon_momentum: float = 0.95  # reached after Muon's momentum warmup
+    schedule: str = _DEFAULT.schedule  # cosine, or wsd (warmup, stable, decay)
+    decay_fraction: float = _DEFAULT.decay_fraction  # wsd: the share of the steps spent decaying
     test_dataset_path: str | None = None
     val_fraction: float = 0.05  # held out of the training data when no validation data is given
     text_field: str = "text"
@@ -143,6 +149,12 @@ class TrainSettings:
                 raise UserError(f"{flag} {source} differs from the run's own ({output_dir}'s model and "
                                 "tokenizer are fixed when it starts); resume without it, or start a new "
                                 "run in another --output_dir")
+        saved_optimizer = base.get("optimizer", "adamw")  # runs from before Muon trained with AdamW
+        if explicit.get("optimizer", saved_optimizer) != saved_optimizer:
+            raise UserError(f"--optimizer {explicit['optimizer']} differs from the run's own ({saved_optimizer}): "
+                            f"{output_dir}'s checkpoint holds {saved_optimizer}'s state; resume without it, "
+                            "or start a new run from its weights with --init_from")
+        base["optimizer"] = saved_optimizer
         for key in ("train_texts", "val_texts"):
             if base.get(key) is None:
                 base.pop(key, None)
@@ -176,6 +188,11 @@ class TrainSettings:
     @property
     def resolved_min_lr(self) -> float:
         return self.learning_rate / 10 if self.min_lr is None else self.min_lr
+
+    @property
+    def lr_schedule(self) -> Schedule:
+        return Schedule(self.max_steps, self.warmup_steps, self.schedule, self.decay_fraction,
+                        self.resolved_min_lr / self.learning_rate)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON values; texts from Python are summarised, not copied."""
@@ -215,7 +232,8 @@ class TrainSettings:
                             f"{', '.join(ATTENTION_KERNELS)}")
         if self.eval_batches is not None and (not _is_int(self.eval_batches) or self.eval_batches <= 0):
             raise UserError(f"--eval_batches must be positive, got {self.eval_batches!r}")
-        for name in ("learning_rate", "weight_decay", "grad_clip", "val_fraction", "min_lr"):
+        for name in ("learning_rate", "weight_decay", "grad_clip", "val_fraction", "min_lr",
+                     "muon_learning_rate", "muon_momentum", "decay_fraction"):
             value = getattr(self, name)
             if value is None and name == "min_lr":
                 continue
@@ -236,11 +254,27 @@ class TrainSettings:
         if self.resolved_min_lr > self.learning_rate:
             raise UserError(
                 f"--min_lr {self.resolved_min_lr:g} is above --learning_rate {self.learning_rate:g}; "
-                "the cosine schedule decays from learning_rate down to min_lr")
+                "the schedule decays from learning_rate down to min_lr")
         if self.warmup_steps > self.max_steps:
             raise UserError(f"--warmup_steps {self.warmup_steps} is above --max_steps {self.max_steps}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise UserError(f"--betas takes two numbers in [0, 1), got {' '.join(map(str, self.betas))}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"--optimizer {self.optimizer!r} is not an optimizer; choose {' or '.join(OPTIMIZERS)}")
+        if self.optimizer == "muon" and not muon_available():
+            raise UserError(MUON_NEEDS)
+        if self.optimizer == "muon" and self.fsdp:
+            raise UserError("--optimizer muon does not run under --fsdp: FSDP2 shards each weight matrix "
+                            "across ranks and Muon orthogonalises whole matrices; drop --fsdp (DDP keeps "
+                            "whole matrices on every rank) or use --optimizer adamw")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"--schedule {self.schedule!r} is not a schedule; choose {' or '.join(SCHEDULES)}")
+        if not 0 < self.decay_fraction <= 1:
+            raise UserError(f"--decay_fraction must be above 0 and at most 1, got {self.decay_fraction}")
+        if self.muon_learning_rate <= 0:
+            raise UserError(f"--muon_learning_rate must be positive, got {self.muon_learning_rate}")
+        if not 0 <= self.muon_momentum < 1:
+            raise UserError(f"--muon_momentum must be in [0, 1), got {self.muon_momentum}")
         if self.preset not in PRESETS:
             raise UserError(f"unknown preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
         if self.resume and self.overwrite:

@@ -37,7 +37,7 @@ from gemma_core.train import distributed
 from gemma_core.train.evaluation import logits_chunk_rows
 from gemma_core.train.flops import device_peak_flops, training_flops_per_token
 from gemma_core.train.memory import available_bytes, evaluation_bytes, training_bytes
-from gemma_core.train.optim import build_optimizer
+from gemma_core.train.optim import TrainingOptimizer, build_optimizer
 from gemma_core.train.settings import TrainSettings
 
 Log = Callable[[str, str], None]  # (text, level)
@@ -72,7 +72,7 @@ class RunParts:
     n_parameters: int
     train_module: torch.nn.Module
     param_names: dict[int, str]
-    optimizer: torch.optim.Optimizer
+    optimizer: TrainingOptimizer
     batches: TrainBatches
     val_batches: list[list[int]]
     byte_lengths: torch.Tensor
@@ -152,7 +152,8 @@ def prepare_run(settings: TrainSettings, ranks: distributed.Ranks, log: Log,
     train_module = distributed.wrap(ranks, model, device)
     param_names = {id(p): name for name, p in model.named_parameters()}
     optimizer = build_optimizer(model, s.learning_rate, s.weight_decay, s.betas, device,
-                                fused=not ranks.fsdp)
+                                fused=not ranks.fsdp, optimizer=s.optimizer,
+                                muon_learning_rate=s.muon_learning_rate, muon_momentum=s.muon_momentum)
     batches = TrainBatches(data.train.windows, s.train_batch_size, seed=s.seed,
                            rank=ranks.rank, world_size=ranks.world_size)
     resumed = None
@@ -277,9 +278,15 @@ def check_same_data(output_dir: Path, state: dict, fingerprint: dict) -> bool:
 
 
 # ------------------------------------------------------------------- resume
-def _restore(saved: tuple, model: Gemma3Model, optimizer: torch.optim.Optimizer,
+def _restore(saved: tuple, model: Gemma3Model, optimizer: TrainingOptimizer,
              param_names: dict[int, str], batches: TrainBatches, where: Path) -> ResumePoint:
     model_tensors, optimizer_tensors, state = saved
+    settings = state.get("settings") if isinstance(state.get("settings"), dict) else {}
+    saved_optimizer = settings.get("optimizer", "adamw")
+    if saved_optimizer != optimizer.name:
+        raise UserError(f"{where}: the run trained with {saved_optimizer} and this resume asks for "
+                        f"{optimizer.name}; resume with --optimizer {saved_optimizer}, or start a new run "
+                        "from its weights with --init_from")
     own = model.state_dict()
     for name, tensor in model_tensors.items():
         if name not in own or tuple(own[name].shape) != tuple(tensor.shape):

@@ -19,7 +19,7 @@ from gemma_core.device import autocast
 from gemma_core.model.model import Gemma3Model
 from gemma_core.train import distributed
 from gemma_core.train.compiled_loss import CompiledLoss
-from gemma_core.train.optim import lr_at
+from gemma_core.train.optim import TrainingOptimizer
 from gemma_core.train.settings import TrainSettings
 
 
@@ -27,13 +27,14 @@ from gemma_core.train.settings import TrainSettings
 class StepResult:
     loss: float | None  # mean training loss; None when loss or gradient was not finite (no update)
     grad_norm: float
-    learning_rate: float
+    learning_rate: float  # AdamW's
     layer_grad_norms: tuple[float, ...]
+    learning_rates: dict[str, float]  # each optimiser's, by name
 
 
 class TrainStep:
     def __init__(self, settings: TrainSettings, model: Gemma3Model, train_module: torch.nn.Module,
-                 optimizer: torch.optim.Optimizer, batches: TrainBatches, device: torch.device,
+                 optimizer: TrainingOptimizer, batches: TrainBatches, device: torch.device,
                  dtype: torch.dtype, ranks: distributed.Ranks, weights: LiveWeights,
                  log: Callable[[str, str], None]) -> None:
         self.settings = settings
@@ -85,10 +86,8 @@ class TrainStep:
         """Take optimizer step ``step + 1`` (``step`` steps are done)."""
         s = self.settings
         self.model.train()
-        lr = lr_at(step, learning_rate=s.learning_rate, min_lr=s.resolved_min_lr,
-                   warmup_steps=s.warmup_steps, max_steps=s.max_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        rates = self.optimizer.apply_schedule(s.lr_schedule, step, s.muon_momentum)
+        lr = rates["adamw"]
         if self.compile_pending:
             self.compile_pending = False
             self.compile()
@@ -108,11 +107,12 @@ class TrainStep:
         grad_norm = float(distributed.full_tensor(total_norm))
         if not (math.isfinite(mean_loss) and math.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
-            return StepResult(None, grad_norm if math.isfinite(grad_norm) else float("nan"), lr, layer_norms)
+            return StepResult(None, grad_norm if math.isfinite(grad_norm) else float("nan"), lr, layer_norms,
+                              rates)
         with self.weights.updating(step + 1):  # a chat never sees half an update, or a wrong step
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(mean_loss, grad_norm, lr, layer_norms)
+        return StepResult(mean_loss, grad_norm, lr, layer_norms, rates)
 
     def _layer_grad_norms(self) -> tuple[float, ...]:
         """Each decoder layer's gradient norm, with one device sync for all of them."""

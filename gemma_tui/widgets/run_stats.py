@@ -7,7 +7,7 @@ import math
 from textual.content import Content
 
 from gemma_core.safe_text import printable
-from gemma_core.train.events import RunSnapshot, RunState
+from gemma_core.train.events import RunSnapshot, RunState, StepMetrics
 from gemma_tui import formatting as fmt
 from gemma_tui.widgets.steady_static import SteadyStatic
 
@@ -78,6 +78,17 @@ class RunStats(SteadyStatic):
             ranked = [ranked[i] for i in sorted(keep)]
         return Content("").join(line for _, line in ranked).rstrip("\n")
 
+    @staticmethod
+    def _learning_rates(latest: StepMetrics | None) -> list[str | tuple[str, str]]:
+        """Each optimiser's learning rate, named: "muon 2.00e-02  adamw 4.50e-03"."""
+        if latest is None:
+            return ["-"]
+        rates = latest.learning_rates or {"adamw": latest.learning_rate}  # older logs: AdamW's only
+        parts: list[str | tuple[str, str]] = []
+        for name in sorted(rates, key=lambda n: n != "muon"):
+            parts += [(f"{name} ", "$text-muted"), fmt.rate(rates[name]), "  "]
+        return parts[:-1]
+
     def _fitted(self, text: str, keep_end: bool = False) -> str:
         """``text`` cut with an ellipsis to the room after a label: a name, never worth a second
         row (a path keeps its end, the part that tells runs apart)."""
@@ -113,8 +124,8 @@ class RunStats(SteadyStatic):
         if latest and latest.mfu is not None:
             lines.append((11, self._line("MFU", f"{100 * latest.mfu:.1f}%")))
         lines.append((3, self._line("train loss", fmt.number(latest.loss if latest else None))))
-        lines.append((8, self._line("lr", fmt.rate(latest.learning_rate if latest else None),
-                                    "   grad norm ", fmt.number(latest.grad_norm if latest else None, 3))))
+        lines.append((8, self._line("lr", *self._learning_rates(latest))))
+        lines.append((13, self._line("grad norm", fmt.number(latest.grad_norm if latest else None, 3))))
 
         last_eval = snap.eval_history[-1] if snap.eval_history else None
         best = snap.best_eval

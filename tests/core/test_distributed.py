@@ -77,6 +77,32 @@ def test_two_ranks_train_like_one_process_with_the_same_global_batch(sharding, t
     assert tokens == [8 * 2 * 64 * step for step in range(1, 7)]  # global tokens
 
 
+def test_muon_under_ddp_trains_like_one_process(tmp_path, corpus):
+    # Every rank holds whole matrices under DDP, so each orthogonalises the same averaged momentum.
+    muon = ["--optimizer", "muon", "--muon_learning_rate", "0.02"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    train([*COMMON, *muon, "--output_dir", str(one), "--train_dataset_path", str(corpus),
+           "--train_batch_size", "8", "--max_steps", "4"], tmp_path / "cache")
+    done = train([*COMMON, *muon, "--output_dir", str(two), "--train_dataset_path", str(corpus),
+                  "--train_batch_size", "4", "--max_steps", "4"], tmp_path / "cache", ranks=2)
+    assert "optimizer: Muon at 0.02" in done.stdout
+    assert_same_losses(losses(two)[0], losses(one)[0])
+    assert_same_losses(losses(two)[1], losses(one)[1])
+
+
+def test_muon_under_fsdp_is_refused_in_one_line(tmp_path, corpus):
+    env = dict(os.environ, GEMMA_STUDIO_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-m", "gemma_core", "train", *COMMON, "--optimizer", "muon",
+                           "--fsdp", "--output_dir", str(tmp_path / "run"), "--train_dataset_path", str(corpus)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: --optimizer muon does not run under --fsdp: FSDP2 shards each weight matrix across ranks "
+        "and Muon orthogonalises whole matrices; drop --fsdp (DDP keeps whole matrices on every rank) or "
+        "use --optimizer adamw"]
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_two_rank_checkpoint_resumes_in_one_process(tmp_path, corpus, single_run):
     two = tmp_path / "two"
     train([*COMMON, "--output_dir", str(two), "--train_dataset_path", str(corpus),

@@ -74,10 +74,13 @@ def test_nano_learns_and_writes_the_seed_outputs(tmp_path, corpus):
     assert result.stdout.startswith("KING") and len(result.stdout) > len("KING\n")
 
 
-def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, corpus):
-    whole = run_engine(nano_settings(tmp_path / "a", corpus, max_steps=30, eval_iters=10))
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, corpus, optimizer):
+    # Muon's momentum is still warming up at step 12, so its schedule must resume exactly too.
+    whole = run_engine(nano_settings(tmp_path / "a", corpus, max_steps=30, eval_iters=10, optimizer=optimizer))
     assert whole.snapshot().state is RunState.FINISHED
-    stopped = run_engine(nano_settings(tmp_path / "b", corpus, max_steps=30, eval_iters=10), stop_at=12)
+    stopped = run_engine(nano_settings(tmp_path / "b", corpus, max_steps=30, eval_iters=10,
+                                       optimizer=optimizer), stop_at=12)
     assert stopped.exit_reason == "stopped"
     resumed = run_engine(TrainSettings.for_resume(tmp_path / "b" / "run", cache_dir=str(tmp_path / "cache"),
                                                   device="cpu", dtype="fp32"))
@@ -91,6 +94,9 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, corpus):
     val_a = json.loads((tmp_path / "a" / "run" / "validation_log.json").read_text())
     val_b = json.loads((tmp_path / "b" / "run" / "validation_log.json").read_text())
     assert [e["val_loss"] for e in val_b] == [e["val_loss"] for e in val_a]
+    other = "muon" if optimizer == "adamw" else "adamw"  # the checkpoint holds one optimiser's state
+    with pytest.raises(UserError, match=rf"--optimizer {other} differs from the run's own \({optimizer}\)"):
+        TrainSettings.for_resume(tmp_path / "b" / "run", optimizer=other)
 
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, corpus, monkeypatch):

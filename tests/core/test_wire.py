@@ -16,7 +16,8 @@ def test_a_snapshot_travels_as_json_and_comes_back_equal():
 
 
 def test_every_event_type_travels_and_keeps_its_type():
-    events = [ev.StepMetrics(3, 10, 96, 2.5, 1e-3, 0.4, 900.0, 1.5, 8.0, None, "r"),
+    events = [ev.StepMetrics(3, 10, 96, 2.5, 1e-3, 0.4, 900.0, 1.5, 8.0, None,
+                             {"adamw": 1e-3, "muon": 1e-2}, "r"),
               ev.EvalResult(3, 96, 2.6, 13.5, 1.9, "r"), ev.CheckpointSaved(3, "/x/checkpoint", 1.0, "r"),
               ev.LayerStats(3, "grad norm", (0.1, 0.2), "r"), ev.SampleProduced(3, "KING", ": no", "r"),
               ev.LogMessage("warning", "careful", "r"), ev.StateChanged(ev.RunState.RUNNING, 3, "r"),

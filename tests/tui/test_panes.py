@@ -166,6 +166,15 @@ async def test_run_stats_snapshot():
                      "perplexity", "bits/byte", "step 500 at 22:21:40", "2.252 @ 600  best"):
         assert expected in text, expected
     assert "MFU" not in text  # None on a CPU: not shown
+    assert "adamw 1.36e-03" in text and "muon" not in text
+
+
+async def test_run_stats_name_each_optimizer_with_its_learning_rate():
+    app = PaneHost(RunStats(), lambda stats: stats.show(preview_snapshot(optimizer="muon")))
+    async with app.run_test(size=(48, 24)) as pilot:
+        await pilot.pause()
+        text = screen_text(app)
+    assert "lr         muon 1.36e-02  adamw 1.36e-03" in text
 
 
 async def test_run_stats_shows_a_failure_as_a_message():
