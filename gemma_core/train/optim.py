@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # settings import this module
+    from gemma_core.train.settings import TrainSettings
 
 OPTIMIZERS = ("adamw", "muon")
 SCHEDULES = ("cosine", "wsd")
@@ -164,7 +168,7 @@ def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: 
     return TrainingOptimizer(parts)
 
 
-def describe_optimizer(settings, optimizer: TrainingOptimizer) -> str:
+def describe_optimizer(settings: TrainSettings, optimizer: TrainingOptimizer) -> str:
     """One line for the run's log: which optimiser trains what, at which peak, on which schedule."""
     counts = {name: sum(p.numel() for group in part.param_groups for p in group["params"])
               for name, part in optimizer.parts.items()}
