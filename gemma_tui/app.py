@@ -100,7 +100,7 @@ class GemmaStudio(App):
 
     def __init__(self, engine: StudioEngine, theme: str | None = None,
                  telemetry: object | None = None, poll_hz: float | None = None,
-                 telemetry_hz: float = 1.0,
+                 telemetry_hz: float = 1.0, cpu_pace_s: float = 1 / CPU_POLL_HZ,
                  theme_dirs: tuple[Path, ...] | None = None, debug: bool = False) -> None:
         super().__init__()
         self.show_tracebacks = debug  # --debug: a crash shows its full traceback, not one line
@@ -110,6 +110,9 @@ class GemmaStudio(App):
         self.fixed_poll_hz = poll_hz
         self.poll_hz = poll_hz if poll_hz is not None else GPU_POLL_HZ
         self.telemetry_hz = telemetry_hz
+        # Seconds between two snapshots while a CPU trains (a browser page's studio waits longer:
+        # its browser redraws on the same cores).
+        self.cpu_pace_s = cpu_pace_s
         self._drawn_at = -math.inf  # when the panes last took a snapshot
         self._telemetry_at = -math.inf  # when the machine pane last took a reading
         self.snapshot: RunSnapshot | None = None
@@ -265,9 +268,10 @@ class GemmaStudio(App):
         if self.fixed_poll_hz is not None or self.snapshot is None or snap.state != self.snapshot.state:
             return False
         on_cpu = self._trains_on_cpu(snap)
-        self.query_one(LossChart).max_data_hz = CPU_CHART_HZ if on_cpu else GPU_CHART_HZ
-        self.query_one(LayerMap).pacer.max_hz = CPU_CHART_HZ if on_cpu else GPU_CHART_HZ
-        return on_cpu and time.monotonic() - self._drawn_at < 1 / CPU_POLL_HZ - 0.05
+        chart_hz = min(CPU_CHART_HZ, 1 / self.cpu_pace_s) if on_cpu else GPU_CHART_HZ
+        self.query_one(LossChart).max_data_hz = chart_hz
+        self.query_one(LayerMap).pacer.max_hz = chart_hz
+        return on_cpu and time.monotonic() - self._drawn_at < self.cpu_pace_s - 0.05
 
     def _trains_on_cpu(self, snap: RunSnapshot | None = None) -> bool:
         snap = snap if snap is not None else self.snapshot
@@ -297,7 +301,7 @@ class GemmaStudio(App):
     def refresh_telemetry(self) -> None:
         if not self.is_running:
             return
-        if self._trains_on_cpu() and time.monotonic() - self._telemetry_at < 1 / CPU_POLL_HZ - 0.05:
+        if self._trains_on_cpu() and time.monotonic() - self._telemetry_at < self.cpu_pace_s - 0.05:
             return  # the machine pane too, at the pace of the rest while a CPU trains
         self._telemetry_at = time.monotonic()
         try:

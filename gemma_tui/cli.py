@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "weights, pause/save/eval/stop. q detaches; the run goes on.")
     attach.add_argument("output_dir", help="the run's --output_dir")
     attach.add_argument("--theme", default=None, help=THEME_HELP)
+    attach.add_argument("--cpu-pace", type=float, default=2.0, metavar="SECONDS",
+                        help="while the run trains on a CPU, take its state and redraw every SECONDS "
+                             "(default 2; a browser page's studio uses 4: every redraw takes from "
+                             "training's cores)")
     attach.set_defaults(func=cmd_attach)
 
     for name, help_text, description in (
@@ -104,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_studio(engine, theme: str | None, debug: bool = False, telemetry=None) -> int:
+def run_studio(engine, theme: str | None, debug: bool = False, telemetry=None, **app_options) -> int:
     """Run the app on ``engine``; whatever happens, the engine's threads end first.
 
     The exit status follows gemma-core's: 2 when the run failed on the user's
@@ -116,7 +120,7 @@ def run_studio(engine, theme: str | None, debug: bool = False, telemetry=None) -
     from gemma_tui.formatting import resume_command
     from gemma_tui.screens.quit_choice import KEEP
 
-    options = {} if telemetry is None else {"telemetry": telemetry}
+    options = dict(app_options) if telemetry is None else {**app_options, "telemetry": telemetry}
     app = create_app(engine, theme=theme, debug=debug, **options)
     app.handles_signals = True
     try:
@@ -188,13 +192,16 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_attach(args: argparse.Namespace) -> int:
     from gemma_core.serve.client import RemoteEngine, RemoteTelemetry
 
-    engine = RemoteEngine(args.output_dir)
+    if not 0.5 <= args.cpu_pace <= 60:
+        raise UserError(f"--cpu-pace must be between 0.5 and 60 seconds, got {args.cpu_pace:g}")
+    engine = RemoteEngine(args.output_dir, cpu_interval_s=args.cpu_pace)
     try:
         require_terminal()
     except UserError:
         engine.close()
         raise
-    return run_studio(engine, args.theme, args.debug, telemetry=RemoteTelemetry(engine.client))
+    return run_studio(engine, args.theme, args.debug, telemetry=RemoteTelemetry(engine.client),
+                      cpu_pace_s=args.cpu_pace)
 
 
 def cmd_open(args: argparse.Namespace) -> int:

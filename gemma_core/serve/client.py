@@ -179,7 +179,8 @@ class RemoteEngine:
     # serving them takes from the cores training uses.
     CPU_MIN_INTERVAL_S = 2.0
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, cpu_interval_s: float = CPU_MIN_INTERVAL_S) -> None:
+        self.cpu_interval_s = cpu_interval_s
         self.client = connect(folder)
         info = self.client.run_info()
         self.trains = bool(info.get("trains"))
@@ -208,7 +209,7 @@ class RemoteEngine:
                 self._learn_model()
             if snap.state in ENDED_STATES:
                 return
-            interval = (self.CPU_MIN_INTERVAL_S if snap.device.startswith("cpu") and snap.state is RunState.RUNNING
+            interval = (self.cpu_interval_s if snap.device.startswith("cpu") and snap.state is RunState.RUNNING
                         else self.MIN_INTERVAL_S)
             self._closed.wait(max(0.0, interval - (time.monotonic() - started)))
 

@@ -366,3 +366,22 @@ async def test_keys_do_not_act_behind_a_question():
         assert len(app.screen_stack) == 2
         await pilot.press("escape")
         assert len(app.screen_stack) == 1
+
+
+@pytest.mark.parametrize("pace_s", [2.0, 4.0])
+async def test_while_a_cpu_trains_the_studio_takes_a_snapshot_once_per_pace(pace_s, monkeypatch):
+    # A browser page's studio runs at pace 4 (gemma-tui serve passes --cpu-pace 4), the
+    # terminal's at 2: each redraw takes from the cores the training uses.
+    app = create_app(PreviewEngine(alive=True), telemetry=QuietTelemetry(), cpu_pace_s=pace_s)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.snapshot is not None)
+        clock = [1000.0]
+        monkeypatch.setattr("gemma_tui.app.time.monotonic", lambda: clock[0])
+        app._drawn_at = clock[0]
+        later = replace(app.snapshot, version=app.snapshot.version + 1)
+        assert later.device == "cpu" and later.state is RunState.RUNNING
+        clock[0] += pace_s - 0.2
+        assert app._paced_out(later)  # too soon: this snapshot is skipped
+        clock[0] += 0.2
+        assert not app._paced_out(later)
+        assert app.query_one(LossChart).max_data_hz <= 1 / pace_s
