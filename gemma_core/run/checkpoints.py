@@ -31,6 +31,7 @@ from gemma_core.run.layout import (BUILDING_CHECKPOINT, CHECKPOINT, PREVIOUS_CHE
 from gemma_core.run.checkpoint_state import MAX_COUNT, check_state, read_checkpoint_state  # noqa: F401
 from gemma_core.run.model_dir import model_state_for_saving, save_weights
 from gemma_core.train.distributed import Ranks, full_tensor, shard_like
+from gemma_core.train.optim import TrainingOptimizer
 
 MODEL_TENSORS = "model.safetensors"
 OPTIMIZER_TENSORS = "optimizer.safetensors"
@@ -94,16 +95,11 @@ def load_checkpoint(output_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str
     raise UserError(f"{output_dir}: no checkpoint to resume from; start without --resume")
 
 
-def _parts(optimizer) -> list[torch.optim.Optimizer]:
-    """The torch optimisers inside a run's optimiser (Muon's and AdamW's), or the one given."""
-    return list(getattr(optimizer, "parts", {None: optimizer}).values())
-
-
-def optimizer_state_tensors(optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
+def optimizer_state_tensors(optimizer: TrainingOptimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
     """Each optimiser's per-parameter state as named tensors (safetensors, never pickle):
     AdamW's moments and step counts, Muon's momentum, under the parameter's name."""
     out = {}
-    for part in _parts(optimizer):
+    for part in optimizer.parts.values():
         for group in part.param_groups:
             for param in group["params"]:
                 for key, value in part.state.get(param, {}).items():
@@ -112,8 +108,9 @@ def optimizer_state_tensors(optimizer, names: dict[int, str]) -> dict[str, torch
     return out
 
 
-def restore_optimizer_state(optimizer, tensors: dict[str, torch.Tensor], names: dict[int, str]) -> None:
-    for part in _parts(optimizer):
+def restore_optimizer_state(optimizer: TrainingOptimizer, tensors: dict[str, torch.Tensor],
+                            names: dict[int, str]) -> None:
+    for part in optimizer.parts.values():
         for group in part.param_groups:
             # Fused AdamW keeps its step count on the parameter's device, the others on the CPU.
             step_device = param_device = None
@@ -138,7 +135,7 @@ class Checkpointer:
     """
 
     def __init__(self, output_dir: Path, ranks: Ranks, model: torch.nn.Module,
-                 optimizer, param_names: dict[int, str], data_position,
+                 optimizer: TrainingOptimizer, param_names: dict[int, str], data_position,
                  fixed_state: dict) -> None:
         self.output_dir = output_dir
         self.ranks = ranks

@@ -462,12 +462,12 @@ class TrainingEngine:
         eta = self._eta.update(self._step, elapsed, s.max_steps)
         mfu = model_flops_utilisation(rate, self.parts.flops_per_token, self.parts.peak_flops,
                                       self.ranks.world_size)
-        self._publish(StepMetrics(self._step, s.max_steps, self._tokens_seen, result.loss,
-                                  result.learning_rate, result.grad_norm, rate, elapsed, eta, mfu,
-                                  result.learning_rates))
+        adamw_lr = result.learning_rates["adamw"]  # the seed's learning_rate: every run has AdamW
+        self._publish(StepMetrics(self._step, s.max_steps, self._tokens_seen, result.loss, adamw_lr,
+                                  result.grad_norm, rate, elapsed, eta, mfu, result.learning_rates))
         self._publish(LayerStats(self._step, "grad norm", result.layer_grad_norms))
         if self._step % s.logging_steps == 0 or self._step == s.max_steps:
-            entry = {"step": self._step, "train_loss": result.loss, "learning_rate": result.learning_rate,
+            entry = {"step": self._step, "train_loss": result.loss, "learning_rate": adamw_lr,
                      "gradient_accumulation_steps": s.gradient_accumulation_steps,
                      "learning_rates": result.learning_rates,
                      "grad_norm": result.grad_norm, "tokens_seen": self._tokens_seen,

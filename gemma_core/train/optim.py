@@ -79,13 +79,6 @@ class Schedule:
         return MUON_MOMENTUM_START + fraction * (target - MUON_MOMENTUM_START)
 
 
-def lr_at(step: int, *, learning_rate: float, min_lr: float, warmup_steps: int, max_steps: int,
-          schedule: str = "cosine", decay_fraction: float = 0.2) -> float:
-    """Learning rate for the optimizer step that follows ``step`` completed steps."""
-    shape = Schedule(max_steps, warmup_steps, schedule, decay_fraction, min_lr / learning_rate)
-    return learning_rate * shape.factor(step)
-
-
 # ----------------------------------------------------------------- optimiser
 def is_muon_matrix(name: str, param: torch.nn.Parameter) -> bool:
     """A weight matrix inside a decoder layer: Muon's, when the run uses Muon."""
@@ -95,9 +88,9 @@ def is_muon_matrix(name: str, param: torch.nn.Parameter) -> bool:
 class TrainingOptimizer:
     """One optimiser (AdamW) or two (Muon and AdamW) stepped as one.
 
-    Every parameter group carries ``name`` (which optimiser) and ``peak_lr``;
-    ``apply_schedule`` sets each group's learning rate (and Muon's momentum) for
-    a step. ``parts`` are the torch optimisers, whose state checkpoints save.
+    ``parts`` are the torch optimisers by name ("adamw", "muon"), whose state
+    checkpoints save; every parameter group carries its ``peak_lr``, and
+    ``apply_schedule`` sets each group's learning rate (and Muon's momentum) for a step.
     """
 
     def __init__(self, parts: dict[str, torch.optim.Optimizer]) -> None:
@@ -106,10 +99,6 @@ class TrainingOptimizer:
     @property
     def name(self) -> str:
         return "muon" if "muon" in self.parts else "adamw"
-
-    @property
-    def param_groups(self) -> list[dict]:
-        return [group for part in self.parts.values() for group in part.param_groups]
 
     def apply_schedule(self, schedule: Schedule, step: int, muon_momentum: float) -> dict[str, float]:
         """Set every group's learning rate for the step after ``step``; each optimiser's, by name."""

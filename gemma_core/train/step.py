@@ -27,9 +27,8 @@ from gemma_core.train.settings import TrainSettings
 class StepResult:
     loss: float | None  # mean training loss; None when loss or gradient was not finite (no update)
     grad_norm: float
-    learning_rate: float  # AdamW's
     layer_grad_norms: tuple[float, ...]
-    learning_rates: dict[str, float]  # each optimiser's, by name
+    learning_rates: dict[str, float]  # each optimiser's, by name ("adamw", "muon")
 
 
 class TrainStep:
@@ -87,7 +86,6 @@ class TrainStep:
         s = self.settings
         self.model.train()
         rates = self.optimizer.apply_schedule(s.lr_schedule, step, s.muon_momentum)
-        lr = rates["adamw"]
         if self.compile_pending:
             self.compile_pending = False
             self.compile()
@@ -107,12 +105,11 @@ class TrainStep:
         grad_norm = float(distributed.full_tensor(total_norm))
         if not (math.isfinite(mean_loss) and math.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
-            return StepResult(None, grad_norm if math.isfinite(grad_norm) else float("nan"), lr, layer_norms,
-                              rates)
+            return StepResult(None, grad_norm if math.isfinite(grad_norm) else float("nan"), layer_norms, rates)
         with self.weights.updating(step + 1):  # a chat never sees half an update, or a wrong step
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(mean_loss, grad_norm, lr, layer_norms, rates)
+        return StepResult(mean_loss, grad_norm, layer_norms, rates)
 
     def _layer_grad_norms(self) -> tuple[float, ...]:
         """Each decoder layer's gradient norm, with one device sync for all of them."""

@@ -60,7 +60,7 @@ def test_adamw_alone_keeps_decay_off_the_norms():
     model = nano_model()
     optimizer = build_optimizer(model, 3e-3, 0.1, (0.9, 0.95), CPU)
     assert list(optimizer.parts) == ["adamw"]
-    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in optimizer.parts["adamw"].param_groups for p in g["params"]}
     for name, param in model.named_parameters():
         assert decay[id(param)] == (0.1 if param.dim() >= 2 else 0.0), name
 

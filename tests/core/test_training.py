@@ -14,7 +14,7 @@ from gemma_core.errors import UserError
 from gemma_core.run import checkpoints, layout, logs
 from gemma_core.train.engine import TrainingEngine
 from gemma_core.train.events import EvalResult, RunState, StepMetrics
-from gemma_core.train.optim import lr_at
+from gemma_core.train.optim import Schedule
 from gemma_core.train.settings import TrainSettings
 
 SEED_OUTPUTS = ("config.json", "model.safetensors", "training_log.json", "validation_log.json",
@@ -148,13 +148,17 @@ def test_pause_and_resume_commands_hold_the_step_counter(tmp_path, corpus):
 
 
 def test_learning_rate_schedule():
-    kwargs = dict(learning_rate=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=1100)
-    assert lr_at(0, **kwargs) == pytest.approx(1e-5)
-    assert lr_at(99, **kwargs) == pytest.approx(1e-3)  # warmup ends at the peak
-    assert lr_at(100, **kwargs) == pytest.approx(1e-3)
-    assert lr_at(600, **kwargs) == pytest.approx(5.5e-4)  # half way: the mean of peak and floor
-    assert lr_at(1100, **kwargs) == pytest.approx(1e-4)
-    values = [lr_at(s, **kwargs) for s in range(100, 1101)]
+    schedule = Schedule(max_steps=1100, warmup_steps=100, kind="cosine", min_ratio=0.1)
+
+    def lr_at(step):  # a peak of 1e-3 decaying to 1e-4
+        return 1e-3 * schedule.factor(step)
+
+    assert lr_at(0) == pytest.approx(1e-5)
+    assert lr_at(99) == pytest.approx(1e-3)  # warmup ends at the peak
+    assert lr_at(100) == pytest.approx(1e-3)
+    assert lr_at(600) == pytest.approx(5.5e-4)  # half way: the mean of peak and floor
+    assert lr_at(1100) == pytest.approx(1e-4)
+    values = [lr_at(s) for s in range(100, 1101)]
     assert all(a >= b for a, b in zip(values, values[1:]))  # it decays, never rises
 
 
