@@ -34,9 +34,9 @@ def row_of(entry: RunEntry, root: Path) -> tuple[str, ...]:
         name = str(entry.folder.relative_to(root)) if entry.folder != root else entry.folder.name
     except ValueError:
         name = str(entry.folder)
-    if entry.problem is not None:
-        return (printable(name), "unreadable", "-", "-", when(entry.modified))
-    state = entry.state + (" (live)" if entry.live else "")
+    state = entry.state + (" (live)" if entry.live and entry.state != "live" else "")
+    if entry.problem is not None and entry.state == "unreadable":
+        return (printable(name), state, "-", "-", when(entry.modified))
     step = f"{entry.step:,} / {entry.max_steps:,}" if entry.max_steps else f"{entry.step:,}"
     best = ("-" if entry.best_val_loss is None or not math.isfinite(entry.best_val_loss)
             else f"{entry.best_val_loss:.4f}" + (f" @ {entry.best_val_step:,}" if entry.best_val_step else ""))

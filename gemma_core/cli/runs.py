@@ -54,6 +54,8 @@ def cmd_status(args) -> int:
                  "checkpoint none yet")
     if status["error"]:
         lines.append(f"error     {status['error']}")
+    if status.get("problem"):
+        lines.append(f"server    {status['problem']}")
     if status.get("resume_command"):
         lines.append(f"resume    {status['resume_command']}")
     print(printable("\n".join(lines)))
@@ -76,10 +78,8 @@ def cmd_control(args) -> int:
     folder = Path(args.output_dir)
     try:
         client = connect(folder)
-    except RunNotRunning as err:
-        status = status_from_files(folder, died=True) if folder.is_dir() else None
-        hint = f"; resume it with: {status['resume_command']}" if status and status.get("resume_command") else ""
-        raise RunNotRunning(f"{err}{hint}") from None
+    except RunNotRunning as err:  # a live run that is slow, or another user's, is said as such by connect
+        raise RunNotRunning(f"{err}{_resume_hint(folder)}") from None
     outcome = client.command(args.action)
     if isinstance(outcome, StateChanged):
         print(f"{outcome.state.value} at step {outcome.step:,}")
@@ -94,6 +94,14 @@ def cmd_control(args) -> int:
     return 0
 
 
+def _resume_hint(folder: Path) -> str:
+    try:
+        status = status_from_files(folder, died=True)
+    except UserError:  # no run there to resume, or its files cannot be read: the error says enough
+        return ""
+    return f"; resume it with: {status['resume_command']}" if status.get("resume_command") else ""
+
+
 # ---------------------------------------------------------------------- serve
 def cmd_serve(args) -> int:
     from gemma_core.run.viewer import RunViewer
@@ -104,12 +112,12 @@ def cmd_serve(args) -> int:
         raise UserError(f"--port must be a port number from 0 to 65535, got {args.port}")
     if args.max_tokens < 1:
         raise UserError(f"--max_tokens must be 1 or more, got {args.max_tokens}")
-    key = args.api_key or os.environ.get("GEMMA_STUDIO_API_KEY") or None
+    key = _api_key(args)
     made_key = key is None
     viewer = RunViewer(args.checkpoint, device=args.device)
     name = Path(args.checkpoint).resolve().name
     server = RunServer(viewer, name, host=args.host, port=args.port, token=key or new_token(),
-                       limits=Limits(max_tokens=args.max_tokens))
+                       limits=Limits(max_tokens=args.max_tokens), flags=("--host", "--port"))
     url = server.start()
     if not is_loopback(args.host):
         print(f"warning: listening on {args.host}: anyone who can reach this port and has the key can use "
@@ -128,6 +136,17 @@ def cmd_serve(args) -> int:
         signal.signal(signal.SIGTERM, previous)
         server.close()
     return EXIT_INTERRUPTED
+
+
+def _api_key(args) -> str | None:
+    """The key given by --api-key, else by $GEMMA_STUDIO_API_KEY, checked before anything loads;
+    None when neither gives one (one is made). ``--api-key ""`` is refused, never ignored."""
+    from gemma_core.serve.server import check_api_key
+
+    if args.api_key is not None:
+        return check_api_key(args.api_key, "--api-key")
+    from_environment = os.environ.get("GEMMA_STUDIO_API_KEY")
+    return check_api_key(from_environment, "GEMMA_STUDIO_API_KEY") if from_environment else None
 
 
 def add_commands(commands) -> None:
@@ -156,7 +175,8 @@ def add_commands(commands) -> None:
                        help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--api-key", dest="api_key", default=None,
-                       help="the key clients send (default: $GEMMA_STUDIO_API_KEY, else a new one)")
+                       help="the key clients send: 16 or more printable ASCII characters, no spaces "
+                            "(default: $GEMMA_STUDIO_API_KEY, else a new one)")
     serve.add_argument("--device", default="auto", help="auto, cpu or cuda")
     serve.add_argument("--max_tokens", type=int, default=2048, help="the most tokens one request may ask for")
     serve.set_defaults(func=cmd_serve)

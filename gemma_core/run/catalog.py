@@ -39,22 +39,27 @@ class RunEntry:
 
 def find_runs(root: Path, depth: int = SEARCH_DEPTH) -> list[RunEntry]:
     """Every run at most ``depth`` folders below ``root`` (``root`` itself included), the
-    most recently active first. A run whose files cannot be read is listed with the reason."""
+    most recently active first. A run whose files cannot be read is listed with the reason,
+    and so is a folder this user may not read (it may hold a run)."""
     if not root.is_dir():
         raise UserError(f"{root}: no such folder (--runs names the folder that holds your runs)")
-    return sorted((describe_run(folder) for folder in _run_folders(root, depth)),
-                  key=lambda entry: entry.modified, reverse=True)
+    entries = (describe_run(folder) if problem is None else _unreadable(folder, problem)
+               for folder, problem in _run_folders(root, depth))
+    return sorted(entries, key=lambda entry: entry.modified, reverse=True)
 
 
 def _run_folders(root: Path, depth: int):
-    if layout.holds_run(root):
-        yield root
-        return
-    if depth == 0:
-        return
+    """(folder, None) for each run folder; (folder, why) for each folder that cannot be read."""
     try:
-        children = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
-    except OSError:  # unreadable: nothing to list there
+        holds = layout.holds_run(root)
+        children = [] if holds or depth == 0 else sorted(
+            p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError as err:
+        yield root, (f"{root}: cannot read this folder ({err.strerror or err}); run this as the user who "
+                     "owns it, or give it read permission")
+        return
+    if holds:
+        yield root, None
         return
     for child in children:
         if child.name.startswith(".") or child.name in SKIPPED:
@@ -65,11 +70,22 @@ def _run_folders(root: Path, depth: int):
 def describe_run(folder: Path) -> RunEntry:
     modified = _last_written(folder)
     try:
-        status = run_status(folder)
+        # The picker never talks to another machine unasked: a run serving on a non-loopback
+        # host is listed as such and opened with gemma-tui attach.
+        status = run_status(folder, announce=None)
     except UserError as err:
-        return RunEntry(folder, "unreadable", False, 0, 0, None, None, modified, problem=str(err))
+        return _unreadable(folder, str(err), modified)
+    except OSError as err:
+        why = f"{err.filename or folder}: cannot be read ({err.strerror or err})"
+        return _unreadable(folder, why, modified)
+    problem = status.get("problem")  # live, but not answering or not this user's to open
     return RunEntry(folder, status["state"], bool(status["live"]), status["step"], status["max_steps"],
-                    status.get("best_val_loss"), status.get("best_val_step"), modified)
+                    status.get("best_val_loss"), status.get("best_val_step"), modified, problem=problem)
+
+
+def _unreadable(folder: Path, problem: str, modified: float | None = None) -> RunEntry:
+    modified = _last_written(folder) if modified is None else modified
+    return RunEntry(folder, "unreadable", False, 0, 0, None, None, modified, problem=problem)
 
 
 def _last_written(folder: Path) -> float:
@@ -79,4 +95,9 @@ def _last_written(folder: Path) -> float:
             times.append(os.stat(folder / name).st_mtime)
         except OSError:
             pass
-    return max(times, default=folder.stat().st_mtime)
+    if times:
+        return max(times)
+    try:
+        return folder.stat().st_mtime
+    except OSError:
+        return 0.0

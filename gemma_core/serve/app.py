@@ -10,9 +10,11 @@ the OpenAI API for any client, on aiohttp.
     POST /v1/completions               } the OpenAI API
     POST /v1/chat/completions         /
 
-Every request needs the run's token as a bearer token (compared in constant time).
-Bodies are bounded, replies in flight are bounded (more are refused with 429 and
-Retry-After), and no request can reach anything but this one run.
+Every request needs the run's token as a bearer token (compared in constant time), checked
+before its body is read. Bodies are bounded and never inflated (a compressed one is refused
+with 415), their JSON is strict (see ``openai_api.parse_body``), replies in flight are
+bounded (more are refused with 429 and Retry-After), connections are capped (see
+``connections``), and no request can reach anything but this one run.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from gemma_core.chat import ChatJob
 from gemma_core.errors import OneLineError, internal_message
 from gemma_core.model.sampling import SamplingParams
 from gemma_core.serve import openai_api
+from gemma_core.serve.connections import Connection
 from gemma_core.serve.openai_api import ApiError, GenerationRequest, Limits
 from gemma_core.serve.wire import to_wire
 from gemma_core.train.events import RunSnapshot
@@ -102,13 +105,20 @@ class RunService:
     # ----------------------------------------------------------- middleware
     @web.middleware
     async def guard(self, request: web.Request, handler) -> web.StreamResponse:
-        """The token on every request; every failure an OpenAI-shaped error, never a traceback."""
-        given = request.headers.get("Authorization", "")
-        expected = f"Bearer {self.token}"
-        if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8")):
+        """The token on every request, checked before a byte of its body is read; every
+        failure an OpenAI-shaped error, never a traceback."""
+        if not self._has_key(request):
             return error_response(ApiError(401, "a valid API key is needed (Authorization: Bearer KEY); "
                                                 "a run's key is in its folder's server.token",
                                            code="invalid_api_key", kind="authentication_error"))
+        if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+            # Inflating is where a small upload becomes a huge one: no OpenAI client compresses.
+            return error_response(ApiError(415, "compressed request bodies are not accepted; send the body "
+                                                "without Content-Encoding", code="unsupported_encoding"))
+        connection = request.protocol
+        if isinstance(connection, Connection):
+            connection.trusted = True
+            connection.busy += 1  # never closed to make room for others meanwhile
         try:
             return await handler(request)
         except ApiError as err:
@@ -124,6 +134,14 @@ class RunService:
             raise
         except Exception as err:  # a bug here must never reach the run
             return error_response(ApiError(500, internal_message(err), kind="server_error"))
+        finally:
+            if isinstance(connection, Connection):
+                connection.busy -= 1
+
+    def _has_key(self, request: web.Request) -> bool:
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {self.token}"
+        return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
 
     # --------------------------------------------------------------- routes
     def routes(self) -> list[web.RouteDef]:
@@ -283,7 +301,8 @@ class RunService:
 
     async def _generate(self, request: web.Request, req: GenerationRequest) -> web.StreamResponse:
         self._check_model(req.model)
-        params = self._params(req)
+        # Tokenizing a long prompt takes a while: off the event loop, which answers everyone.
+        params = await asyncio.get_running_loop().run_in_executor(None, self._params, req)
         self._admit()
         job = None
         try:
@@ -356,14 +375,7 @@ def _query_number(request: web.Request, key: str, default: float) -> float:
 
 
 async def _json_body(request: web.Request) -> Any:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ApiError(400, f"the request body is not valid JSON ({err})") from None
+    return openai_api.parse_body(await request.read())
 
 
 def _sampling_params(data: Any) -> SamplingParams:

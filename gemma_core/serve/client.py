@@ -13,29 +13,65 @@ A run whose process is gone (its ``server.json`` left behind by a kill) answers 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import socket
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from gemma_core.chat import ChatJob, check_chat_request
 from gemma_core.errors import UserError
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.sampling import SamplingParams
-from gemma_core.serve.server import read_server_files
+from gemma_core.serve import server_files
 from gemma_core.serve.wire import event_from_wire, snapshot_from_wire, telemetry_from_wire
 from gemma_core.telemetry import HostReading, TelemetrySample
 from gemma_core.train.events import ENDED_STATES, RunSnapshot, RunState
 
-CONNECT_TIMEOUT_S = 5.0
+# How long a run's server has to answer, start to end (a socket timeout alone would let a
+# server trickling a byte at a time hold the caller forever). Generous: a run training on
+# every core answers slowly, and slow is not dead.
+CONNECT_TIMEOUT_S = 10.0
+SNAPSHOT_SLACK_S = 30.0  # beyond a long poll's own wait
+COMMAND_TIMEOUT_S = 660.0  # a save or an evaluation of a large model takes minutes
+CHAT_IDLE_S = 600.0
+# How many bytes an answer may have. A snapshot's histories are bounded (2,048 points each,
+# 512 evaluations), so a snapshot of any run is under a megabyte: 16 MB leaves room for much
+# larger models' layer statistics. Everything else (run info, an event, a telemetry reading,
+# one chat event) is a few kilobytes.
+SNAPSHOT_MAX_BYTES = 16 << 20
+ANSWER_MAX_BYTES = 1 << 20
 
 
 class RunNotRunning(UserError):
     """The folder's run has no live server: finished, stopped, or its process died."""
+
+
+class ProcessGone(RunNotRunning):
+    """The run's server files are there but its process is not: killed, or the machine restarted."""
+
+
+class RunNotAnswering(UserError):
+    """The run's process is alive, but its server did not answer in time (busy, or stuck)."""
+
+    def __init__(self, message: str, waited_s: float) -> None:
+        super().__init__(message)
+        self.waited_s = waited_s
+
+
+class KeyNotReadable(UserError):
+    """The run is live, but its key (server.token) is another user's, or unreadable here."""
+
+
+class NotTheRunsServer(UserError):
+    """What answers on the recorded port is not the run's server."""
 
 
 class CommandFailed(UserError):
@@ -43,98 +79,226 @@ class CommandFailed(UserError):
 
 
 class RunClient:
-    def __init__(self, url: str, token: str, folder: Path | None = None) -> None:
+    def __init__(self, url: str, token: str, folder: Path | None = None, pid: int | None = None) -> None:
         parts = urlsplit(url)
-        self.url, self.token, self.folder = url, token, folder
+        self.url, self.token, self.folder, self.pid = url, token, folder, pid
         self._host, self._port = parts.hostname, parts.port
 
     # ---------------------------------------------------------- transport
-    def _request(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
+    def _request(self, method: str, path: str, body: Any = None, *, timeout: float,
+                 limit: int = ANSWER_MAX_BYTES) -> Any:
+        status, data = self._exchange(method, path, body, timeout, limit)
+        return _decoded(status, data, self)
+
+    def _exchange(self, method: str, path: str, body: Any, timeout: float, limit: int) -> tuple[int, bytes]:
+        """(HTTP status, body) within ``timeout`` seconds all told and ``limit`` bytes."""
         connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        expired = threading.Event()
+        opened: list[socket.socket] = []  # the response keeps reading it after the connection lets go
+
+        def cut() -> None:  # the deadline: whatever the socket is waiting on ends now
+            expired.set()
+            for sock in opened:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(timeout, cut)
+        timer.daemon = True
+        timer.start()
         try:
+            connection.connect()
+            opened.append(connection.sock)
+            if expired.is_set():
+                raise TimeoutError
             payload = None if body is None else json.dumps(body).encode("utf-8")
             connection.request(method, path, body=payload, headers=self._headers())
             response = connection.getresponse()
-            data = response.read()
+            data = _bounded_body(response, limit, self)
+            if expired.is_set() or response.length:  # cut short: by the deadline, or the peer
+                raise TimeoutError if expired.is_set() else http.client.IncompleteRead(data)
+            return response.status, data
         except (OSError, http.client.HTTPException) as err:
-            raise RunNotRunning(f"{self._where()}: the run's server does not answer ({err}); the run is not "
-                                "running") from None
+            if expired.is_set() or isinstance(err, TimeoutError):
+                raise RunNotAnswering(f"{self.where}: the run's server has not answered for {timeout:g} s",
+                                      timeout) from None
+            if isinstance(err, (OSError, http.client.IncompleteRead)):
+                raise RunNotRunning(f"{self.where}: the run's server does not answer ({err}); the run is not "
+                                    "running") from None
+            raise NotTheRunsServer(f"{self.where}: {self.something_else} (it does not speak HTTP: "
+                                   f"{type(err).__name__})") from None
         finally:
+            timer.cancel()
             connection.close()
-        return _decoded(response.status, data, self._where())
 
     def _headers(self) -> dict:
         return {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
 
-    def _where(self) -> str:
+    @property
+    def where(self) -> str:
         return str(self.folder) if self.folder is not None else self.url
+
+    @property
+    def something_else(self) -> str:
+        recorded = (self.folder / server_files.ADDRESS_FILE) if self.folder is not None else self.url
+        return f"something else answers on the port recorded in {recorded}"
+
+    def _not_the_run(self, what: str) -> NotTheRunsServer:
+        return NotTheRunsServer(f"{self.where}: {self.something_else} ({what}); if the run is not running, "
+                                f"remove {server_files.ADDRESS_FILE}")
 
     # ------------------------------------------------------------- calls
     def run_info(self) -> dict:
-        return self._request("GET", "/api/run", timeout=CONNECT_TIMEOUT_S)
+        try:
+            info = self._request("GET", "/api/run", timeout=CONNECT_TIMEOUT_S)
+        except CommandFailed as err:  # the run's server answers this with its snapshot's facts, or 401
+            raise self._not_the_run(str(err).rsplit(": ", 1)[-1]) from None
+        if (not isinstance(info, dict) or not isinstance(info.get("run_id"), str)
+                or type(info.get("pid")) is not int):
+            raise self._not_the_run(f"it answered {_kind(info)} where the run says what it is")
+        if self.pid is not None and info["pid"] != self.pid:
+            raise self._not_the_run(f"process {info['pid']} answers, the run's is {self.pid}")
+        return info
 
     def snapshot(self, after: int = -1, wait: float = 0.0) -> RunSnapshot:
-        data = self._request("GET", f"/api/snapshot?after={after}&wait={wait}", timeout=wait + 30)
-        return snapshot_from_wire(data)
+        data = self._request("GET", f"/api/snapshot?after={after}&wait={wait}",
+                             timeout=wait + SNAPSHOT_SLACK_S, limit=SNAPSHOT_MAX_BYTES)
+        if not isinstance(data, dict) or "state" not in data:
+            raise self._not_the_run(f"it answered {_kind(data)} where the run's snapshot belongs")
+        try:
+            return snapshot_from_wire(data)
+        except UserError:
+            raise self._not_the_run("its snapshot cannot be read") from None
 
     def telemetry(self):
-        return telemetry_from_wire(self._request("GET", "/api/telemetry", timeout=10))
+        data = self._request("GET", "/api/telemetry", timeout=CONNECT_TIMEOUT_S)
+        try:
+            return telemetry_from_wire(data)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise self._not_the_run(f"it answered {_kind(data)} where a telemetry reading belongs") from None
 
-    def command(self, name: str, timeout: float = 660.0):
+    def command(self, name: str, timeout: float = COMMAND_TIMEOUT_S):
         """Send a command and wait for its outcome: the event it produced."""
         data = self._request("POST", f"/api/commands/{name}", {}, timeout=timeout)
+        if not isinstance(data, dict) or not isinstance(data.get("outcome"), dict):
+            raise self._not_the_run(f"it answered {_kind(data)} where the command's outcome belongs")
         return event_from_wire(data["outcome"])
 
     def chat(self, prompt: str, params: SamplingParams) -> Iterator[dict]:
         """The server's chat events: {"step"}, then {"text"} pieces, then {"done", "error", ...}."""
-        connection = http.client.HTTPConnection(self._host, self._port, timeout=600)
+        connection = http.client.HTTPConnection(self._host, self._port, timeout=CHAT_IDLE_S)
         body = {"prompt": prompt, "params": {"max_new_tokens": params.max_new_tokens,
                                              "temperature": params.temperature, "top_k": params.top_k,
                                              "top_p": params.top_p, "seed": params.seed}}
         try:
-            connection.request("POST", "/api/chat", body=json.dumps(body).encode("utf-8"), headers=self._headers())
+            connection.request("POST", "/api/chat", body=json.dumps(body).encode("utf-8"),
+                               headers=self._headers())
             response = connection.getresponse()
             if response.status != 200:
-                _decoded(response.status, response.read(), self._where())
-            for line in response:
+                _decoded(response.status, _bounded_body(response, ANSWER_MAX_BYTES, self), self)
+            while line := response.readline(ANSWER_MAX_BYTES + 1):
+                if len(line) > ANSWER_MAX_BYTES:
+                    raise self._not_the_run(f"a chat event longer than {ANSWER_MAX_BYTES:,} bytes")
                 if line.startswith(b"data: "):
-                    yield json.loads(line[6:])
+                    yield _chat_event(line[6:], self)
         except (OSError, http.client.HTTPException) as err:
-            raise RunNotRunning(f"{self._where()}: the run's server went away ({err})") from None
+            raise RunNotRunning(f"{self.where}: the run's server went away ({err})") from None
         finally:
             connection.close()
 
 
-def _decoded(status: int, data: bytes, where: str) -> Any:
+def _bounded_body(response: http.client.HTTPResponse, limit: int, client: RunClient) -> bytes:
+    if response.length is not None and response.length > limit:
+        raise client._not_the_run(f"it announced {response.length:,} bytes, more than the {limit:,} a run "
+                                  "sends")
+    chunks, size = [], 0
+    while chunk := response.read1(64 << 10):
+        size += len(chunk)
+        if size > limit:
+            raise client._not_the_run(f"it sent more than the {limit:,} bytes a run sends")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _chat_event(data: bytes, client: RunClient) -> dict:
+    try:
+        event = json.loads(data)
+    except (ValueError, RecursionError):
+        raise client._not_the_run("a chat event that is not JSON") from None
+    if not isinstance(event, dict):
+        raise client._not_the_run(f"a chat event that is {_kind(event)}")
+    return event
+
+
+def _decoded(status: int, data: bytes, client: RunClient) -> Any:
     try:
         decoded = json.loads(data.decode("utf-8")) if data else {}
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UserError(f"{where}: the run's server sent something that is not JSON (HTTP {status})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise client._not_the_run(f"its answer is not JSON, HTTP {status}") from None
     if status == 200:
         return decoded
-    message = decoded.get("error", {}).get("message") if isinstance(decoded, dict) else None
+    error = decoded.get("error") if isinstance(decoded, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
     if status == 401:
-        raise UserError(f"{where}: the run's server refused its key (server.token); is this the run's folder?")
-    raise CommandFailed(f"{where}: {message or f'HTTP {status}'}")
+        raise UserError(f"{client.where}: the run's server refused its key (server.token); is this the run's "
+                        "folder?")
+    raise CommandFailed(f"{client.where}: {message if isinstance(message, str) else f'HTTP {status}'}")
 
 
-def connect(folder: str | Path) -> RunClient:
-    """A client of the live run in ``folder``; ``RunNotRunning`` when there is none."""
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object without the expected fields" if value else "an empty object"
+    return {list: "a list", str: "a string", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def say_on_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def connect(folder: str | Path, announce: Callable[[str], None] | None = say_on_stderr) -> RunClient:
+    """A client of the live run in ``folder``. ``RunNotRunning`` when there is none (``ProcessGone``
+    when its process died), ``RunNotAnswering`` when its process lives but its server is silent,
+    ``KeyNotReadable`` when the run is live but its key is another user's.
+
+    Nothing is sent before the folder's files pass every check (``server_files``). A run that
+    serves on a non-loopback host (recorded with --serve_host) is talked to only after
+    ``announce`` says so; with ``announce=None`` it is refused instead."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: run folder not found")
-    found = read_server_files(folder)
+    found = server_files.read_server_files(folder)
     if found is None:
         raise RunNotRunning(f"{folder}: the run is not running (no server.json: it finished, stopped, or "
                             "was started with --no-serve)")
-    info, token = found
-    client = RunClient(info["url"], token, folder)
+    if found.token is None:
+        if server_files.process_alive(found.pid):
+            raise KeyNotReadable(f"{folder}: the run is live (process {found.pid}), but its key "
+                                 f"({server_files.TOKEN_FILE}) is not readable by this user "
+                                 f"({found.token_problem}); run this as the user who started the run")
+        raise _gone(folder, found.pid)
+    if found.remote:
+        if announce is None:
+            raise UserError(f"{folder / server_files.ADDRESS_FILE}: the run serves on {found.host} (recorded "
+                            f"with --serve_host); talk to it with gemma-tui attach {folder}")
+        announce(f"talking to the run at {found.host} (recorded by the run with --serve_host)")
+    client = RunClient(found.url, found.token, folder, pid=found.pid)
     try:
         client.run_info()
-    except RunNotRunning:
-        raise RunNotRunning(f"{folder}: the run is not running: its process (pid {info.get('pid')}) is gone "
-                            "without cleaning up (killed, or the machine restarted)") from None
+    except (RunNotRunning, RunNotAnswering) as err:
+        if not server_files.process_alive(found.pid):
+            raise _gone(folder, found.pid) from None
+        waited = err.waited_s if isinstance(err, RunNotAnswering) else 0.0
+        raise RunNotAnswering(
+            f"{folder}: the run is live (process {found.pid}), but its server has not answered for "
+            f"{waited:g} s (busy, or stuck); try again in a while" if waited else
+            f"{folder}: the run's process ({found.pid}) is alive, but nothing answers at {found.url} (the "
+            f"run may be closing; if process {found.pid} is not the run, remove {server_files.ADDRESS_FILE})",
+            waited) from None
     return client
+
+
+def _gone(folder: Path, pid: int) -> ProcessGone:
+    return ProcessGone(f"{folder}: the run is not running: its process (pid {pid}) is gone without cleaning "
+                       "up (killed, or the machine restarted)")
 
 
 # ---------------------------------------------------------------- the studio
@@ -221,8 +385,11 @@ class RemoteEngine:
             return False
         deadline = time.monotonic() + patience_s
         while time.monotonic() < deadline:
-            if read_server_files(self.client.folder) is None:
-                return True
+            try:
+                if server_files.read_server_files(self.client.folder) is None:
+                    return True
+            except UserError:
+                return False  # damaged, or another's: not a clean ending
             time.sleep(0.1)
         return False
 

@@ -21,7 +21,9 @@ and the reply ends where the model starts a new ``User:`` turn.
 
 from __future__ import annotations
 
+import json
 import math
+import reprlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ from typing import Any
 from gemma_core.model.sampling import MAX_SEED
 
 MAX_STOP_STRINGS = 4
+MAX_DIGITS = 40  # no field takes a longer whole number (a seed is below 2**64: 20 digits)
+MAX_DEPTH = 32  # a chat request nests 5 deep; a body nested deeper is not a request
 PLAIN_USER, PLAIN_ASSISTANT = "User:", "Assistant:"
 # Tokens that end a chat turn in common chat templates (Gemma's first).
 TURN_ENDS = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>")
@@ -72,6 +76,92 @@ class GenerationRequest:
     stop_token_ids: tuple[int, ...] = ()
 
 
+# ------------------------------------------------------------------ bodies
+def parse_body(raw: bytes) -> Any:
+    """A request body as strict JSON: UTF-8 text holding valid Unicode, no NaN or Infinity,
+    no key twice in an object, no whole number over ``MAX_DIGITS`` digits and no nesting
+    deeper than ``MAX_DEPTH``. Anything else is a 400 naming what is wrong, never a 500."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ApiError(400, f"the request body is not UTF-8 (byte {err.start:,} is not); "
+                            "send JSON as UTF-8") from None
+    try:
+        body = json.loads(text, parse_int=_whole_number, object_pairs_hook=_object)
+    except json.JSONDecodeError as err:
+        raise ApiError(400, f"the request body is not valid JSON ({err})") from None
+    except RecursionError:
+        raise ApiError(400, f"the request body is nested more than {MAX_DEPTH} deep") from None
+    _check_values(body)
+    return body
+
+
+class _TooManyDigits:
+    """A whole number too long to convert (Python refuses over 4,300 digits, and slowly): its
+    field is named once the body's shape is known."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _whole_number(text: str) -> int | _TooManyDigits:
+    digits = len(text.lstrip("-"))
+    return int(text) if digits <= MAX_DIGITS else _TooManyDigits(digits)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict:
+    found: dict = {}
+    for key, value in pairs:
+        if key in found:
+            raise ApiError(400, f"the field {_shown(key)} appears twice in one object; send it once", key)
+        found[key] = value
+    return found
+
+
+def _check_values(body: Any) -> None:
+    """Nesting within ``MAX_DEPTH``, numbers finite and of at most ``MAX_DIGITS`` digits, and
+    every text (keys too) valid Unicode: JSON's escapes can spell a lone surrogate, which no
+    tokenizer or encoder takes."""
+    pending = [(body, "the request body", None, 0)]
+    while pending:
+        value, where, field, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise ApiError(400, f"the request body is nested more than {MAX_DEPTH} deep", field)
+        if isinstance(value, str):
+            _check_text(value, where, field)
+        elif isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity, 1e400
+            raise ApiError(400, f"{where} must be a finite number, got {value}", field)
+        elif isinstance(value, _TooManyDigits):
+            raise ApiError(400, f"{where} has {value.digits:,} digits; no field takes more than {MAX_DIGITS}",
+                           field)
+        elif isinstance(value, list):
+            pending.extend((item, f"{where}[{i}]", field, depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key, f"a field name in {where}", field)
+                top = field if field is not None else key
+                name = key if depth == 0 else f"{where}.{key}"
+                pending.append((item, name, top, depth + 1))
+
+
+def _check_text(text: str, where: str, field: str | None) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ApiError(400, f"{where} is not valid Unicode (character {err.start:,} is a lone surrogate, "
+                            f"\\u{ord(text[err.start]):04x}); send valid text", field) from None
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = _repr.maxlong = 60
+
+
+def _shown(value: Any) -> str:
+    """A value a client sent, as an error message quotes it: short, whatever its size."""
+    return _repr.repr(value)
+
+
+# --------------------------------------------------------------- fields
 # Fields a client may send that this server does not implement, with the values that mean
 # "not used": anything else is refused rather than silently ignored.
 _NEUTRAL: dict[str, tuple] = {
@@ -95,9 +185,9 @@ def _check_fields(body: dict, known: set[str]) -> None:
         if key in known or key in _FREE:
             continue
         if key not in _NEUTRAL:
-            raise ApiError(400, f"unknown field {key!r}", key)
+            raise ApiError(400, f"unknown field {_shown(key)}", key)
         if not _is_neutral(key, value):
-            raise ApiError(400, f"{key}={value!r} is not supported by this server", key)
+            raise ApiError(400, f"{key}={_shown(value)} is not supported by this server", key)
 
 
 def _number(body: dict, key: str, default: float | None, low: float, high: float) -> float | None:
@@ -105,9 +195,9 @@ def _number(body: dict, key: str, default: float | None, low: float, high: float
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ApiError(400, f"{key} must be a number, got {value!r}", key)
+        raise ApiError(400, f"{key} must be a number, got {_shown(value)}", key)
     if not low <= value <= high:
-        raise ApiError(400, f"{key} must be between {low:g} and {high:g}, got {value!r}", key)
+        raise ApiError(400, f"{key} must be between {low:g} and {high:g}, got {_shown(value)}", key)
     return float(value)
 
 
@@ -116,7 +206,7 @@ def _integer(body: dict, key: str, low: int, high: int) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, f"{key} must be a whole number, got {value!r}", key)
+        raise ApiError(400, f"{key} must be a whole number, got {_shown(value)}", key)
     if not low <= value <= high:
         raise ApiError(400, f"{key} must be between {low} and {high}, got {value}", key)
     return value
@@ -140,17 +230,29 @@ def _common(body: Any, limits: Limits) -> dict:
                        "stop")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
-        raise ApiError(400, f"stream must be true or false, got {stream!r}", "stream")
+        raise ApiError(400, f"stream must be true or false, got {_shown(stream)}", "stream")
     options = body.get("stream_options")
     if options is not None and (not isinstance(options, dict) or set(options) - {"include_usage"}
                                 or not isinstance(options.get("include_usage", False), bool)):
         raise ApiError(400, "stream_options takes only include_usage (true or false)", "stream_options")
-    max_tokens = _integer(body, "max_tokens", 1, limits.max_tokens)
-    if max_tokens is None:
-        max_tokens = _integer(body, "max_completion_tokens", 1, limits.max_tokens)
+    if options is not None and not stream:
+        raise ApiError(400, "stream_options is for streamed replies only; send it with stream: true",
+                       "stream_options")
+    max_tokens = _max_tokens(body, limits)
     return dict(model=model, max_tokens=max_tokens, temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
                 top_p=_number(body, "top_p", None, 0.0, 1.0), stop=stops, seed=_integer(body, "seed", 0, MAX_SEED),
                 stream=stream, include_usage=bool(options and options.get("include_usage")))
+
+
+def _max_tokens(body: dict, limits: Limits) -> int | None:
+    """``max_tokens``, or its newer name ``max_completion_tokens``: each checked, and both only
+    when they agree (neither may silently override the other)."""
+    old = _integer(body, "max_tokens", 1, limits.max_tokens)
+    new = _integer(body, "max_completion_tokens", 1, limits.max_tokens)
+    if old is not None and new is not None and old != new:
+        raise ApiError(400, f"max_tokens ({old}) and max_completion_tokens ({new}) disagree; send one of them",
+                       "max_completion_tokens")
+    return new if old is None else old
 
 
 _COMMON = {"model", "max_tokens", "temperature", "top_p", "stop", "seed", "stream", "stream_options"}
@@ -181,7 +283,7 @@ def parse_chat(body: Any, limits: Limits, tokenizer) -> GenerationRequest:
             raise ApiError(400, f"messages[{i}] must be an object", "messages")
         role, content = message.get("role"), message.get("content")
         if role not in ("system", "developer", "user", "assistant"):
-            raise ApiError(400, f"messages[{i}].role {role!r} is not supported (system, user, assistant)",
+            raise ApiError(400, f"messages[{i}].role {_shown(role)} is not supported (system, user, assistant)",
                            "messages")
         if isinstance(content, list):
             if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
@@ -192,7 +294,7 @@ def parse_chat(body: Any, limits: Limits, tokenizer) -> GenerationRequest:
             raise ApiError(400, f"messages[{i}].content must be text", "messages")
         unknown = set(message) - {"role", "content", "name"}
         if unknown:
-            raise ApiError(400, f"messages[{i}] has an unknown field {sorted(unknown)[0]!r}", "messages")
+            raise ApiError(400, f"messages[{i}] has an unknown field {_shown(sorted(unknown)[0])}", "messages")
         turns.append({"role": "system" if role == "developer" else role, "content": content})
     if values["top_p"] == 0.0:
         raise ApiError(400, "top_p must be above 0", "top_p")

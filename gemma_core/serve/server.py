@@ -12,7 +12,7 @@ clients recognise that (the process is gone, nothing answers) and say so.
 from __future__ import annotations
 
 import asyncio
-import json
+import errno
 import os
 import secrets
 import socket
@@ -26,14 +26,28 @@ from aiohttp import web
 from gemma_core import atomic
 from gemma_core.errors import UserError
 from gemma_core.serve.app import RunService, ServedRun, build_app, serving_files
+from gemma_core.serve.connections import CappedSite, connection_cap
 from gemma_core.serve.openai_api import Limits
 
 LOOPBACK = "127.0.0.1"
-IDLE_CONNECTION_S = 15.0  # an idle keep-alive connection is closed after this long
+MIN_KEY_CHARS = 16  # a key is a password no one types: 16 random characters are out of reach of guessing
 
 
 def new_token() -> str:
     return secrets.token_urlsafe(32)
+
+
+def check_api_key(key: str, source: str) -> str:
+    """``key`` if a client can send it as a bearer token and it is long enough to be a key;
+    else a ``UserError`` naming ``source`` (a flag or variable) and never showing the key."""
+    rule = (f"{source} must be {MIN_KEY_CHARS} or more printable ASCII characters without spaces "
+            "(what an HTTP header carries)")
+    if len(key) < MIN_KEY_CHARS:
+        raise UserError(f"{rule}; got {len(key)}, leave it out and a key is made for you")
+    bad = next((i for i, c in enumerate(key) if not "!" <= c <= "~"), None)
+    if bad is not None:
+        raise UserError(f"{rule}; character {bad + 1} is not")
+    return key
 
 
 def is_loopback(host: str) -> bool:
@@ -41,12 +55,14 @@ def is_loopback(host: str) -> bool:
 
 
 class RunServer:
-    """Serves ``run`` on ``host:port`` (port 0: any free one) until ``close``."""
+    """Serves ``run`` on ``host:port`` (port 0: any free one) until ``close``. ``flags`` name
+    the options that chose the host and the port, for the error when neither can be served."""
 
     def __init__(self, run: ServedRun, name: str, *, host: str = LOOPBACK, port: int = 0,
                  token: str | None = None, folder: Path | None = None, limits: Limits,
-                 telemetry=None) -> None:
+                 telemetry=None, flags: tuple[str, str] = ("host", "port")) -> None:
         self.host, self.port = host, port
+        self.flags = flags
         self.token = token or new_token()
         self.folder = folder  # where server.json and server.token go (None: nowhere)
         self.service = RunService(run, name, self.token, limits, telemetry)
@@ -72,18 +88,18 @@ class RunServer:
         loop = asyncio.new_event_loop()
         self._loop = loop
         asyncio.set_event_loop(loop)
+        loop.set_exception_handler(_quiet_about_clients)
         try:
             self._runner = web.AppRunner(build_app(self.service), handle_signals=False, access_log=None,
-                                         keepalive_timeout=IDLE_CONNECTION_S, shutdown_timeout=2.0)
+                                         shutdown_timeout=2.0)
             loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+            site = CappedSite(self._runner, self.host, self.port, connection_cap())
             loop.run_until_complete(site.start())
             bound = self._runner.addresses[0]
             host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
             self.url = f"http://{host}:{bound[1]}"
         except OSError as err:
-            self._failure = UserError(f"cannot serve on {self.host}:{self.port} ({err.strerror or err}); "
-                                      "choose another --port (or --serve_port)")
+            self._failure = UserError(self._cannot_serve(err))
             self._started.set()
             loop.close()
             return
@@ -93,6 +109,19 @@ class RunServer:
         finally:
             loop.run_until_complete(self._runner.cleanup())
             loop.close()
+
+    def _cannot_serve(self, err: OSError) -> str:
+        host_flag, port_flag = self.flags
+        where = f"cannot serve on {self.host}:{self.port} ({err.strerror or err})"
+        if isinstance(err, socket.gaierror) or err.errno == errno.EADDRNOTAVAIL:
+            return (f"{where}: that is not an address of this machine; choose another {host_flag} "
+                    "(127.0.0.1: this machine only)")
+        if err.errno == errno.EADDRINUSE:
+            return f"{where}: the port is in use; choose another {port_flag} (0: any free one)"
+        if err.errno == errno.EACCES:
+            return (f"{where}: ports below 1024 need privileges; choose {port_flag} 1024 or above "
+                    "(0: any free one)")
+        return f"{where}; choose another {host_flag} or {port_flag}"
 
     def close(self) -> None:
         """Stop serving (answering the long polls with the final snapshot) and remove the files."""
@@ -125,14 +154,22 @@ class RunServer:
                                     "python": sys.executable})
 
 
+def _quiet_about_clients(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """A client's broken connection (or a flood's) is no error of the run: nothing on its stderr."""
+    if isinstance(context.get("exception"), OSError):
+        return
+    loop.default_exception_handler(context)
+
+
 def read_server_files(folder: Path) -> tuple[dict, str] | None:
-    """(server.json, token) of a run folder, or None when it has none (or they are unreadable)."""
-    address, token_file = serving_files(folder)
-    try:
-        info = json.loads(address.read_text(encoding="utf-8"))
-        token = token_file.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError, ValueError):
+    """(server.json, token) of a run folder, or None when it has none. Files that are damaged,
+    or not to be trusted (see ``server_files``), are a ``UserError`` naming the file."""
+    from gemma_core.serve import server_files
+
+    found = server_files.read_server_files(folder)
+    if found is None:
         return None
-    if not isinstance(info, dict) or not isinstance(info.get("url"), str) or not token:
-        return None
-    return info, token
+    if found.token is None:
+        raise UserError(f"{folder / server_files.TOKEN_FILE}: the run's key is not readable by this user "
+                        f"({found.token_problem})")
+    return found.info, found.token

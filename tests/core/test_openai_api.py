@@ -54,3 +54,24 @@ def test_chat_messages_are_checked_one_by_one():
                               (["hello"], "must be an object")]:
         with pytest.raises(ApiError, match=message):
             parse_chat({"model": "m", "messages": messages}, LIMITS, tokenizer)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"max_tokens": 5, "max_completion_tokens": "many"}, "max_completion_tokens must be a whole number"),
+    ({"max_tokens": 5, "max_completion_tokens": 0}, "max_completion_tokens must be between"),
+    ({"max_tokens": 5, "max_completion_tokens": 7}, "disagree"),
+    ({"max_tokens": "x", "max_completion_tokens": 7}, "max_tokens must be a whole number"),
+    ({"stream_options": {"include_usage": True}}, "stream: true"),
+    ({"stream": False, "stream_options": {"include_usage": False}}, "stream: true"),
+])
+def test_a_field_beside_one_that_would_shadow_it_is_checked_not_ignored(fields, message):
+    with pytest.raises(ApiError) as caught:
+        parse_chat({"model": "m", "messages": [{"role": "user", "content": "x"}], **fields}, LIMITS,
+                   load_tokenizer("shakespeare-4k"))
+    assert caught.value.status == 400 and message in caught.value.message
+
+
+def test_max_tokens_and_max_completion_tokens_may_agree():
+    request = parse_chat({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 9,
+                          "max_completion_tokens": 9}, LIMITS, load_tokenizer("shakespeare-4k"))
+    assert request.max_tokens == 9

@@ -106,13 +106,13 @@ def test_the_openai_client_talks_to_a_served_checkpoint(running, tmp_path):
     checkpoint = running  # a live run's folder is a checkpoint directory as well, once it has saved
     assert connect(running).command("save").step >= 1
     process = subprocess.Popen([sys.executable, "-m", "gemma_core", "serve", "--checkpoint", str(checkpoint),
-                                "--port", "0", "--api-key", "secret-key"], stdout=subprocess.PIPE,
+                                "--port", "0", "--api-key", "secret-key-of-the-test"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
         assert " on http://" in line, process.stderr.read()
         url = line.split(" on ")[1].strip()
-        client = openai.OpenAI(base_url=url, api_key="secret-key", max_retries=0)
+        client = openai.OpenAI(base_url=url, api_key="secret-key-of-the-test", max_retries=0)
         reply = client.completions.create(model="run", prompt="KING:", max_tokens=5, temperature=0)
         assert reply.usage.completion_tokens >= 1
         with pytest.raises(openai.AuthenticationError):
