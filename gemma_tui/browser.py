@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import secrets
 import shlex
 import signal
@@ -31,6 +32,7 @@ WEB_DIR = Path(__file__).resolve().parent / "web"  # the page, the key page and 
 SESSION_COOKIE = "gemma_studio_session"
 TITLE = "Gemma Studio"
 PAGE_CPU_PACE_S = 4.0
+LOGIN_PACE_S = 1.0  # one key tried per client address per this long: 60 guesses take a minute
 
 
 class StudioPages:
@@ -50,6 +52,7 @@ class StudioPages:
         self.textual.on_startup = _quietly  # its banner names a port before one is chosen: ours says more
         self._links: set[str] = set()  # one-time keys of printed links
         self._sessions: set[str] = set()
+        self._next_try: dict[str, float] = {}  # client address: when it may try a key again
         self.url: str | None = None
         self._runner: web.AppRunner | None = None
 
@@ -113,12 +116,32 @@ class StudioPages:
         return response
 
     async def login(self, request: web.Request) -> web.Response:
+        """One key tried per client address per ``LOGIN_PACE_S``, however many are sent at once:
+        those sent sooner are refused (429, Retry-After) without being tried."""
+        address = request.remote or "unknown"
+        wait = self._login_wait(address)
+        if wait > 0:
+            response = _key_page(status=429, error=f"Too many tries: wait {wait} s and try again.")
+            response.headers["Retry-After"] = str(wait)
+            return response
         form = await request.post()
         given = str(form.get("key", "")).strip()
         if given and hmac.compare_digest(given.encode("utf-8", "replace"), self.run_key.encode("utf-8")):
+            self._next_try.pop(address, None)
             return self._signed_in()
-        await asyncio.sleep(1.0)  # guessing keys is slow
+        await asyncio.sleep(LOGIN_PACE_S)  # guessing keys is slow
         return _key_page(status=401, error="That is not the run's key.")
+
+    def _login_wait(self, address: str) -> int:
+        """Whole seconds ``address`` must wait before its next try (0: try now, and the slot is taken)."""
+        now = time.monotonic()
+        if len(self._next_try) > 10_000:  # many addresses: forget those free to try again
+            self._next_try = {a: t for a, t in self._next_try.items() if t > now}
+        next_try = self._next_try.get(address, 0.0)
+        if next_try > now:
+            return max(1, math.ceil(next_try - now))
+        self._next_try[address] = now + LOGIN_PACE_S
+        return 0
 
     async def icon(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(WEB_DIR / "icon.png")
@@ -151,6 +174,7 @@ def live_run_key(run_dir: Path) -> str:
 def start_run_in_background(train_args: list[str], output_dir: Path) -> int:
     """``gemma-core train ARGS`` in a session of its own (its output in the run's train.log);
     returns its process id once it serves, or fails in one line."""
+    import contextlib
     import os
     import subprocess
 
@@ -162,33 +186,55 @@ def start_run_in_background(train_args: list[str], output_dir: Path) -> int:
         process = subprocess.Popen([sys.executable, "-m", "gemma_core", "train", *train_args],
                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
                                    close_fds=True, env=dict(os.environ))
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        found = read_server_files(output_dir)
-        if found is not None and found[0].get("pid") == process.pid:
-            return process.pid
-        if process.poll() is not None:
-            last = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("error:")]
-            raise UserError(last[-1][len("error: "):] if last else
-                            f"the run stopped as it started (exit status {process.returncode}); see {log}")
-        time.sleep(0.2)
-    raise UserError(f"the run did not start serving within 10 minutes; see {log}")
+    deadline, serving = time.monotonic() + 600, False
+    try:
+        while time.monotonic() < deadline:
+            found = read_server_files(output_dir)
+            serving = found is not None and found[0].get("pid") == process.pid
+            if serving:
+                return process.pid
+            if process.poll() is not None:
+                last = [line for line in log.read_text(errors="replace").splitlines()
+                        if line.startswith("error:")]
+                raise UserError(last[-1][len("error: "):] if last else
+                                f"the run stopped as it started (exit status {process.returncode}); see {log}")
+            time.sleep(0.2)
+        raise UserError(f"the run did not start serving within 10 minutes, so it was stopped; see {log}")
+    finally:
+        # Not serving, for whatever reason (Ctrl-C too): a run in a session of its own would
+        # train on unseen and unasked for. SIGTERM: it stops as from Ctrl-C, with a checkpoint.
+        if not serving and process.poll() is None:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=120)
 
 
 def serve_in_browser(run_dir: Path, host: str, port: int, stop_on_exit: bool,
-                     stop: threading.Event | None = None, on_link=None) -> int:
+                     stop: threading.Event | None = None, on_link=None, started_here: bool = False) -> int:
     """Serve the studio until Ctrl-C, SIGTERM or ``stop``; the run goes on unless ``stop_on_exit``.
 
     ``on_link(url)`` is called with the printed link once the server listens (the desktop
-    window opens it)."""
+    window opens it). ``started_here``: the run was started for these pages, so if they
+    cannot be served the error says that it trains on, and how to stop or watch it."""
     from gemma_core.errors import EXIT_INTERRUPTED
     from gemma_core.serve.server import is_loopback
 
-    pages = StudioPages(run_dir, live_run_key(run_dir), host, port)
     stop = stop if stop is not None else threading.Event()
 
+    async def start() -> StudioPages:
+        pages = StudioPages(run_dir, live_run_key(run_dir), host, port)
+        try:
+            await pages.start()
+        except UserError as err:
+            if not started_here:
+                raise
+            raise UserError(f"{err}; the run started for these pages trains on in {run_dir}: stop it with "
+                            f"gemma-core control {run_dir} stop, or watch it with gemma-tui serve {run_dir} "
+                            f"(or gemma-tui attach {run_dir})") from None
+        return pages
+
     async def main() -> None:
-        await pages.start()
+        pages = await start()
         if not is_loopback(host):
             print(f"warning: listening on {host}: anyone who can reach this port and has a link or the run's "
                   "key controls the run", file=sys.stderr)

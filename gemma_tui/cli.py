@@ -19,6 +19,7 @@ another process trains (``gemma-core train``, a kept run); quitting detaches.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -271,9 +272,6 @@ def show_comparison(folders: list[Path], theme: str | None) -> int:
     return EXIT_INTERNAL if app.return_code else EXIT_OK
 
 
-SERVE_OPTIONS = {"--host": 1, "--port": 1, "--stop-on-exit": 0, "--debug": 0, "--theme": 1}
-
-
 def _run_for_pages(args: argparse.Namespace) -> Path:
     """The live run the pages show: the folder given, or a run started now from the launch flags."""
     from gemma_core.cli.train import settings_from_args
@@ -287,28 +285,63 @@ def _run_for_pages(args: argparse.Namespace) -> Path:
             raise UserError("give a run folder or launch flags, not both (the folder's run keeps its own settings)")
         return Path(args.run)
     settings = settings_from_args(args)  # every mistake is found before anything starts
-    forwarded = _train_argv(args.raw_argv)
-    pid = start_run_in_background(forwarded, Path(settings.output_dir))
+    pid = start_run_in_background(_train_argv(args), Path(settings.output_dir))
     print(printable(f"training {settings.output_dir} in the background (process {pid}; its output in "
                     f"{settings.output_dir}/train.log)"))
     return Path(settings.output_dir)
 
 
-def _train_argv(raw: list[str]) -> list[str]:
-    """The launch flags of ``gemma-tui serve|desktop ...``, as ``gemma-core train`` takes them."""
-    rest = list(raw)
-    while rest and rest[0] in ("--debug",):
-        rest.pop(0)
-    rest = rest[1:]  # the command word
-    out, i = [], 0
-    while i < len(rest):
-        flag = rest[i].split("=", 1)[0]
-        if flag in SERVE_OPTIONS:
-            i += 1 + (SERVE_OPTIONS[flag] if "=" not in rest[i] else 0)
+def _train_argv(args: argparse.Namespace) -> list[str]:
+    """The launch flags ``gemma-tui serve|desktop`` parsed, as ``gemma-core train`` takes them.
+
+    Rebuilt from the parsed values under their full names, never copied from the command
+    line: an abbreviation (``--po`` for ``--port``) or a flag of this command's own would
+    reach gemma-core train, which would refuse it in its own name, in the run's log."""
+    from gemma_core.cli.train import add_train_arguments
+
+    train = argparse.ArgumentParser(add_help=False)
+    add_train_arguments(train)
+    out: list[str] = []
+    for action in train._actions:
+        if action.dest not in vars(args):
             continue
-        out.append(rest[i])
-        i += 1
+        value, flag = getattr(args, action.dest), action.option_strings[0]
+        if value is None:
+            continue
+        if isinstance(value, bool):  # store_true, or --x / --no-x
+            out.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(action, argparse._AppendAction):
+            out.extend(f"{flag}={item}" for item in value)
+        elif isinstance(value, (list, tuple)):  # nargs: numbers, which never read as flags
+            out.extend([flag, *map(str, value)])
+        else:
+            out.append(f"{flag}={value}")  # "=": a value starting with "-" is not read as a flag
     return out
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Refuse, in one line naming the flag, an address or port the pages cannot listen on,
+    before a run is started for them (it would be left training for nobody to see).
+    Bound as aiohttp binds (every address of ``host``, SO_REUSEADDR), then let go."""
+    import socket
+
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError, ValueError) as err:
+        raise UserError(f"gemma-tui serve: --host {host} is not an address of this machine "
+                        f"({getattr(err, 'strerror', None) or err}); give one, such as 127.0.0.1") from None
+    for family, kind, proto, _, address in found:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as err:
+                advice = ("another --port (0: any free one)" if err.errno in (errno.EADDRINUSE, errno.EACCES)
+                          else "another --host")
+                raise UserError(f"gemma-tui serve: cannot listen on {host}:{port} ({err.strerror or err}); "
+                                f"give {advice}") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -317,7 +350,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be a port number from 0 to 65535, got {args.port}")
-    return serve_in_browser(_run_for_pages(args), args.host, args.port, args.stop_on_exit)
+    check_can_listen(args.host, args.port)  # before a run starts for pages that could not be served
+    started_here = args.run is None
+    return serve_in_browser(_run_for_pages(args), args.host, args.port, args.stop_on_exit,
+                            started_here=started_here)
 
 
 def cmd_desktop(args: argparse.Namespace) -> int:
@@ -381,12 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_signals_interrupt()
     raw = with_default_command(debug_first(argv))
 
-    def parse() -> argparse.Namespace:
-        args = build_parser().parse_args(raw)
-        args.raw_argv = raw  # serve and desktop hand the launch flags on to the run they start
-        return args
-
-    return run_command(parse)
+    return run_command(lambda: build_parser().parse_args(raw))
 
 
 if __name__ == "__main__":

@@ -146,15 +146,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace):
     """TrainSettings from parsed flags: the library's own for_preset / for_resume, so the
     command line and Python can never disagree on defaults."""
-    from gemma_core.train.settings import TrainSettings
+    from gemma_core.train.settings import TrainSettings, read_train_config, settings_that_do_nothing
 
     names = set(TrainSettings.__dataclass_fields__)
     explicit = {k: v for k, v in vars(args).items() if k in names}
     config_file = getattr(args, "config", None)
+    given = set(explicit) | (set(read_train_config(Path(config_file))) if config_file else set())
     if explicit.pop("resume", False):
         output_dir = explicit.pop("output_dir", "output")
-        return TrainSettings.for_resume(output_dir, config_file=config_file, **explicit)
-    return TrainSettings.for_preset(explicit.pop("preset", None), config_file=config_file, **explicit)
+        settings = TrainSettings.for_resume(output_dir, config_file=config_file, **explicit)
+    else:
+        settings = TrainSettings.for_preset(explicit.pop("preset", None), config_file=config_file, **explicit)
+    for line in settings_that_do_nothing(settings, given):  # kept working (old config files), but said
+        print(f"warning: {line}", file=sys.stderr)
+    return settings
 
 
 # --------------------------------------------------------------------- train

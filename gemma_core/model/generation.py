@@ -22,20 +22,29 @@ from gemma_core.model.sampling import (MAX_SEED, MAX_TEMPERATURE, GenerationStat
 from gemma_core.tokenizers.tokenizer import Tokenizer
 
 
+_TINY = torch.finfo(torch.float32).tiny
+
+
 def sample_next(logits: torch.Tensor, params: SamplingParams,
                 generator: torch.Generator | None) -> torch.Tensor:
     """Pick the next token from last-position logits of shape (B, vocab)."""
     if params.temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / params.temperature
+    # Shifted so the best logit is 0 before dividing: however small the temperature, the
+    # best token keeps probability 1 and the rest fall to 0 (never inf - inf = NaN). Below
+    # float32's smallest normal number the temperature cannot be told from it.
+    logits = logits.float()
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / max(params.temperature, _TINY)
     if params.top_k is not None and params.top_k < logits.shape[-1]:
         kth = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     if params.top_p is not None and params.top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
-        # Keep the smallest set whose mass reaches top_p (the first token always stays).
+        # Keep the smallest set whose mass reaches top_p. The first token always stays: a
+        # top_p too small for float32 (1e-300 is 0 there) must not empty the set.
         outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= params.top_p
+        outside[..., 0] = False
         sorted_probs = sorted_probs.masked_fill(outside, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

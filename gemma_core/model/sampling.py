@@ -23,31 +23,33 @@ class SamplingParams:
 
     def validate(self) -> None:
         from gemma_core.errors import UserError
+        from gemma_core.value_types import field_types, type_mismatch
 
-        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 0:
+        # Each field's type first: a range check on a value of the wrong type gives wrong
+        # advice ("must be 1 or more, got 5" for the text "5").
+        for name, hint in field_types(SamplingParams).items():
+            problem = type_mismatch(_FLAGS.get(name, name), getattr(self, name), hint)
+            if problem:
+                raise UserError(problem)
+        if self.max_new_tokens < 0:
             raise UserError(f"--max_new_tokens must be 0 or more, got {self.max_new_tokens}")
         if not _is_number(self.temperature) or not 0 <= self.temperature <= MAX_TEMPERATURE:
             raise UserError(f"--temperature must be a number from 0 (greedy) to {MAX_TEMPERATURE:g}, "
                             f"got {self.temperature}")
-        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 1):
+        if self.top_k is not None and self.top_k < 1:
             raise UserError(f"--top_k must be 1 or more, got {self.top_k}")
         if self.top_p is not None and (not _is_number(self.top_p) or not 0 < self.top_p <= 1):
             raise UserError(f"--top_p must be in (0, 1], got {self.top_p}")
-        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {self.seed}")
-        if not isinstance(self.stop_strings, (tuple, list)):
-            raise UserError(f"stop_strings must be a list of strings, got {self.stop_strings!r}")
         for stop in self.stop_strings:
-            if not isinstance(stop, str) or not stop:
+            if not stop:
                 raise UserError(f"--stop must be non-empty text, got {stop!r}")
 
 
+_FLAGS = {name: f"--{name}" for name in ("max_new_tokens", "temperature", "top_k", "top_p", "seed")}
 MAX_TEMPERATURE = 100.0  # far past uniform sampling; beyond it the softmax only loses precision
 MAX_SEED = 2**32 - 1  # what every random generator used here accepts (TrainSettings: the same)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:

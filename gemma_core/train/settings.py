@@ -14,23 +14,40 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gemma_core.errors import UserError
-from gemma_core.model.config import ATTENTION_KERNELS
+from gemma_core.model.config import ATTENTION_KERNELS, GemmaConfig
 from gemma_core.model.presets import DEFAULT_PRESET, PRESETS, get_preset
 from gemma_core.train.config_file import read_settings_file
 from gemma_core.train.optim import MUON_NEEDS, OPTIMIZERS, SCHEDULES, Schedule, muon_available
+from gemma_core.value_types import field_types, type_mismatch
 
 _DEFAULT = PRESETS[DEFAULT_PRESET].training
 
 MAX_SEED = 2**32 - 1  # numpy's generator takes no more (SamplingParams has the same limit)
+FLOAT32_MAX = 3.4028234663852886e38  # rates and factors meet the weights in float32 arithmetic
+INT64_MAX = 2**63 - 1  # counts become torch and numpy integers
 
 # What a run's model is built from: fixed for the run's life, so never changed on resume.
 FIXED_BY_THE_RUN = {"preset": "--preset", "tiktoken_encoder_name": "--tiktoken_encoder_name",
                     "model_overrides": "the [model] table"}
+
+# Settings that shape one choice of another setting only: (that setting, the value they count
+# with; True: any value that is on, or not empty, or above 0). Given with another, they do nothing.
+COUNTS_ONLY_WITH = {
+    "decay_fraction": ("schedule", "wsd"),
+    "muon_learning_rate": ("optimizer", "muon"),
+    "muon_momentum": ("optimizer", "muon"),
+    "sample_prompt": ("sample_every", True),
+    "sample_every": ("sample_prompt", True),
+    "sample_tokens": ("sample_prompt", True),
+    "serve_host": ("serve", True),
+    "serve_port": ("serve", True),
+}
 
 # Intervals a preset sets for its own schedule; a shorter run scales them down with it.
 SCALED_WITH_RUN_LENGTH = ("warmup_steps", "eval_iters", "save_steps")
@@ -232,15 +249,7 @@ class TrainSettings:
                             f"{', '.join(ATTENTION_KERNELS)}")
         if self.eval_batches is not None and (not _is_int(self.eval_batches) or self.eval_batches <= 0):
             raise UserError(f"--eval_batches must be positive, got {self.eval_batches!r}")
-        for name in ("learning_rate", "weight_decay", "grad_clip", "val_fraction", "min_lr",
-                     "muon_learning_rate", "muon_momentum", "decay_fraction"):
-            value = getattr(self, name)
-            if value is None and name == "min_lr":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise UserError(f"--{name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise UserError(f"--{name} must be a finite number, got {value}")
+        _check_number_sizes(self)
         if self.learning_rate <= 0:
             raise UserError(f"--learning_rate must be positive, got {self.learning_rate}")
         if self.resolved_min_lr < 0:
@@ -277,6 +286,9 @@ class TrainSettings:
             raise UserError(f"--muon_momentum must be in [0, 1), got {self.muon_momentum}")
         if self.preset not in PRESETS:
             raise UserError(f"unknown preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
+        if self.model_overrides:  # said now, not by the run once its folder exists
+            GemmaConfig.from_dict(get_preset(self.preset).model_config().to_dict() | self.model_overrides,
+                                  source="--config [model]")
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other; choose one")
         for key in ("train_texts", "val_texts"):
@@ -290,6 +302,33 @@ class TrainSettings:
         if self.val_texts and not self.train_texts:
             raise UserError("val_texts needs train_texts; without them the bundled corpus is used with "
                             "its own validation works")
+
+
+def settings_that_do_nothing(settings: TrainSettings, given: set[str]) -> list[str]:
+    """One line for each setting in ``given`` (the caller's own, not defaults) that the
+    settings chosen leave unused: "--decay_fraction does nothing with --schedule cosine ..."."""
+    lines = []
+    for name, (other, counts_with) in COUNTS_ONLY_WITH.items():
+        value = getattr(settings, other)
+        if name in given and (not value if counts_with is True else value != counts_with):
+            lines.append(f"--{name} does nothing {_as_given(other, value)}; it counts with "
+                         f"{_as_wanted(other, counts_with)}")
+    return lines
+
+
+def _as_given(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return f"with --{name}" if value else f"with --no-{name}"
+    return f"without --{name}" if isinstance(value, tuple) and not value else f"with --{name} {value}"
+
+
+def _as_wanted(name: str, counts_with: Any) -> str:
+    default = getattr(TrainSettings, name, None)
+    if counts_with is not True:
+        return f"--{name} {counts_with}"
+    if isinstance(default, int) and not isinstance(default, bool):
+        return f"--{name} above 0"
+    return f"--{name}"
 
 
 def _is_int(value: Any) -> bool:
@@ -322,8 +361,6 @@ def _normalised(values: dict[str, Any]) -> dict[str, Any]:
 
 def read_train_config(path: Path) -> dict[str, Any]:
     """Settings from a TOML (or JSON) file with the same keys as the flags."""
-    from gemma_core.model.config import GemmaConfig
-
     data = read_settings_file(path)
     model_fields = {f.name for f in dataclasses.fields(GemmaConfig)}
     known = _field_names() - {"model_overrides", "train_texts", "val_texts"}
@@ -345,20 +382,35 @@ def read_train_config(path: Path) -> dict[str, Any]:
 
 
 def _check_types(values: dict[str, Any], source: str | None) -> None:
-    """Wrong types (from a TOML file, or Python), named by key."""
+    """Wrong types (from a TOML file, or Python), named by key: every field by its annotation."""
     where = f"{source}: " if source else ""
-    for f in dataclasses.fields(TrainSettings):
-        if f.name not in values:
-            continue
-        value = values[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if value is None or default is None:
-            continue
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise UserError(f"{where}{f.name!r} must be true or false, got {value!r}")
-        if isinstance(default, str) and not isinstance(value, str):
-            raise UserError(f"{where}{f.name!r} must be text, got {value!r}")
-        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise UserError(f"{where}{f.name!r} must be a number, got {value!r}")
-        if isinstance(default, int) and not isinstance(default, bool) and not _is_int(value):
-            raise UserError(f"{where}{f.name!r} must be a whole number, got {value!r}")
+    hints = field_types(TrainSettings)
+    for name, value in values.items():
+        problem = type_mismatch(repr(name), value, hints[name]) if name in hints else None
+        if problem:
+            raise UserError(where + problem)
+
+
+def _check_number_sizes(settings: TrainSettings) -> None:
+    """Every number finite, and no larger than what the tensors and counters holding it keep:
+    float32 for rates, factors and fractions (past 3.4e38 they are inf in the optimiser's
+    arithmetic), int64 for counts."""
+    for name, hint in field_types(TrainSettings).items():
+        value = getattr(settings, name)
+        for number in value if isinstance(value, tuple) else (value,):
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                continue
+            if _holds(hint, float):
+                if not math.isfinite(number):
+                    raise UserError(f"--{name} must be a finite number, got {number}")
+                if abs(number) > FLOAT32_MAX:
+                    raise UserError(f"--{name} {number:g} is beyond float32, the precision training computes "
+                                    f"in (at most {FLOAT32_MAX:.3g}); give a smaller number")
+            elif abs(number) > INT64_MAX:
+                raise UserError(f"--{name} {number} is beyond a 64-bit whole number (at most {INT64_MAX}); "
+                                "give a smaller number")
+
+
+def _holds(hint: Any, kind: type) -> bool:
+    """Whether a field annotated ``hint`` holds values of ``kind`` (alone, optional or in a tuple)."""
+    return hint is kind or any(_holds(arg, kind) for arg in typing.get_args(hint))

@@ -16,6 +16,9 @@ from pathlib import Path
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
+from gemma_core.errors import UserError
+from gemma_core.train.config_file import check_nesting, read_settings_text, too_deep
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -41,11 +44,14 @@ class ThemeScan:
 def load_theme_file(path: str | Path) -> Theme:
     """One TOML file as a Textual theme, checked so that applying it cannot fail."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ThemeFileError(f"{path}: cannot read ({err.strerror or err})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+    try:  # a settings file like any other: a regular file, of a settings file's size and depth
+        data = tomllib.loads(read_settings_text(path))
+        check_nesting(data, path)
+    except UserError as err:
+        raise ThemeFileError(f"cannot read {err}") from None
+    except RecursionError:
+        raise ThemeFileError(too_deep(path)) from None
+    except tomllib.TOMLDecodeError as err:
         raise ThemeFileError(f"{path}: not valid TOML ({err})") from None
     data.setdefault("name", path.stem)
     variables = data.get("variables", {})
