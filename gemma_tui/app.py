@@ -36,6 +36,7 @@ from gemma_tui.preferences import Preferences
 from gemma_tui.screens.confirm import ConfirmScreen
 from gemma_tui.screens.help import HelpScreen
 from gemma_tui.screens.quit_choice import KEEP, STOP, QuitChoiceScreen
+from gemma_tui.terminal_watch import forget_terminal, watch_terminal
 from gemma_tui.themes import DEFAULT_THEME, FALLBACK_THEME, ThemeFileError, discover_themes, load_theme_file
 from gemma_tui.widgets.chat_panel import ChatPanel, read_sampling_params
 from gemma_tui.widgets.gpu_panel import GpuPanel
@@ -194,6 +195,7 @@ class GemmaStudio(App):
 
     def _on_stop_signal(self) -> None:
         self.interrupted = True
+        forget_terminal()  # a hang-up: the terminal is gone, and the last writes must not wait on it
         if self._shutting_down:
             return
         if not self.engine.owns_run:
@@ -210,6 +212,7 @@ class GemmaStudio(App):
     def on_mount(self) -> None:
         if self.handles_signals:
             self._take_stop_signals()
+            watch_terminal(self, self._on_stop_signal)  # gone without a SIGHUP: the same as one
         for pane_id, title in (("#loss-chart", "Loss"), ("#layer-map", "Layers"),
                                ("#chat", "Chat"), ("#run-stats", "Run"),
                                ("#gpu-panel", "Machine")):

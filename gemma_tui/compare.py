@@ -1,10 +1,16 @@
 """``gemma-tui compare RUN RUN ...``: runs side by side on one chart, read from their logs.
 
-A live run's curves grow: the logs are read again every few seconds.
+Each run's logs are read in full once, then every few seconds only what a live run has
+appended; a run that has ended is never read again. All reading happens off the UI
+thread. The comparison ends when its terminal goes away (closed, or hung up).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import threading
 from pathlib import Path
 
 from textual.app import App, ComposeResult
@@ -13,8 +19,8 @@ from textual.widgets import Footer, Header
 
 from gemma_core.errors import UserError
 from gemma_core.run import layout
-from gemma_core.run.history import read_run_history
-from gemma_tui.series import columns_of
+from gemma_core.run.history import LossCurveFollower
+from gemma_tui.terminal_watch import forget_terminal, watch_terminal
 from gemma_tui.themes import use_studio_themes
 from gemma_tui.widgets.compare_chart import CompareChart, RunCurves
 
@@ -31,18 +37,31 @@ def run_names(folders: list[Path]) -> list[str]:
     return [str(folder) for folder in folders]
 
 
-def read_curves(folders: list[Path]) -> list[RunCurves]:
-    """Each run's training and validation history; a folder without a run is said by name."""
-    curves = []
-    for folder, name in zip(folders, run_names(folders)):
+def check_runs(folders: list[Path]) -> None:
+    """Every folder compared holds a run; one that does not is said by name."""
+    for folder in folders:
         if not layout.holds_run(folder):
             raise UserError(f"{folder}: holds no run (no config.json, logs or checkpoint); "
                             "gemma-tui open lists the runs under a folder")
-        history = read_run_history(folder, 0)
-        steps, tokens, loss = columns_of([(m.step, m.tokens_seen, m.loss) for m in history.steps], 0, 1, 2)
-        val_steps, val_tokens, val_loss = columns_of(
-            [(e.step, e.tokens_seen, e.val_loss) for e in history.evals], 0, 1, 2)
-        curves.append(RunCurves(name, steps, tokens, loss, val_steps, val_tokens, val_loss))
+
+
+def curves_of(name: str, run: LossCurveFollower) -> RunCurves:
+    train, val = run.train.columns, run.val.columns
+    return RunCurves(name, train.steps, train.tokens, train.loss, val.steps, val.tokens, val.loss)
+
+
+def read_curves(folders: list[Path]) -> list[RunCurves]:
+    """Each run's training and validation history, read in full; a folder without a run, or a
+    damaged log line, is said by name."""
+    check_runs(folders)
+    curves = []
+    for folder, name in zip(folders, run_names(folders)):
+        run = LossCurveFollower(folder)
+        run.read_appended()
+        damage = run.take_damage()
+        if damage:
+            raise UserError(damage[0])
+        curves.append(curves_of(name, run))
     return curves
 
 
@@ -61,10 +80,17 @@ class CompareApp(App):
         Binding("right_square_bracket", "smoothing(1)", "Smooth+", key_display="]"),
     ]
 
+    # The process's signals and terminal are the app's only when it runs for real (not under run_test).
+    interrupted = False  # a signal or a lost terminal ended it: the command exits 130
+
     def __init__(self, folders: list[Path], theme: str | None = None) -> None:
         super().__init__()
-        self.folders = folders
-        self.chart = CompareChart(read_curves(folders), id="compare-chart")  # a bad folder is said first
+        check_runs(folders)  # a bad folder is said first
+        self.runs = [LossCurveFollower(folder) for folder in folders]
+        self.names = run_names(folders)
+        self.chart = CompareChart([], id="compare-chart")
+        self.refusal: UserError | None = None  # what made the first reading fail, said once the app is gone
+        self._stop_reading = threading.Event()
         use_studio_themes(self, theme)
         self.sub_title = f"comparing {len(folders)} runs"
 
@@ -73,15 +99,70 @@ class CompareApp(App):
         yield self.chart
         yield Footer()
 
-    def on_mount(self) -> None:
+    async def on_mount(self) -> None:
+        self.chart.border_title = "Loss by run (reading the logs)"
+        if not self.is_headless:
+            self._take_stop_signals()
+            watch_terminal(self, self.end_interrupted)
+        try:
+            damage = await self.read_logs()
+        except UserError as err:  # a log that cannot be read
+            damage = [str(err)]
+        if damage:  # a damaged log is refused, as a folder without a run is, before anything is shown
+            self.refusal = UserError(damage[0])
+            self.exit()
+            return
         self.chart.border_title = "Loss by run"
         self.set_interval(RELOAD_S, self.reload)
 
-    def reload(self) -> None:
+    async def read_logs(self) -> list[str]:
+        """Read what each run's logs gained (in a thread) and show it; the damaged lines met."""
+        curves = await asyncio.to_thread(self._read_appended)
+        if self._stop_reading.is_set():  # the app is ending: what was read is not shown
+            return []
+        self.chart.set_runs(curves)
+        return [line for run in self.runs for line in run.take_damage()]
+
+    def _read_appended(self) -> list[RunCurves]:
+        for run in self.runs:
+            run.read_appended(self._stop_reading)  # a run that ended returns at once
+        return [curves_of(name, run) for name, run in zip(self.names, self.runs)]
+
+    async def reload(self) -> None:
         try:
-            self.chart.set_runs(read_curves(self.folders))
+            damage = await self.read_logs()
         except UserError as err:  # a run folder went away or broke while shown: keep what was read
-            self.notify(str(err), severity="warning", timeout=10)
+            damage = [str(err)]
+        for line in damage:
+            self.notify(line, severity="warning", timeout=10)
+
+    def _take_stop_signals(self) -> None:
+        """SIGINT, SIGTERM and SIGHUP (the terminal closing) end the comparison; a SIGHUP that
+        ``nohup`` ignores stays ignored."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
+                continue
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.end_interrupted)
+
+    def end_interrupted(self) -> None:
+        self.interrupted = True
+        forget_terminal()  # after a hang-up, the last writes must not wait on a terminal that is gone
+        self.exit()
+
+    def exit(self, *args, **kwargs) -> None:
+        self._stop_reading.set()  # a read under way stops at its next block
+        super().exit(*args, **kwargs)
+
+    def run(self, *args, **kwargs):
+        """Run; then a damaged log is refused (exit 2) and an interruption is one (exit 130)."""
+        result = super().run(*args, **kwargs)
+        if self.refusal is not None:
+            raise self.refusal
+        if self.interrupted:
+            raise KeyboardInterrupt
+        return result
 
     def action_x_axis(self) -> None:
         self.chart.toggle_x_axis()

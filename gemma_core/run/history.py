@@ -2,17 +2,22 @@
 
 ``read_run_history`` is the one reader of a run's logs into curves: the engine
 replays it when a run resumes, so clients show the whole run, and the viewer
-builds a finished run's snapshot from it.
+builds a finished run's snapshot from it. ``LossCurveFollower`` keeps only the
+loss curves, as columns, and reads only what a live run appends to its logs.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from gemma_core.run.layout import TRAIN_STREAM, VAL_STREAM
+import numpy as np
+
 from gemma_core.errors import UserError
+from gemma_core.run.layout import TRAIN_STREAM, VAL_STREAM
+from gemma_core.run.log_follower import LogFollower
 from gemma_core.run.logs import numbered_entries
 from gemma_core.train.events import EvalResult, StepMetrics
 
@@ -108,3 +113,103 @@ def read_run_history(output_dir: Path, max_steps: int) -> RunHistory:
                   for line, entry in numbered_entries(train))
     evals = tuple(eval_result_from_entry(entry, val, line) for line, entry in numbered_entries(val))
     return RunHistory(steps, evals)
+
+
+# ------------------------------------------------------------- loss curves
+@dataclass(frozen=True)
+class LossColumns:
+    """One log's loss curve as three float columns (24 bytes a line, whatever the line held)."""
+
+    steps: np.ndarray
+    tokens: np.ndarray
+    loss: np.ndarray
+
+    @staticmethod
+    def empty() -> "LossColumns":
+        return LossColumns(np.empty(0), np.empty(0), np.empty(0))
+
+    def extended(self, blocks: list[np.ndarray]) -> "LossColumns":
+        """New columns with the rows of ``blocks`` after these; these are never changed (another
+        thread may be drawing them)."""
+        if not blocks:
+            return self
+        rows = np.concatenate(blocks)
+        return LossColumns(*(np.concatenate([old, rows[:, i]]) for i, old in
+                             enumerate((self.steps, self.tokens, self.loss))))
+
+
+BLOCK_ROWS = 65_536  # a long log is gathered a block at a time, never as a million Python tuples
+
+
+class _FollowedCurve:
+    """One log followed into ``LossColumns``: step, tokens seen and the loss named ``loss_key``."""
+
+    def __init__(self, path: Path, loss_key: str) -> None:
+        self.follower = LogFollower(path)
+        self.loss_key = loss_key
+        self.columns = LossColumns.empty()
+
+    def read_appended(self, stop: threading.Event | None) -> None:
+        entries = self.follower.read_appended(stop)
+        kept = LossColumns.empty() if self.follower.started_over else self.columns
+        blocks, rows = [], []
+        for line, entry in entries:
+            try:
+                rows.append(self._point(line, entry))
+            except UserError as err:  # a damaged value: said, and the line left out
+                self.follower.damage.append(str(err))
+            if len(rows) == BLOCK_ROWS:
+                blocks.append(np.asarray(rows, dtype=float))
+                rows = []
+        if rows:
+            blocks.append(np.asarray(rows, dtype=float))
+        self.columns = kept.extended(blocks)
+
+    def _point(self, line: int, entry: dict) -> tuple[float, float, float]:
+        path = self.follower.path
+        return (_number(path, line, entry, "step", whole=True),
+                _number(path, line, entry, "tokens_seen", 0, whole=True), _number(path, line, entry, self.loss_key))
+
+
+class LossCurveFollower:
+    """A run's training and validation loss curves, read in full once and then only as its
+    logs grow; once the run has ended (see ``run_has_ended``) its logs are never read again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.train = _FollowedCurve(self.folder / TRAIN_STREAM, "train_loss")
+        self.val = _FollowedCurve(self.folder / VAL_STREAM, "val_loss")
+        self.ended = False
+
+    def read_appended(self, stop: threading.Event | None = None) -> None:
+        """Read what the logs gained since the last call (damaged lines are left out and
+        said by ``take_damage``)."""
+        if self.ended:
+            return
+        ended = run_has_ended(self.folder)  # asked first: what it wrote before ending is read now
+        self.train.read_appended(stop)
+        self.val.read_appended(stop)
+        self.ended = ended and not (stop is not None and stop.is_set())
+
+    def take_damage(self) -> list[str]:
+        """The damaged lines met since the last call, each said once."""
+        said = self.train.follower.damage + self.val.follower.damage
+        self.train.follower.damage, self.val.follower.damage = [], []
+        return said
+
+
+def run_has_ended(folder: Path) -> bool:
+    """No process writes the run and its checkpoint reached its last step: its logs are final."""
+    from gemma_core.folder_lock import holder_of
+    from gemma_core.run.checkpoint_state import read_checkpoint_state
+    from gemma_core.run.layout import has_checkpoint
+
+    if holder_of(folder) is not None or not has_checkpoint(folder):
+        return False
+    try:
+        state = read_checkpoint_state(folder)
+    except UserError:
+        return False
+    settings = state.get("settings")
+    max_steps = settings.get("max_steps") if isinstance(settings, dict) else None
+    return isinstance(max_steps, int) and state["step"] >= max_steps

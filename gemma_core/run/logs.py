@@ -2,8 +2,9 @@
 
 Every step appends to ``training_log.jsonl`` (and every evaluation to
 ``validation_log.jsonl``): linear cost, and a crash tears at most the last line.
-At checkpoints the seed's ``training_log.json`` and ``validation_log.json`` are
-rewritten from those streams atomically, with ``loss_function.png``.
+At checkpoints the seed's ``training_log.json`` is rewritten from its stream
+atomically, with ``loss_function.png``; ``validation_log.json`` is rewritten after
+every evaluation as well, so the two validation logs always agree.
 """
 
 from __future__ import annotations
@@ -77,6 +78,33 @@ class JsonlLog:
             self._fd = None
 
 
+class ValidationLog(JsonlLog):
+    """``validation_log.jsonl`` with one entry a step, and the seed's ``validation_log.json``
+    rewritten from it (atomically) after each entry, so the two always agree.
+
+    A step is evaluated once: an evaluation asked for again at a step already logged
+    (``gemma-core control DIR eval`` sent twice, or at a step the schedule evaluated)
+    adds nothing.
+    """
+
+    def __init__(self, path: Path, seed_path: Path) -> None:
+        self.entries = read_jsonl(path)  # one per evaluation: few enough to keep in memory
+        super().__init__(path)
+        self.seed_path = seed_path
+        if seed_path.exists():  # resumed: the stream was cut back to the checkpoint's step
+            atomic.write_json(seed_path, self.entries)
+
+    def logged(self, step: int) -> bool:
+        return any(entry.get("step") == step for entry in self.entries)
+
+    def append(self, entry: dict) -> None:
+        if self.logged(entry.get("step")):
+            return
+        self.entries.append(entry)
+        super().append(entry)
+        atomic.write_json(self.seed_path, self.entries)
+
+
 class RunLogs:
     """The three streams a training run appends to (rank 0 writes; other ranks get ``NoLog``s)."""
 
@@ -87,7 +115,7 @@ class RunLogs:
             self.samples: JsonlLog | NoLog = NoLog()
         else:
             self.train = JsonlLog(output_dir / TRAIN_STREAM)
-            self.val = JsonlLog(output_dir / VAL_STREAM)
+            self.val = ValidationLog(output_dir / VAL_STREAM, output_dir / VAL_LOG)
             self.samples = JsonlLog(output_dir / SAMPLES)
 
     def sync(self) -> None:

@@ -115,6 +115,7 @@ class TrainingEngine:
         self._elapsed_before = 0.0  # training time of earlier sessions of a resumed run
         self._eta = EtaEstimate()
         self._last_checkpoint: CheckpointSaved | None = None
+        self._last_eval: EvalResult | None = None
         self._accepting_commands = True  # until the run ends; later ones are answered at once
 
     @classmethod
@@ -299,7 +300,8 @@ class TrainingEngine:
 
         s = self.settings
         self._server = RunServer(self, self.output_dir.name, host=s.serve_host, port=s.serve_port,
-                                 folder=self.output_dir, limits=Limits(), telemetry=TelemetrySampler())
+                                 folder=self.output_dir, limits=Limits(), telemetry=TelemetrySampler(),
+                                 flags=("--serve_host", "--serve_port"))
         url = self._server.start()
         self._log(f"serving this run on {url} (gemma-tui attach {self.output_dir}; the key is in "
                   f"{self.output_dir / 'server.token'})")
@@ -496,6 +498,10 @@ class TrainingEngine:
 
     # --------------------------------------------------- evaluation, samples
     def _evaluate(self) -> EvalResult:
+        """Score the validation windows at this step (once: a step already evaluated answers
+        with its result, however many ask at once)."""
+        if self._last_eval is not None and self._last_eval.step == self._step:
+            return self._last_eval
         parts = self.parts
         self._set_state(RunState.EVALUATING)
         with distributed.whole_model(self.ranks, parts.train_module):
@@ -508,7 +514,8 @@ class TrainingEngine:
         if score.loss < self._best_val:
             self._best_val = score.loss
             self._checkpointer.save_best_weights()
-        return self._publish(result)
+        self._last_eval = self._publish(result)
+        return self._last_eval
 
     def _sample(self) -> None:
         parts = self.parts
