@@ -7,6 +7,7 @@ every answer is bounded in time and bytes, and a live run is never called dead b
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -163,6 +164,12 @@ def timed(*args: str, tool: str = "gemma_core") -> subprocess.CompletedProcess:
     result = gemma(*args, tool=tool)
     assert time.monotonic() - started < DEADLINE_S, f"{args} took {time.monotonic() - started:.0f} s"
     return result
+
+
+def timed_together(*commands: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
+    """Several commands at once: each waits out the same silent server, in parallel."""
+    with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
+        return list(pool.map(lambda args: timed(*args), commands))
 
 
 # ------------------------------------------------------- a planted run folder
@@ -367,10 +374,10 @@ def test_a_server_that_streams_forever_cannot_hold_status(tmp_path, fake_server)
     folder = make_run(tmp_path / "runs" / "run")
     write_token(folder)
     write_address(folder, listener.url)  # its pid (this test's) is alive: slow, not dead
-    status = timed("status", str(folder), "--json")
+    status, control = timed_together(("status", str(folder), "--json"), ("control", str(folder), "save"))
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["state"] == "not answering"
-    assert_one_line_refusal(timed("control", str(folder), "save"), "has not answered for")
+    assert_one_line_refusal(control, "has not answered for")
     [entry] = find_runs(tmp_path / "runs")
     assert entry.state == "not answering" and not entry.opens
 
@@ -381,12 +388,12 @@ def test_a_live_run_whose_server_is_silent_is_not_answering_never_dead(tmp_path,
     folder = make_run(tmp_path / "run")
     write_token(folder)
     write_address(folder, listener.url, pid=os.getpid())
-    status = json.loads(timed("status", str(folder), "--json").stdout)
+    as_json, text, control = timed_together(("status", str(folder), "--json"), ("status", str(folder)),
+                                            ("control", str(folder), "pause"))
+    status = json.loads(as_json.stdout)
     assert status["live"] and status["state"] == "not answering" and status["not_answering_s"] > 0
     assert "resume_command" not in status and "has not answered for" in status["problem"]
-    text = timed("status", str(folder))
     assert "not answering" in text.stdout and "resume" not in text.stdout and "died" not in text.stdout
-    control = timed("control", str(folder), "pause")
     assert_one_line_refusal(control, "the run is live", "has not answered for")
     assert "is gone" not in control.stderr and "resume it with" not in control.stderr
 
@@ -417,9 +424,10 @@ def test_a_real_run_that_is_stopped_is_not_answering_and_goes_on_when_continued(
     try:
         wait_until(lambda: live(folder), what="the run to serve")
         process.send_signal(signal.SIGSTOP)  # as a machine under load: alive, but its server silent
-        status = json.loads(timed("status", str(folder), "--json").stdout)
+        as_json, control = timed_together(("status", str(folder), "--json"), ("control", str(folder), "pause"))
+        status = json.loads(as_json.stdout)
         assert status["live"] and status["state"] == "not answering" and "resume_command" not in status
-        assert "is gone" not in timed("control", str(folder), "pause").stderr
+        assert "is gone" not in control.stderr
         process.send_signal(signal.SIGCONT)
         wait_until(lambda: json.loads(gemma("status", str(folder), "--json").stdout)["state"] == "running",
                    120, "the run to answer again")
