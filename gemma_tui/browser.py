@@ -26,6 +26,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gemma_core.errors import UserError
+from gemma_core.serve.connections import CappedSite, answering_with_key, connection_cap
 from gemma_core.safe_text import printable
 
 WEB_DIR = Path(__file__).resolve().parent / "web"  # the page, the key page and the icon
@@ -71,7 +72,9 @@ class StudioPages:
         app.router.add_get("/icon.png", self.icon)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        # Connections capped as the run's API caps them: a flood from anyone without a session
+        # takes neither this server's descriptors nor the pages of those signed in.
+        site = CappedSite(self._runner, self.host, self.port, connection_cap())
         try:
             await site.start()
         except OSError as err:
@@ -98,7 +101,8 @@ class StudioPages:
             if request.path == "/":
                 # The page's websocket address is built from this: whatever name the browser used.
                 self.textual.public_url = f"{request.scheme}://{request.host}"
-            return await handler(request)
+            with answering_with_key(request):  # a page's websocket is never closed to make room
+                return await handler(request)
         once = request.query.get("once")
         if request.path == "/" and once is not None and once in self._links:
             self._links.discard(once)  # the link works once

@@ -35,7 +35,7 @@ from gemma_core.chat import ChatJob
 from gemma_core.errors import OneLineError, internal_message
 from gemma_core.model.sampling import SamplingParams
 from gemma_core.serve import openai_api
-from gemma_core.serve.connections import Connection
+from gemma_core.serve.connections import answering_with_key
 from gemma_core.serve.openai_api import ApiError, GenerationRequest, Limits
 from gemma_core.serve.wire import to_wire
 from gemma_core.train.events import RunSnapshot
@@ -115,10 +115,10 @@ class RunService:
             # Inflating is where a small upload becomes a huge one: no OpenAI client compresses.
             return error_response(ApiError(415, "compressed request bodies are not accepted; send the body "
                                                 "without Content-Encoding", code="unsupported_encoding"))
-        connection = request.protocol
-        if isinstance(connection, Connection):
-            connection.trusted = True
-            connection.busy += 1  # never closed to make room for others meanwhile
+        with answering_with_key(request):  # never closed to make room for others meanwhile
+            return await self._answer(request, handler)
+
+    async def _answer(self, request: web.Request, handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except ApiError as err:
@@ -134,9 +134,6 @@ class RunService:
             raise
         except Exception as err:  # a bug here must never reach the run
             return error_response(ApiError(500, internal_message(err), kind="server_error"))
-        finally:
-            if isinstance(connection, Connection):
-                connection.busy -= 1
 
     def _has_key(self, request: web.Request) -> bool:
         given = request.headers.get("Authorization", "")

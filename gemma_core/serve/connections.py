@@ -19,6 +19,7 @@ the API (see ``RunService.guard``), so a small upload cannot become a large one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import resource
@@ -85,6 +86,22 @@ class Connection(web.RequestHandler):
         response = web.Response(text=json.dumps(body), status=status, content_type="application/json")
         response.force_close()
         return response
+
+
+@contextlib.contextmanager
+def answering_with_key(request: web.Request):
+    """While a request that carried the key (or a signed-in page's session) is answered, its
+    connection is never closed to make room for others: a studio's websocket lives in one."""
+    connection = request.protocol
+    if not isinstance(connection, Connection):
+        yield
+        return
+    connection.trusted = True
+    connection.busy += 1
+    try:
+        yield
+    finally:
+        connection.busy -= 1
 
 
 def refusal(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> dict:

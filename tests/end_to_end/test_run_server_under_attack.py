@@ -5,6 +5,7 @@ malformed headers, hostile JSON, guessed keys. None of it may stop or slow the t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import os
@@ -305,6 +306,51 @@ def test_guessing_the_studio_pages_key_in_parallel_is_paced_per_client(tmp_path)
                     assert answer.status == 302
         finally:
             await pages.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_flood_without_a_session_neither_takes_the_pages_descriptors_nor_closes_a_signed_in_page(tmp_path):
+    aiohttp = pytest.importorskip("aiohttp")
+    pytest.importorskip("textual_serve")
+    from gemma_tui.browser import StudioPages
+
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def scenario() -> None:
+        pages = StudioPages(tmp_path, KEY, "127.0.0.1", 0)
+        url = await pages.start()
+        parts = urlsplit(url)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/login", data={"key": KEY}, allow_redirects=False) as answer:
+                assert answer.status == 302  # signed in: the session cookie is kept
+            # A signed-in page holds a long request open, as its websocket does.
+            slow = asyncio.ensure_future(session.get(f"{url}/missing-page-that-waits"))
+            before = open_descriptors()
+            held = []
+            for _ in range(300):  # no session, no key: just connections, held
+                sock = socket.socket()
+                sock.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    sock.connect((parts.hostname, parts.port))
+                held.append(sock)
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.5)  # the server accepts (and closes) what it will
+            try:
+                # This process holds both ends: 300 of its own, and at most the cap and the
+                # queue on the server's side (without the cap, 300 more).
+                assert open_descriptors() - before < 300 + 200
+                async with session.get(f"{url}/icon.png") as answer:
+                    assert answer.status == 200  # the signed-in page is still answered
+                async with aiohttp.ClientSession() as stranger:
+                    async with stranger.get(url) as answer:
+                        assert answer.status == 200 and "key" in (await answer.text()).lower()
+            finally:
+                for sock in held:
+                    sock.close()
+                slow.cancel()
+                await pages.close()
 
     asyncio.run(scenario())
 
