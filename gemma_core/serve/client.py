@@ -270,7 +270,7 @@ def connect(folder: str | Path, announce: Callable[[str], None] | None = say_on_
         raise RunNotRunning(f"{folder}: the run is not running (no server.json: it finished, stopped, or "
                             "was started with --no-serve)")
     if found.token is None:
-        if server_files.process_alive(found.pid):
+        if server_files.run_alive(folder, found.pid):
             raise KeyNotReadable(f"{folder}: the run is live (process {found.pid}), but its key "
                                  f"({server_files.TOKEN_FILE}) is not readable by this user "
                                  f"({found.token_problem}); run this as the user who started the run")
@@ -279,12 +279,12 @@ def connect(folder: str | Path, announce: Callable[[str], None] | None = say_on_
         if announce is None:
             raise UserError(f"{folder / server_files.ADDRESS_FILE}: the run serves on {found.host} (recorded "
                             f"with --serve_host); talk to it with gemma-tui attach {folder}")
-        announce(f"talking to the run at {found.host} (recorded by the run with --serve_host)")
+        announce(f"talking to the run at {found.host}, an address of this machine it serves on (--serve_host)")
     client = RunClient(found.url, found.token, folder, pid=found.pid)
     try:
         client.run_info()
     except (RunNotRunning, RunNotAnswering) as err:
-        if not server_files.process_alive(found.pid):
+        if not server_files.run_alive(folder, found.pid):
             raise _gone(folder, found.pid) from None
         waited = err.waited_s if isinstance(err, RunNotAnswering) else 0.0
         raise RunNotAnswering(
@@ -297,6 +297,9 @@ def connect(folder: str | Path, announce: Callable[[str], None] | None = say_on_
 
 
 def _gone(folder: Path, pid: int) -> ProcessGone:
+    if server_files.process_alive(pid):  # the id lives on in another program: the run's lock is free
+        return ProcessGone(f"{folder}: the run is not running: it ended without cleaning up (killed, or the "
+                           f"machine restarted), and its process id {pid} now belongs to another program")
     return ProcessGone(f"{folder}: the run is not running: its process (pid {pid}) is gone without cleaning "
                        "up (killed, or the machine restarted)")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import os
 import secrets
 import socket
@@ -96,7 +97,8 @@ class RunServer:
             site = CappedSite(self._runner, self.host, self.port, connection_cap())
             loop.run_until_complete(site.start())
             bound = self._runner.addresses[0]
-            host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+            host = _reachable_here(bound[0])
+            host = f"[{host}]" if ":" in host else host
             self.url = f"http://{host}:{bound[1]}"
         except OSError as err:
             self._failure = UserError(self._cannot_serve(err))
@@ -152,6 +154,18 @@ class RunServer:
         atomic.write_json(address, {"url": self.url, "pid": os.getpid(), "host": socket.gethostname(),
                                     "started": time.time(), "run_id": snap.run_id,
                                     "python": sys.executable})
+
+
+def _reachable_here(bound: str) -> str:
+    """The address clients on this machine use: the bound one, or loopback when every address
+    was bound (0.0.0.0, ::), which is what server.json records for them."""
+    try:
+        address = ipaddress.ip_address(bound)
+    except ValueError:
+        return bound
+    if address.is_unspecified:
+        return "::1" if address.version == 6 else "127.0.0.1"
+    return bound
 
 
 def _quiet_about_clients(loop: asyncio.AbstractEventLoop, context: dict) -> None:

@@ -7,7 +7,10 @@ it is believed until checked, and every check happens before any connection is m
   (no symlink: it could point at another secret of this user's, which would then be sent as
   a bearer token), short, and one line of printable ASCII.
 * ``server.json`` is a small regular JSON object; its ``url`` is plain HTTP to a loopback
-  address, or to exactly the host the run's own config.json records as ``serve_host``.
+  address or, for a run told to serve on another address (``--serve_host``), to an address
+  of this very machine (one a socket can bind to; no name is looked up), so the key never
+  leaves the machine. A run's own files are never refused by this: the server records the
+  address it bound (and loopback when it bound every address).
 
 A token that exists but is another user's (or unreadable) is not damage: that user's run is
 live, and callers say so instead of calling it stopped.
@@ -20,18 +23,19 @@ import ipaddress
 import json
 import os
 import re
+import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from gemma_core.errors import UserError
+from gemma_core.folder_lock import LOCK_FILE, holder_of
 
 ADDRESS_FILE = "server.json"
 TOKEN_FILE = "server.token"
 MAX_ADDRESS_BYTES = 64 << 10  # the server writes about 200 bytes
 MAX_TOKEN_BYTES = 256  # the server writes 43 (secrets.token_urlsafe(32))
-MAX_CONFIG_BYTES = 4 << 20  # config.json, read only for a non-loopback host's serve_host
 MAX_PID = 1 << 22  # Linux's largest pid_max; 0 and negatives would name process groups
 _TOKEN = re.compile(r"[\x21-\x7e]+\n?")  # printable ASCII, no spaces, at most a final newline
 
@@ -43,7 +47,7 @@ class DamagedServerFiles(UserError):
 @dataclass(frozen=True)
 class ServerFiles:
     info: dict  # server.json as read
-    url: str  # checked: http to a loopback address, or to the run's own --serve_host
+    url: str  # checked: http to a loopback address, or to another address of this machine
     host: str
     port: int
     pid: int
@@ -66,11 +70,10 @@ def read_server_files(folder: Path) -> ServerFiles | None:
         raise DamagedServerFiles(f"{address}: field 'pid' must be a process id, got {_shown(pid)}; "
                                  "the file is damaged: remove it if the run is not running")
     remote = not is_loopback_host(host)
-    if remote and _recorded_serve_host(folder) != host:
+    if remote and not is_this_machine(host):
         raise DamagedServerFiles(
-            f"{address}: its url points at {host}, which is not this machine and not the --serve_host the "
-            f"run's config.json records; refusing to send the run's key there (remove {ADDRESS_FILE} if this "
-            "is not your run)")
+            f"{address}: its url points at {host}, which is not this machine; refusing to send the run's key "
+            f"there (remove {ADDRESS_FILE} if this is not your run)")
     try:
         token, problem = read_token(folder / TOKEN_FILE)
     except DamagedServerFiles:
@@ -183,16 +186,33 @@ def _checked_url(path: Path, url) -> tuple[str, int]:
     return parts.hostname, port
 
 
-def _recorded_serve_host(folder: Path) -> str | None:
-    """The --serve_host the run's own config.json records (None when it records none)."""
+def is_this_machine(host: str) -> bool:
+    """``host`` is an address of one of this machine's interfaces: a socket can bind to it.
+    Never a name (nothing is looked up) and never the unspecified address (0.0.0.0, ::)."""
     try:
-        raw = _read_regular_file(folder / "config.json", MAX_CONFIG_BYTES)
-        data = json.loads(raw.decode("utf-8")) if raw is not None else None
-    except (UserError, OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    training = data.get("training") if isinstance(data, dict) else None
-    host = training.get("serve_host") if isinstance(training, dict) else None
-    return host if isinstance(host, str) else None
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if address.is_unspecified or address.is_multicast:
+        return False
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
+
+
+def run_alive(folder: Path, pid: int) -> bool:
+    """Whether the run recorded in ``folder`` still lives: its process exists and, where the
+    folder has a lock file, someone holds the lock (a run holds it until it ends, even under
+    kill -9). A process id reused after a crash or a restart holds no lock: not the run."""
+    if not process_alive(pid):
+        return False
+    if pid == os.getpid() or not os.path.lexists(Path(folder) / LOCK_FILE):
+        return True
+    return holder_of(folder) is not None
 
 
 def process_alive(pid: int) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,6 +198,9 @@ class TrainSettings:
             raise UserError(f"invalid training settings: {err}") from None
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # a pathlib.Path from Python is the path it names
+            if isinstance(getattr(self, f.name), os.PathLike):
+                object.__setattr__(self, f.name, os.fspath(getattr(self, f.name)))
         # Settings built directly (TrainSettings(max_steps="3")) are checked as soon as made.
         _check_types({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, None)
         self.validate()
@@ -349,8 +353,9 @@ def _field_names() -> set[str]:
 
 
 def _normalised(values: dict[str, Any]) -> dict[str, Any]:
-    """Lists where the settings hold tuples (JSON, TOML and Python callers give lists)."""
-    out = dict(values)
+    """Lists where the settings hold tuples (JSON, TOML and Python callers give lists), and the
+    text of a path where Python gives a ``pathlib.Path``."""
+    out = {key: os.fspath(value) if isinstance(value, os.PathLike) else value for key, value in values.items()}
     for key in ("betas", "sample_prompt", "train_texts", "val_texts"):
         if isinstance(out.get(key), list):
             out[key] = tuple(out[key])

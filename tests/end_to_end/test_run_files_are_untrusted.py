@@ -226,20 +226,41 @@ def test_a_server_json_pointing_off_this_machine_is_refused_before_any_connectio
     assert_one_line_refusal(timed("control", str(folder), "pause"), "server.json", "not this machine")
 
 
-def test_a_run_serving_on_the_host_it_recorded_is_reached_only_after_saying_so(tmp_path):
+def test_a_run_serving_on_another_address_of_this_machine_is_reached_only_after_saying_so(tmp_path,
+                                                                                         monkeypatch):
+    from gemma_core.serve import server_files
+
+    # 203.0.113.7 stands for a non-loopback address of this machine (the test's guard still
+    # refuses to connect to it, which shows the client was allowed to try).
+    monkeypatch.setattr(server_files, "is_this_machine", lambda host: host == "203.0.113.7")
     folder = make_run(tmp_path / "remote", serve_host="203.0.113.7")
     write_token(folder)
     write_address(folder, "http://203.0.113.7:8080")
     said: list[str] = []
-    with pytest.raises(RuntimeError, match="must not use the network"):  # the test's guard: it was allowed
+    with pytest.raises(RuntimeError, match="must not use the network"):
         connect(folder, announce=said.append)
-    assert said == ["talking to the run at 203.0.113.7 (recorded by the run with --serve_host)"]
-    [entry] = find_runs(folder)  # the picker does not reach out to another machine unasked
+    assert said == ["talking to the run at 203.0.113.7, an address of this machine it serves on (--serve_host)"]
+    [entry] = find_runs(folder)  # the picker does not reach out to another address unasked
     assert not entry.opens and "--serve_host" in entry.problem
-    write_address(folder, "http://203.0.113.8:8080")  # not exactly the recorded host
+    write_address(folder, "http://203.0.113.8:8080")  # not an address of this machine
     with pytest.raises(UserError, match="not this machine"):
         connect(folder, announce=said.append)
     assert len(said) == 1
+
+
+def test_only_addresses_a_socket_here_can_bind_count_as_this_machine():
+    from gemma_core.serve.server_files import is_this_machine
+
+    assert is_this_machine("127.0.0.1") and is_this_machine("127.0.0.2")
+    for elsewhere in ("203.0.113.7", "10.255.255.254", "0.0.0.0", "::", "example.com", "224.0.0.1"):
+        assert not is_this_machine(elsewhere), elsewhere
+
+
+def test_a_server_bound_to_every_address_records_loopback_for_this_machines_clients():
+    from gemma_core.serve.server import _reachable_here
+
+    assert _reachable_here("0.0.0.0") == "127.0.0.1" and _reachable_here("::") == "::1"
+    assert _reachable_here("192.0.2.5") == "192.0.2.5" and _reachable_here("127.0.0.1") == "127.0.0.1"
 
 
 # ------------------------------------------------------ damaged server files
@@ -414,6 +435,20 @@ def test_a_live_process_is_never_said_to_be_gone(tmp_path):
     dead = json.loads(timed("status", str(folder), "--json").stdout)
     assert dead["state"] == "died" and dead["resume_command"].startswith("gemma-core train")
     assert "is gone" in timed("control", str(folder), "save").stderr
+
+
+def test_a_process_id_reused_by_another_program_is_not_the_run(tmp_path):
+    folder = make_run(tmp_path / "run")
+    write_token(folder)
+    (folder / ".lock").write_text("{}", encoding="utf-8")  # left by the run; nobody holds it now
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    write_address(folder, f"http://127.0.0.1:{port}", pid=os.getppid())  # alive, but not the run
+    dead = json.loads(timed("status", str(folder), "--json").stdout)
+    assert dead["state"] == "died" and dead["resume_command"].startswith("gemma-core train")
+    control = timed("control", str(folder), "save").stderr
+    assert "not running" in control and "belongs to another program" in control and "is gone" not in control
 
 
 def test_a_real_run_that_is_stopped_is_not_answering_and_goes_on_when_continued(tmp_path):

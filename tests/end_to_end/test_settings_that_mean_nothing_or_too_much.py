@@ -241,3 +241,13 @@ def test_the_run_serve_starts_gets_the_launch_flags_by_their_full_names_and_noth
     assert not any(word.startswith(("--po=", "--port", "--host", "--stop")) for word in forwarded)
     assert (again.max_steps, again.sample_prompt, again.betas, again.serve, again.config) == \
         (3, ["-dash"], [0.8, 0.9], False, "run.toml")
+
+
+def test_paths_from_python_are_taken_as_the_paths_they_name(tmp_path):
+    from gemma_core.train.settings import TrainSettings
+
+    settings = TrainSettings.for_preset(preset="nano", output_dir=tmp_path / "run",
+                                        train_dataset_path=tmp_path / "train.txt", cache_dir=tmp_path / "cache")
+    assert settings.output_dir == str(tmp_path / "run")
+    assert settings.train_dataset_path == str(tmp_path / "train.txt") and settings.cache_dir == str(tmp_path / "cache")
+    assert TrainSettings(output_dir=tmp_path / "other").output_dir == str(tmp_path / "other")
