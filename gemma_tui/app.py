@@ -8,11 +8,7 @@ final join when quitting, after the engine has been asked to save and stop.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Iterable
@@ -36,7 +32,7 @@ from gemma_tui.preferences import Preferences
 from gemma_tui.screens.confirm import ConfirmScreen
 from gemma_tui.screens.help import HelpScreen
 from gemma_tui.screens.quit_choice import KEEP, STOP, QuitChoiceScreen
-from gemma_tui.terminal_watch import forget_terminal, watch_terminal
+from gemma_tui.terminal_watch import end_on_stop_signal_or_lost_terminal
 from gemma_tui.themes import DEFAULT_THEME, FALLBACK_THEME, ThemeFileError, discover_themes, load_theme_file
 from gemma_tui.widgets.chat_panel import ChatPanel, read_sampling_params
 from gemma_tui.widgets.gpu_panel import GpuPanel
@@ -180,22 +176,11 @@ class GemmaStudio(App):
     handles_signals = False
     interrupted = False  # a signal ended the studio (its exit status is then 130)
 
-    def _take_stop_signals(self) -> None:
-        """SIGINT, SIGTERM and SIGHUP (the terminal closing) end the studio as quitting with
-        "stop" does: the run saves a checkpoint (an attached studio just detaches), the
-        terminal is restored, and the exit status is 130. Never a run killed unsaved."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
-                continue
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self._on_stop_signal)
-
     def _on_stop_signal(self) -> None:
+        """SIGINT, SIGTERM, SIGHUP or a lost terminal end the studio as quitting with "stop"
+        does: the run saves a checkpoint (an attached studio just detaches), the terminal is
+        restored, and the exit status is 130. Never a run killed unsaved."""
         self.interrupted = True
-        forget_terminal()  # a hang-up: the terminal is gone, and the last writes must not wait on it
         if self._shutting_down:
             return
         if not self.engine.owns_run:
@@ -211,8 +196,7 @@ class GemmaStudio(App):
 
     def on_mount(self) -> None:
         if self.handles_signals:
-            self._take_stop_signals()
-            watch_terminal(self, self._on_stop_signal)  # gone without a SIGHUP: the same as one
+            end_on_stop_signal_or_lost_terminal(self, self._on_stop_signal)
         for pane_id, title in (("#loss-chart", "Loss"), ("#layer-map", "Layers"),
                                ("#chat", "Chat"), ("#run-stats", "Run"),
                                ("#gpu-panel", "Machine")):

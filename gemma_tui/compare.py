@@ -8,8 +8,6 @@ thread. The comparison ends when its terminal goes away (closed, or hung up).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import threading
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from textual.widgets import Footer, Header
 from gemma_core.errors import UserError
 from gemma_core.run import layout
 from gemma_core.run.history import LossCurveFollower
-from gemma_tui.terminal_watch import forget_terminal, watch_terminal
+from gemma_tui.terminal_watch import end_on_stop_signal_or_lost_terminal
 from gemma_tui.themes import use_studio_themes
 from gemma_tui.widgets.compare_chart import CompareChart, RunCurves
 
@@ -102,8 +100,7 @@ class CompareApp(App):
     async def on_mount(self) -> None:
         self.chart.border_title = "Loss by run (reading the logs)"
         if not self.is_headless:
-            self._take_stop_signals()
-            watch_terminal(self, self.end_interrupted)
+            end_on_stop_signal_or_lost_terminal(self, self.end_interrupted)
         try:
             damage = await self.read_logs()
         except UserError as err:  # a log that cannot be read
@@ -136,19 +133,8 @@ class CompareApp(App):
         for line in damage:
             self.notify(line, severity="warning", timeout=10)
 
-    def _take_stop_signals(self) -> None:
-        """SIGINT, SIGTERM and SIGHUP (the terminal closing) end the comparison; a SIGHUP that
-        ``nohup`` ignores stays ignored."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
-                continue
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self.end_interrupted)
-
     def end_interrupted(self) -> None:
         self.interrupted = True
-        forget_terminal()  # after a hang-up, the last writes must not wait on a terminal that is gone
         self.exit()
 
     def exit(self, *args, **kwargs) -> None:

@@ -16,6 +16,8 @@ pointed at it point at /dev/null: the app ends as it would on a live terminal.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import threading
@@ -56,9 +58,28 @@ def _was_a_terminal(fd: int) -> bool:
     return target.startswith(("/dev/pts/", "/dev/tty", "/dev/console"))
 
 
-def watch_terminal(app, on_gone: Callable[[], None]) -> None:
-    """Call ``on_gone`` once the terminal ``app`` started on (standard input or output) goes.
-    A page served by textual-serve has no terminal here, and nothing is watched."""
+def end_on_stop_signal_or_lost_terminal(app, end: Callable[[], None]) -> None:
+    """Call ``end`` on SIGINT, SIGTERM or SIGHUP (a SIGHUP that ``nohup`` ignores stays
+    ignored), or once the terminal ``app`` started on goes without a signal; a terminal that
+    has gone is forgotten first. Signals are taken only on the main thread; a page served by
+    textual-serve has no terminal here, and none is watched."""
+
+    def ending() -> None:
+        forget_terminal()  # after a hang-up, the last writes must not wait on a terminal that is gone
+        end()
+
+    if threading.current_thread() is threading.main_thread():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
+                continue
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, ending)
+    _watch_terminal(app, ending)
+
+
+def _watch_terminal(app, on_gone: Callable[[], None]) -> None:
+    """Call ``on_gone`` once the terminal ``app`` started on (standard input or output) goes."""
     fds = [fd for fd in (0, 1) if os.isatty(fd)]
     if not fds:
         return
@@ -68,7 +89,6 @@ def watch_terminal(app, on_gone: Callable[[], None]) -> None:
         nonlocal called
         if not called and any(terminal_is_gone(fd) for fd in fds):
             called = True
-            forget_terminal()
             on_gone()
 
     app.set_interval(CHECK_S, check)

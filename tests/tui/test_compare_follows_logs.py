@@ -198,7 +198,7 @@ LAUNCH_ON_A_TERMINAL = (
     "import os, sys\n"
     "if sys.argv[1] == 'controlling':\n"  # the terminal becomes this session's: closing it sends SIGHUP
     "    os.close(os.open(os.ttyname(0), os.O_RDWR))\n"
-    "os.execv(sys.executable, [sys.executable, '-m', 'gemma_tui', 'compare', *sys.argv[2:]])\n")
+    "os.execv(sys.executable, [sys.executable, '-m', 'gemma_tui', *sys.argv[2:]])\n")
 
 
 def read_screen(leader: int, wanted: bytes, timeout: float) -> bytes:
@@ -214,26 +214,33 @@ def read_screen(leader: int, wanted: bytes, timeout: float) -> bytes:
     return seen
 
 
-@pytest.mark.parametrize("kind", ["controlling", "plain"], ids=["hung-up", "closed-without-a-signal"])
-def test_the_comparison_exits_when_its_terminal_goes_away(kind, finished, unfinished):
+def exit_status_once_its_terminal_goes(kind: str, gemma_tui_args: list[str], shown: bytes, env: dict,
+                                      timeout: float = 120) -> int:
+    """Run ``gemma-tui ARGS`` on a terminal of its own (its controlling one, or a ``plain`` one
+    that sends no SIGHUP), close the terminal once ``shown`` is on it, and return how it exits."""
     leader, follower = pty.openpty()
     os.set_blocking(leader, False)
-    env = dict(os.environ, TERM="xterm-256color", COLUMNS="120", LINES="40")
+    env = dict(env, TERM="xterm-256color")
     env.pop("TEXTUAL_DRIVER", None)
-    process = subprocess.Popen(
-        [sys.executable, "-c", LAUNCH_ON_A_TERMINAL, kind, str(finished), str(unfinished)],
-        stdin=follower, stdout=follower, stderr=follower, env=env, start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-c", LAUNCH_ON_A_TERMINAL, kind, *gemma_tui_args],
+                               stdin=follower, stdout=follower, stderr=follower, env=env, start_new_session=True)
     os.close(follower)
     try:
-        screen = read_screen(leader, b"growing train", 120)
-        assert b"growing train" in screen, screen[-2000:]
+        screen = read_screen(leader, shown, timeout)
+        assert shown in screen, screen[-2000:]
         os.close(leader)  # the terminal window is closed
         leader = -1
-        process.wait(120)
+        return process.wait(timeout)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(60)
         if leader >= 0:
             os.close(leader)
-    assert process.returncode == 130
+
+
+@pytest.mark.parametrize("kind", ["controlling", "plain"], ids=["hung-up", "closed-without-a-signal"])
+def test_the_comparison_exits_when_its_terminal_goes_away(kind, finished, unfinished):
+    env = dict(os.environ, COLUMNS="120", LINES="40")
+    assert exit_status_once_its_terminal_goes(kind, ["compare", str(finished), str(unfinished)],
+                                              b"growing train", env) == 130
