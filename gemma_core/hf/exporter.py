@@ -3,7 +3,8 @@
 The output loads with ``transformers.AutoModelForCausalLM.from_pretrained`` and
 ``AutoTokenizer.from_pretrained``: config.json, generation_config.json,
 model.safetensors (transformers' names, a tied head left out), tokenizer.json and
-tokenizer_config.json. Every file is written atomically.
+tokenizer_config.json, plus tiktoken's pair for a tiktoken tokenizer (see
+gemma_core/tokenizers/tokenizer_files.py). Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from gemma_core import atomic
 from gemma_core.errors import UserError
 from gemma_core.hf.interop import config_to_hf, state_dict_to_hf
 from gemma_core.run.model_dir import load_model_dir, model_state_for_saving
-from gemma_core.tokenizers.tokenizer import EOS_TOKEN
 
 HF_WEIGHTS = "model.safetensors"
 
@@ -45,17 +45,10 @@ def prepare_output(output: str | Path, overwrite: bool) -> Path:
     return output
 
 
-def _token_text(tokenizer, token_id: int) -> str:
-    try:
-        return tokenizer.token_bytes(token_id).decode("utf-8")
-    except (KeyError, UnicodeDecodeError):
-        return EOS_TOKEN
-
-
 def export_hf(checkpoint: str | Path, output: str | Path, overwrite: bool = False) -> Path:
     """Write ``checkpoint`` as a transformers Gemma 3 text model in ``output``."""
-    from gemma_core.tokenizers.hf_json import (TOKENIZER_JSON, HFTokenizer, build_hf_tokenizer,
-                                               check_same_encoding)
+    from gemma_core.tokenizers.hf_json import TOKENIZER_JSON, HFTokenizer
+    from gemma_core.tokenizers.tokenizer_files import tokenizer_files
 
     checkpoint = Path(checkpoint)
     model, tokenizer, _ = load_model_dir(checkpoint, "cpu")
@@ -63,13 +56,10 @@ def export_hf(checkpoint: str | Path, output: str | Path, overwrite: bool = Fals
     if not cfg.qk_norm:
         raise UserError(f"{checkpoint / 'config.json'}: field 'qk_norm' is false; transformers' "
                         "Gemma 3 always normalises queries and keys, so this model cannot be exported")
-    # Build (and check) the tokenizer before writing anything.
-    if isinstance(tokenizer, HFTokenizer):
-        tokenizer_json = tokenizer.path.read_text(encoding="utf-8")
-    else:
-        hf_tok = build_hf_tokenizer(tokenizer)
-        check_same_encoding(hf_tok, tokenizer, where=str(checkpoint))
-        tokenizer_json = hf_tok.to_str(pretty=False)
+    # Build (and check) the tokenizer's files before writing anything.
+    files = tokenizer_files(tokenizer, cfg.context_length, where=str(checkpoint))
+    if isinstance(tokenizer, HFTokenizer):  # an imported tokenizer.json goes out as it came in
+        files[TOKENIZER_JSON] = tokenizer.path.read_text(encoding="utf-8")
 
     output = prepare_output(output, overwrite)
     eos = tokenizer.eos_id
@@ -78,22 +68,10 @@ def export_hf(checkpoint: str | Path, output: str | Path, overwrite: bool = Fals
     with atomic.atomic_path(output / HF_WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
 
-    atomic.write_text(output / TOKENIZER_JSON, tokenizer_json)
-    eos_text = _token_text(tokenizer, eos)
-    # A tokenizer with a BOS token (Gemma's) trained every document after it, so
-    # transformers must add it too. Ours have none: like GPT-2, the end-of-text
-    # token doubles as BOS in the config, and nothing is added.
+    for name, text in files.items():
+        atomic.write_text(output / name, text)
+    # Ours have no BOS token: like GPT-2, the end-of-text token doubles as BOS in the config.
     bos = tokenizer.bos_id if tokenizer.bos_id is not None else eos
-    atomic.write_json(output / "tokenizer_config.json", {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "eos_token": eos_text,
-        "bos_token": _token_text(tokenizer, bos),
-        "pad_token": eos_text,
-        "add_bos_token": tokenizer.bos_id is not None,
-        "add_eos_token": False,
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": cfg.context_length,
-    })
     atomic.write_json(output / "generation_config.json", {
         "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": eos,
     })

@@ -3,6 +3,8 @@
     checkpoint/
       model.safetensors       the weights (a tied head stored once)
       optimizer.safetensors   AdamW's moments and step counts (and Muon's momentum), as named tensors
+      tokenizer.json ...      the run folder's tokenizer files (tokenizers, transformers,
+                              tiktoken), copied: built once when the run started
       state.json              step, tokens, RNG states, data position and fingerprint,
                               the model config, the tokenizer and the settings; written last
 
@@ -30,6 +32,7 @@ from gemma_core.run.layout import (BUILDING_CHECKPOINT, CHECKPOINT, PREVIOUS_CHE
                                    checkpoint_folders)
 from gemma_core.run.checkpoint_state import MAX_COUNT, check_state, read_checkpoint_state  # noqa: F401
 from gemma_core.run.model_dir import model_state_for_saving, save_weights
+from gemma_core.tokenizers.tokenizer_files import copy_tokenizer_files
 from gemma_core.train.distributed import Ranks, full_tensor, shard_like
 from gemma_core.train.optim import TrainingOptimizer
 
@@ -54,6 +57,7 @@ def save_checkpoint(output_dir: Path, model_state: dict[str, torch.Tensor],
             save_file(model_state, str(tmp))
         with atomic.atomic_path(building / OPTIMIZER_TENSORS) as tmp:
             save_file(optimizer_state, str(tmp))
+        copy_tokenizer_files(output_dir, building)
         atomic.write_json(building / STATE, state)
     except (OSError, SafetensorError, DiskFull) as err:
         shutil.rmtree(building, ignore_errors=True)

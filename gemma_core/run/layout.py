@@ -8,6 +8,9 @@
       training_log.jsonl     append-only streams written every step (crash-safe, linear cost)
       validation_log.jsonl
       vocab.json             token -> id, lossless (GPT-2's byte-to-unicode alphabet)
+      tokenizer.json         the tokenizer for Hugging Face tokenizers, with tokenizer_config.json
+      tokenizer.tiktoken     ... and for tiktoken, with tokenizer.tiktoken.json (see
+                             gemma_core/tokenizers/tokenizer_files.py; checkpoints hold them too)
       loss_function.png      train and validation loss against optimizer step
       samples.jsonl          continuations sampled during training
       checkpoint/            resumable state: weights, optimizer, step, RNG, data position
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from gemma_core import atomic
 from gemma_core.errors import UserError
+from gemma_core.tokenizers.tokenizer_files import TOKENIZER_FILES
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -40,7 +44,6 @@ LOSS_PLOT = "loss_function.png"
 CHECKPOINT = "checkpoint"
 PREVIOUS_CHECKPOINT = CHECKPOINT + ".old"  # the last one, kept while a new one is swapped in
 BUILDING_CHECKPOINT = "." + CHECKPOINT + ".building"
-TOKENIZER_FILES = ("tokenizer.tiktoken", "tokenizer.json")
 STATE = "state.json"  # inside a checkpoint folder; written last
 
 RUN_MARKERS = (CONFIG, CHECKPOINT, TRAIN_STREAM, TRAIN_LOG)

@@ -1,4 +1,4 @@
-"""Model directories: ``config.json`` + ``model.safetensors`` (+ ``tokenizer.tiktoken``).
+"""Model directories: ``config.json`` + ``model.safetensors`` + the tokenizer's files.
 
 ``config.json`` keeps the seed's flat model keys at the top level, so the seed's
 readers still work, and adds ``tokenizer`` (how to rebuild the tokenizer) and,
@@ -53,8 +53,13 @@ def save_model_dir(directory: str | Path, model: Gemma3Model, tokenizer: Tokeniz
 
 def write_config(directory: Path, cfg: GemmaConfig, tokenizer: Tokenizer,
                  extra: dict | None = None) -> None:
+    """``config.json``, after the tokenizer: the files loading needs, then the ones other
+    programs read (``tokenizer.json``, ``tokenizer_config.json``, tiktoken's pair)."""
+    from gemma_core.tokenizers.tokenizer_files import write_tokenizer_files
+
     payload = cfg.to_dict()
     payload["tokenizer"] = tokenizer.save_into(directory)
+    write_tokenizer_files(directory, tokenizer, cfg.context_length)
     payload.update(extra or {})
     atomic.write_json(directory / CONFIG_FILE, payload)
 

@@ -1,21 +1,21 @@
 """Hugging Face ``tokenizer.json`` files: built from our tiktoken ranks, read back, or used as is.
 
 * ``tokenizer_json_from_tiktoken`` writes a byte-level BPE that encodes exactly as
-  the tiktoken encoding does (the usual tiktoken -> HF conversion);
+  the tiktoken encoding does (the usual tiktoken -> HF conversion), literal
+  ``<|endoftext|>`` text included: that is text, as in ours;
 * ``ranks_from_tokenizer_json`` recovers tiktoken ranks from such a file, or says
   why it cannot (a SentencePiece-style tokenizer such as Gemma's own);
 * ``HFTokenizer`` runs any ``tokenizer.json`` through the ``tokenizers`` library,
   with the interface the rest of gemma_core uses.
 
-``tokenizers`` is an optional extra (``pip install 'gemma-studio[hf]'``), imported
-only when needed.
+``tokenizers`` is a dependency (every run writes a ``tokenizer.json``), imported only
+when needed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -87,7 +87,7 @@ def merges_from_ranks(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
 def build_hf_tokenizer(tokenizer: Tokenizer):
     """A ``tokenizers.Tokenizer`` that encodes exactly as this tiktoken tokenizer."""
     tk = require_tokenizers()
-    from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+    from tokenizers import Regex, decoders, models, pre_tokenizers
 
     ranks, specials = tiktoken_parts(tokenizer)
     if len(ranks) < 256 or any(bytes([b]) not in ranks for b in range(256)):
@@ -95,11 +95,10 @@ def build_hf_tokenizer(tokenizer: Tokenizer):
                         "are not tokens), so it has no tokenizer.json form")
     vocab = {_spell(token): rank for token, rank in ranks.items()}
     merges = [(_spell(a), _spell(b)) for a, b in merges_from_ranks(ranks)]
-    ordered = sorted(specials.items(), key=lambda item: item[1])
-    # Specials normally follow the ranks (ids n, n+1, ...): added tokens take those ids.
-    sequential = [i for _, i in ordered] == list(range(len(vocab), len(vocab) + len(ordered)))
-    if not sequential:  # odd ids: place them in the vocabulary with their ids
-        vocab.update(dict(ordered))
+    # Special tokens go in the model's vocabulary, not among the added tokens the library
+    # matches in text: literal "<|endoftext|>" in a text is then text, as in ours
+    # (encode_ordinary), while the id still decodes to it. No merge ever makes one.
+    vocab.update(specials)
     model = models.BPE(vocab=vocab, merges=merges, ignore_merges=True, byte_fallback=False)
     hf = tk.Tokenizer(model)
     hf.normalizer = None
@@ -108,17 +107,22 @@ def build_hf_tokenizer(tokenizer: Tokenizer):
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     hf.decoder = decoders.ByteLevel()
-    hf.add_special_tokens([AddedToken(text, special=True, normalized=False)
-                           for text, _ in ordered])
-    for text, token_id in ordered:
+    for text, token_id in specials.items():
         if hf.token_to_id(text) != token_id:
             raise UserError(f"tokenizer {tokenizer.name!r}: special token {text!r} would get id "
                             f"{hf.token_to_id(text)}, not {token_id}; it cannot be exported")
     return hf
 
 
-def tokenizer_json_from_tiktoken(tokenizer: Tokenizer) -> str:
-    return build_hf_tokenizer(tokenizer).to_str(pretty=False)
+def tokenizer_json_from_tiktoken(tokenizer: Tokenizer, where: str = "") -> str:
+    """``tokenizer.json`` text, checked as a reader of the text gets it: it encodes mixed
+    text and literal special-token text (ordinary text) as ``tokenizer.encode`` does."""
+    tk = require_tokenizers()
+    text = build_hf_tokenizer(tokenizer).to_str(pretty=False)
+    _, specials = tiktoken_parts(tokenizer)
+    probe = PROBE_TEXT + "".join(f" {special}x{special}\n" for special in specials)
+    check_same_encoding(tk.Tokenizer.from_str(text), tokenizer, probe, where=where)
+    return text
 
 
 def check_same_encoding(hf_tokenizer, tokenizer, text: str = PROBE_TEXT, where: str = "") -> None:
@@ -169,7 +173,8 @@ def ranks_from_tokenizer_json(data: dict) -> tuple[dict[bytes, int], str] | str:
 
     Convertible: byte-level BPE with no normalizer, a regex split, ids 0..n-1 for the
     byte-level tokens, merges in the order of their results' ids, and one special
-    token ``<|endoftext|>`` at id n (our tiktoken tokenizers' layout).
+    token ``<|endoftext|>`` at id n (our tiktoken tokenizers' layout), whether an added
+    token (GPT-2's file, our exports before it was text) or only in the vocabulary (ours).
     """
     model = data.get("model") or {}
     if model.get("type") != "BPE":
@@ -183,12 +188,14 @@ def ranks_from_tokenizer_json(data: dict) -> tuple[dict[bytes, int], str] | str:
         return "its pre-tokenizer is not a regex split followed by ByteLevel"
     if (data.get("decoder") or {}).get("type") != "ByteLevel":
         return "its decoder is not ByteLevel"
-    added = [t for t in data.get("added_tokens") or []]
-    added_ids = {t.get("id") for t in added}
+    vocab = model.get("vocab") or {}
+    specials = {t.get("content"): t.get("id") for t in data.get("added_tokens") or []}
+    if EOS_TOKEN in vocab:
+        specials.setdefault(EOS_TOKEN, vocab[EOS_TOKEN])
     back = unicode_to_bytes()
     ranks: dict[bytes, int] = {}
-    for text, token_id in (model.get("vocab") or {}).items():
-        if token_id in added_ids:
+    for text, token_id in vocab.items():
+        if token_id in specials.values():
             continue
         if any(ch not in back for ch in text):
             return f"vocabulary entry {text!r} is not byte-level"
@@ -198,7 +205,7 @@ def ranks_from_tokenizer_json(data: dict) -> tuple[dict[bytes, int], str] | str:
         return "its token ids are not 0..n-1"
     if any(bytes([b]) not in ranks for b in range(256)):
         return "some of the 256 bytes are not tokens"
-    if len(added) != 1 or added[0].get("content") != EOS_TOKEN or added[0].get("id") != n:
+    if specials != {EOS_TOKEN: n}:
         return f"its special tokens are not just {EOS_TOKEN!r} at id {n}"
     last = -1
     for entry in model.get("merges") or []:
@@ -392,11 +399,12 @@ class HFTokenizer:
         return spec
 
     def save_into(self, directory: Path) -> dict:
+        from gemma_core import atomic
+
         target = Path(directory) / TOKENIZER_JSON
         if not target.exists() or self.path.resolve() != target.resolve():
-            tmp = target.with_name(f".{TOKENIZER_JSON}.tmp-{os.getpid()}")
-            shutil.copyfile(self.path, tmp)
-            os.replace(tmp, target)
+            with atomic.atomic_path(target) as tmp:
+                shutil.copyfile(self.path, tmp)
         return self.spec()
 
 

@@ -99,12 +99,13 @@ class Tokenizer:
 
     def save_into(self, directory: Path) -> dict:
         """Copy a file-based tokenizer into a checkpoint directory; return its spec."""
+        from gemma_core import atomic
+
         if self.ranks_path is not None:
             target = directory / "tokenizer.tiktoken"
             if self.ranks_path.resolve() != target.resolve():
-                tmp = target.with_suffix(".tiktoken.tmp")
-                shutil.copyfile(self.ranks_path, tmp)
-                os.replace(tmp, target)
+                with atomic.atomic_path(target) as tmp:
+                    shutil.copyfile(self.ranks_path, tmp)
         return self.spec()
 
 
@@ -148,13 +149,17 @@ def read_ranks(path: Path) -> dict[bytes, int]:
     return ranks
 
 
+def ranks_text(ranks: dict[bytes, int]) -> str:
+    """tiktoken's text ranks format: ``base64-token rank`` a line, in rank order."""
+    return "".join(f"{base64.b64encode(token).decode()} {rank}\n"
+                   for token, rank in sorted(ranks.items(), key=lambda item: item[1]))
+
+
 def write_ranks(ranks: dict[bytes, int], path: Path) -> None:
     """Write tiktoken's text ranks format atomically."""
     from gemma_core import atomic
 
-    lines = [f"{base64.b64encode(token).decode()} {rank}\n"
-             for token, rank in sorted(ranks.items(), key=lambda item: item[1])]
-    atomic.write_text(path, "".join(lines))
+    atomic.write_text(path, ranks_text(ranks))
 
 
 def _builtin(name: str) -> Tokenizer:
