@@ -2,12 +2,14 @@
 
     summary    cli/summary.py     a model's tree, parameter counts and layer map
     generate   cli/generate.py    a continuation of a prompt, streamed
+    inspect    cli/inspect.py     one forward pass looked inside: attention maps, the logit lens
     train      cli/train.py       training (plus eval, tokenizer train, data wikipedia)
     status     cli/runs.py        runs as services: how a run stands, commands to it,
     control                       the OpenAI API for a checkpoint
     serve
-    export-hf  cli/hf.py          Hugging Face interop, both ways
+    export-hf  cli/hf.py          Hugging Face interop, both ways; a GGUF file for llama.cpp
     import-hf
+    export-gguf
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from gemma_core.safe_text import one_line
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gemma_core.cli import generate, hf, runs, summary, train
+    from gemma_core.cli import generate, hf, inspect, runs, summary, train
 
     parser = OneLineParser(
         prog="gemma-core",
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      parser_class=OneLineParser)
     summary.add_commands(commands)
     generate.add_commands(commands)
+    inspect.add_commands(commands)
     train.add_commands(commands)
     runs.add_commands(commands)
     hf.add_commands(commands)
