@@ -1,6 +1,8 @@
-"""``gemma-core export-hf`` and ``gemma-core import-hf``: Hugging Face interop commands."""
+"""``gemma-core export-hf``, ``import-hf`` and ``export-gguf``: Hugging Face and llama.cpp interop."""
 
 from __future__ import annotations
+
+import argparse
 
 
 def cmd_export_hf(args) -> int:
@@ -8,6 +10,15 @@ def cmd_export_hf(args) -> int:
 
     output = export_hf(args.checkpoint, args.output, overwrite=args.overwrite)
     print(f"wrote {output} (load with transformers.AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
+def cmd_export_gguf(args) -> int:
+    from gemma_core.hf.gguf_export import export_gguf
+
+    output = export_gguf(args.checkpoint, args.output, tensor_type=args.type, overwrite=args.overwrite)
+    print(f"wrote {output} (run with: llama-completion -m {output} -no-cnv -p 'Once upon a time' "
+          "-n 64 --temp 0; README: Ollama, LM Studio)")
     return 0
 
 
@@ -20,7 +31,7 @@ def cmd_import_hf(args) -> int:
 
 
 def add_commands(commands) -> None:
-    """Add ``export-hf`` and ``import-hf`` to an argparse subparsers object."""
+    """Add ``export-hf``, ``import-hf`` and ``export-gguf`` to an argparse subparsers object."""
     export = commands.add_parser(
         "export-hf", help="write a checkpoint as a Hugging Face Gemma3ForCausalLM directory",
         description="Write config.json, generation_config.json, model.safetensors, tokenizer.json "
@@ -41,3 +52,22 @@ def add_commands(commands) -> None:
                           "of the directory's tokenizer.json")
     imp.add_argument("--overwrite", action="store_true", help="write into a non-empty directory")
     imp.set_defaults(func=cmd_import_hf)
+
+    add_export_gguf(commands)
+
+
+def add_export_gguf(commands) -> None:
+    from gemma_core.hf.gguf_export import TENSOR_TYPES
+
+    gguf = commands.add_parser(
+        "export-gguf", help="write a checkpoint as one GGUF file for llama.cpp, Ollama and LM Studio",
+        description="Write the model and its tokenizer as one GGUF file (llama.cpp's gemma3 "
+                    "architecture). Needs the gguf package: pip install 'gemma-studio[gguf]'.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="--type:\n" + "\n".join(f"  {name:5} {what}" for name, what in TENSOR_TYPES.items()))
+    gguf.add_argument("--checkpoint", required=True, help="our checkpoint directory")
+    gguf.add_argument("--output", required=True, help="the .gguf file to write")
+    gguf.add_argument("--type", default="f32", choices=list(TENSOR_TYPES),
+                      help="how tensors are stored (default f32; see below)")
+    gguf.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    gguf.set_defaults(func=cmd_export_gguf)
