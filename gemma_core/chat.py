@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 from gemma_core.errors import UserError
 from gemma_core.model.sampling import GenerationStats, SamplingParams
@@ -40,6 +40,9 @@ TOKENS_PER_TURN = 4  # chat tokens decoded between two optimizer steps on a CPU
 # and are written at about an eighth of the machine's decoding speed, faster than one reads.
 CHAT_SHARE_WHILE_TRAINING = 0.12
 CHAT_ALLOWANCE_CAP_S = 0.25  # a reply after a quiet spell starts with a burst of this long
+# A piece that ends a turn early and is not handed to the client: work whose pieces differ
+# in cost (a batch scored, a token decoded) says itself where its turns end.
+END_OF_TURN = object()
 
 
 def check_chat_request(prompt: str, params: SamplingParams) -> None:
@@ -62,7 +65,7 @@ class ChatJob:
         self.step = step  # the optimizer step whose weights answer (-1: not known yet)
         self.error: str | None = None
         self.stats = GenerationStats()  # tokens in and out, and why it ended, once done
-        self._pieces: queue.Queue[str | None] = queue.Queue()
+        self._pieces: queue.Queue[Any] = queue.Queue()
         self._cancel = threading.Event()
         self._done = threading.Event()
         self._step_known = threading.Event()
@@ -84,7 +87,7 @@ class ChatJob:
         return job
 
     # ------------------------------------------------------------ producer side
-    def put(self, piece: str) -> None:
+    def put(self, piece: Any) -> None:
         self._pieces.put(piece)
 
     def finish(self, error: str | None = None) -> None:
@@ -107,6 +110,10 @@ class ChatJob:
 
     def take(self) -> str:
         """Text produced since the last call; never blocks."""
+        return "".join(self.take_pieces())
+
+    def take_pieces(self) -> list[Any]:
+        """Pieces produced since the last call (text, or what a ``compute`` job yields)."""
         out = []
         while True:
             try:
@@ -115,7 +122,7 @@ class ChatJob:
                 break
             if piece is not None:
                 out.append(piece)
-        return "".join(out)
+        return out
 
     def __iter__(self) -> Iterator[str]:
         while True:
@@ -308,6 +315,10 @@ class InferenceCopy:
             self._step = self._live.step
 
 
+# Work on the weights: given the model, its compute precision and the job, the job's pieces.
+PiecesOf = Callable[["Gemma3Model", "torch.dtype", ChatJob], Iterator[Any]]
+
+
 class ChatService:
     """Answers chats from ``weights`` in background threads, taking turns with training on a CPU."""
 
@@ -332,8 +343,22 @@ class ChatService:
         it lives, training's parallel regions wait for their threads instead of finding them
         spinning (measured: 20-25% slower training for as long as the caller lived)."""
         check_chat_request(prompt, params)
-        job = ChatJob(prompt, params, step=-1)
-        thread = threading.Thread(target=self._generate, args=(job, special_tokens),
+
+        def pieces_of(model: Gemma3Model, dtype: torch.dtype, job: ChatJob) -> Iterator[str]:
+            from gemma_core.model.generation import stream_text
+
+            return stream_text(model, self.tokenizer, prompt, params, cancel=job.cancelled, dtype=dtype,
+                               stats=job.stats, special_tokens=special_tokens)
+
+        return self.compute(pieces_of, TOKENS_PER_TURN, prompt=prompt, params=params)
+
+    def compute(self, pieces_of: PiecesOf, per_turn: int = 1, prompt: str = "",
+                params: SamplingParams | None = None) -> ChatJob:
+        """Any work on the weights, as a reply is done: ``pieces_of(model, dtype, job)`` yields
+        the job's pieces (text, scores, ...), ``per_turn`` of them between two training steps on a
+        CPU. Returns once the weights are chosen, as ``chat`` does."""
+        job = ChatJob(prompt, params if params is not None else SamplingParams(), step=-1)
+        thread = threading.Thread(target=self._run, args=(job, pieces_of, per_turn),
                                   name="gemma-chat", daemon=True)
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
@@ -346,25 +371,24 @@ class ChatService:
         else:
             work()
 
-    def _generate(self, job: ChatJob, special_tokens: bool) -> None:
+    def _run(self, job: ChatJob, pieces_of: PiecesOf, per_turn: int) -> None:
         acquired: list[tuple[Gemma3Model, int]] = []
         try:
             self._on_the_owner(lambda: acquired.append(self.weights.acquire()))
             model, step = acquired[0]
             job.set_step(step)
-            from gemma_core.model.generation import stream_text
-
-            pieces = stream_text(model, self.tokenizer, job.prompt, job.params, cancel=job.cancelled,
-                                 dtype=self.dtype, stats=job.stats, special_tokens=special_tokens)
+            pieces = pieces_of(model, self.dtype, job)
             on_cpu = model.embed_tokens.weight.device.type == "cpu"
             finished = False
             while not finished:
                 def chunk() -> None:
                     nonlocal finished
-                    for _ in range(TOKENS_PER_TURN):
+                    for _ in range(per_turn):
                         piece = next(pieces, None)
                         if piece is None:
                             finished = True
+                            return
+                        if piece is END_OF_TURN:
                             return
                         job.put(piece)
                 if on_cpu and self.turns is not None:

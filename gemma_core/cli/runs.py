@@ -114,7 +114,7 @@ def cmd_serve(args) -> int:
         raise UserError(f"--max_tokens must be 1 or more, got {args.max_tokens}")
     key = _api_key(args)
     made_key = key is None
-    viewer = RunViewer(args.checkpoint, device=args.device)
+    viewer = RunViewer(args.checkpoint, device=args.device, dtype=args.dtype)
     name = Path(args.checkpoint).resolve().name
     server = RunServer(viewer, name, host=args.host, port=args.port, token=key or new_token(),
                        limits=Limits(max_tokens=args.max_tokens), flags=("--host", "--port"))
@@ -178,5 +178,8 @@ def add_commands(commands) -> None:
                        help="the key clients send: 16 or more printable ASCII characters, no spaces "
                             "(default: $GEMMA_STUDIO_API_KEY, else a new one)")
     serve.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    serve.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp32"),
+                       help="compute precision: auto (the one the run trained in), bf16, or fp32 (for "
+                            "scoring: what transformers computes by default)")
     serve.add_argument("--max_tokens", type=int, default=2048, help="the most tokens one request may ask for")
     serve.set_defaults(func=cmd_serve)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -50,6 +50,18 @@ def sample_next(logits: torch.Tensor, params: SamplingParams,
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def penalised(logits: torch.Tensor, counts: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Logits lowered for tokens already generated (``counts`` per vocabulary entry), as
+    OpenAI's frequency and presence penalties ask."""
+    return (logits.float() - params.frequency_penalty * counts
+            - params.presence_penalty * (counts > 0).to(torch.float32))
+
+
+# Called with each sampled token's id and the logits it was drawn from (the model's own,
+# before penalties and temperature): how the API reports log-probabilities.
+TokenObserver = Callable[[int, torch.Tensor], None]
+
+
 def _decode_step(model: Gemma3Model, ids: torch.Tensor, cache: KVCache | StaticKVCache) -> torch.Tensor:
     return model(ids, cache, last_position_only=True)[:, -1]
 
@@ -76,8 +88,9 @@ def generate_tokens(model: Gemma3Model, prompt_ids: list[int], params: SamplingP
                     compiled: bool = False,
                     dtype: torch.dtype = torch.float32,
                     bos_id: int | None = None,
-                    stats: GenerationStats | None = None) -> Iterator[int]:
-    """Yield new token ids one at a time (EOS is not yielded).
+                    stats: GenerationStats | None = None,
+                    observe: TokenObserver | None = None) -> Iterator[int]:
+    """Yield new token ids one at a time (EOS is not yielded; ``observe`` sees it too).
 
     ``dtype`` is the compute precision (autocast over the weights, as in training).
     ``compiled`` decodes with a torch.compile'd step over a static cache: the first
@@ -120,12 +133,19 @@ def generate_tokens(model: Gemma3Model, prompt_ids: list[int], params: SamplingP
         # The prompt's length changes every call, so the prefill is never compiled.
         logits = run(_decode_step, torch.tensor([prompt_ids], dtype=torch.long, device=device), cache)
         position = len(prompt_ids)
+        counts = None
+        if params.frequency_penalty or params.presence_penalty:
+            counts = torch.zeros(logits.shape[-1], dtype=torch.float32, device=device)
         for _ in range(params.max_new_tokens):
             if cancel is not None and cancel.is_set():
                 stats.finish_reason = "cancelled"
                 return
-            token = sample_next(logits, params, generator)
+            token = sample_next(logits if counts is None else penalised(logits, counts, params), params, generator)
             token_id = int(token.item())
+            if observe is not None:
+                observe(token_id, logits[0])
+            if counts is not None:
+                counts[token_id] += 1
             if token_id in ends:
                 stats.finish_reason = "stop"
                 return
@@ -178,20 +198,23 @@ class Utf8Stream:
 def stream_text(model: Gemma3Model, tokenizer: Tokenizer, prompt: str, params: SamplingParams,
                 cancel: threading.Event | None = None, compiled: bool = False,
                 dtype: torch.dtype = torch.float32, stats: GenerationStats | None = None,
-                special_tokens: bool = False) -> Iterator[str]:
+                special_tokens: bool = False, prompt_ids: list[int] | None = None,
+                observe: TokenObserver | None = None) -> Iterator[str]:
     """Yield pieces of the continuation of ``prompt``, stopping at EOS or a stop string.
 
     The prompt starts with the tokenizer's BOS token where it has one, as every
     document did in training. ``special_tokens``: special-token text in the prompt
     (a chat template's turn markers) is read as those tokens, not as text.
+    ``prompt_ids``: the prompt as token ids, used as they are (``prompt`` is then unused).
     """
     stats = stats if stats is not None else GenerationStats()
-    prompt_ids = tokenizer.encode_document(prompt, special_tokens=special_tokens)
+    if prompt_ids is None:
+        prompt_ids = tokenizer.encode_document(prompt, special_tokens=special_tokens)
     decoder = Utf8Stream(tokenizer)
     held = ""  # text that might be the start of a stop string
     longest_stop = max((len(s) for s in params.stop_strings), default=0)
     for token_id in generate_tokens(model, prompt_ids, params, tokenizer.eos_id, cancel, compiled,
-                                    dtype=dtype, bos_id=tokenizer.bos_id, stats=stats):
+                                    dtype=dtype, bos_id=tokenizer.bos_id, stats=stats, observe=observe):
         held += decoder.push(token_id)
         if longest_stop:
             hits = [held.find(s) for s in params.stop_strings if s in held]

@@ -20,6 +20,10 @@ class SamplingParams:
     stop_strings: tuple[str, ...] = field(default_factory=tuple)
     stop_at_eos: bool = True
     stop_token_ids: tuple[int, ...] = ()  # more tokens that end a reply, as EOS does (a chat turn's end)
+    # OpenAI's penalties on tokens already generated: each logit is lowered by
+    # frequency_penalty times the token's count so far, and presence_penalty once it has appeared.
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
 
     def validate(self) -> None:
         from gemma_core.errors import UserError
@@ -42,6 +46,10 @@ class SamplingParams:
             raise UserError(f"--top_p must be in (0, 1], got {self.top_p}")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {self.seed}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            value = getattr(self, name)
+            if not _is_number(value) or not -MAX_PENALTY <= value <= MAX_PENALTY:
+                raise UserError(f"{name} must be a number from {-MAX_PENALTY:g} to {MAX_PENALTY:g}, got {value}")
         for stop in self.stop_strings:
             if not stop:
                 raise UserError(f"--stop must be non-empty text, got {stop!r}")
@@ -49,6 +57,7 @@ class SamplingParams:
 
 _FLAGS = {name: f"--{name}" for name in ("max_new_tokens", "temperature", "top_k", "top_p", "seed")}
 MAX_TEMPERATURE = 100.0  # far past uniform sampling; beyond it the softmax only loses precision
+MAX_PENALTY = 2.0  # OpenAI's bounds for both penalties
 MAX_SEED = 2**32 - 1  # what every random generator used here accepts (TrainSettings: the same)
 
 

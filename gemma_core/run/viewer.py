@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from gemma_core.chat import ChatJob, ChatService, ComputeTurns, FixedWeights
+from gemma_core.chat import ChatJob, ChatService, ComputeTurns, FixedWeights, PiecesOf
 from gemma_core.device import resolve_device, resolve_dtype
 from gemma_core.errors import UserError
 from gemma_core.model.generation import SamplingParams
@@ -32,7 +32,7 @@ class NothingToControl(UserError):
 
 
 class RunViewer:
-    def __init__(self, output_dir: str | Path, device: str = "auto") -> None:
+    def __init__(self, output_dir: str | Path, device: str = "auto", dtype: str = "auto") -> None:
         self.output_dir = Path(output_dir)
         torch_device = resolve_device(device)
         self.model, self.tokenizer, self.config_data = load_model_dir(self.output_dir, torch_device)
@@ -43,8 +43,8 @@ class RunViewer:
         self.ready.set()
         training = self.config_data.get("training", {})
         training = training if isinstance(training, dict) else {}
-        # Chat in the precision the run trained in, as the engine's chat did.
-        dtype = resolve_dtype(str(training.get("dtype", "auto")), torch_device)
+        # Chat in the precision the run trained in, as the engine's chat did, unless told.
+        dtype = resolve_dtype(str(training.get("dtype", "auto")) if dtype == "auto" else dtype, torch_device)
         planned = training.get("max_steps")
         history = read_run_history(self.output_dir, planned if isinstance(planned, int) else 0)
         last = history.last_step
@@ -73,6 +73,9 @@ class RunViewer:
 
     def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False) -> ChatJob:
         return self._chat.chat(prompt, params, special_tokens)
+
+    def compute(self, pieces_of: PiecesOf, per_turn: int = 1) -> ChatJob:
+        return self._chat.compute(pieces_of, per_turn)
 
     def subscribe(self, callback):
         return self.store.subscribe(callback)  # a finished run publishes nothing more

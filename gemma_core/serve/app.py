@@ -7,19 +7,25 @@ the OpenAI API for any client, on aiohttp.
     POST /api/commands/NAME           pause, unpause, save, eval, stop, abort: waits for the outcome
     POST /api/chat                    a reply from the current weights, streamed (server-sent events)
     GET  /v1/models                   \\
-    POST /v1/completions               } the OpenAI API
-    POST /v1/chat/completions         /
+    GET  /v1/models/{id}               |
+    POST /v1/completions               } the OpenAI API (completions: echo and logprobs
+    POST /v1/chat/completions         /   for scoring, as evaluation harnesses use them)
+    GET  /tokenizer_info              \\
+    POST /tokenize                     } the model's tokenizer, as vLLM serves it
+    POST /detokenize                  /
 
 Every request needs the run's token as a bearer token (compared in constant time), checked
 before its body is read. Bodies are bounded and never inflated (a compressed one is refused
 with 415), their JSON is strict (see ``openai_api.parse_body``), replies in flight are
-bounded (more are refused with 429 and Retry-After), connections are capped (see
-``connections``), and no request can reach anything but this one run.
+bounded (more wait their turn, and past a bound are refused with 429 and Retry-After),
+connections are capped (see ``connections``), and no request can reach anything but this
+one run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import math
@@ -31,7 +37,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from gemma_core.chat import ChatJob
+from gemma_core.chat import ChatJob, PiecesOf
 from gemma_core.errors import OneLineError, internal_message
 from gemma_core.model.sampling import SamplingParams
 from gemma_core.serve import openai_api
@@ -58,6 +64,7 @@ class ServedRun(Protocol):
     def subscribe(self, callback) -> Any: ...
     def unsubscribe(self, callback) -> None: ...
     def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False) -> ChatJob: ...
+    def compute(self, pieces_of: PiecesOf, per_turn: int = 1) -> ChatJob: ...
 
 
 def model_id(name: str, step: int) -> str:
@@ -75,6 +82,8 @@ class RunService:
         self.limits = limits
         self.telemetry = telemetry
         self.active_generations = 0
+        self.waiting = 0
+        self._slots = asyncio.Semaphore(limits.max_generations)
         self.closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
@@ -145,8 +154,11 @@ class RunService:
         return [web.get("/api/run", self.run_info), web.get("/api/snapshot", self.snapshot),
                 web.get("/api/telemetry", self.telemetry_sample),
                 web.post("/api/commands/{name}", self.command), web.post("/api/chat", self.chat),
-                web.get("/v1/models", self.models), web.post("/v1/completions", self.completions),
-                web.post("/v1/chat/completions", self.chat_completions)]
+                web.get("/v1/models", self.models), web.get("/v1/models/{id}", self.model),
+                web.post("/v1/completions", self.completions),
+                web.post("/v1/chat/completions", self.chat_completions),
+                web.get("/tokenizer_info", self.tokenizer_info), web.post("/tokenize", self.tokenize),
+                web.post("/detokenize", self.detokenize)]
 
     async def run_info(self, request: web.Request) -> web.Response:
         snap = self.run.snapshot()
@@ -208,9 +220,8 @@ class RunService:
         if not isinstance(prompt, str):
             raise ApiError(400, "prompt must be text", "prompt")
         params = _sampling_params(body.get("params", {}))
-        self._admit()
         job = None
-        try:
+        async with self._admitted():
             job = await self._start_reply(prompt, params)
             response = await _event_stream(request)
             await _send_event(response, {"step": job.step})
@@ -221,8 +232,6 @@ class RunService:
                                          "finish_reason": stats.finish_reason, "prompt_tokens": stats.prompt_tokens,
                                          "prompt_cut": stats.prompt_cut, "context_full": stats.context_full})
             return response
-        finally:
-            self._release(job)
 
     async def _start_reply(self, prompt: str, params: SamplingParams, **options) -> ChatJob:
         """The run's chat, called off the event loop: it returns once the training step under
@@ -232,105 +241,223 @@ class RunService:
 
     async def _pieces(self, request: web.Request, job: ChatJob):
         """A job's text as it comes; a client gone away cancels the job within a token."""
-        while True:
-            if _client_gone(request):
-                job.cancel()
-                return
-            done = job.done
-            text = job.take()
-            if text:
-                yield text
-            if done:
-                return
-            await asyncio.sleep(POLL_S)
+        async for pieces in self._piece_lists(request, job):
+            yield "".join(pieces)
 
-    def _admit(self) -> None:
+    async def _piece_lists(self, request: web.Request, job: ChatJob):
+        """A job's pieces as they come, in lists; a client gone away cancels the job."""
+        try:
+            while True:
+                if _client_gone(request):
+                    job.cancel()
+                    return
+                done = job.done
+                pieces = job.take_pieces()
+                if pieces:
+                    yield pieces
+                if done:
+                    return
+                await asyncio.sleep(POLL_S)
+        finally:
+            if not job.done:
+                job.cancel()
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self):
+        """A turn to be answered: at most ``max_generations`` requests at once, the rest
+        waiting first come, first served; past ``max_waiting`` waiting, 429."""
         if self.closing:
             raise ApiError(503, "the run is ending", code="unavailable")
-        if self.active_generations >= self.limits.max_generations:
-            raise ApiError(429, f"{self.limits.max_generations} replies are already being written; "
-                                "try again in a moment", code="busy", kind="rate_limit_error")
+        if self.active_generations >= self.limits.max_generations and self.waiting >= self.limits.max_waiting:
+            raise ApiError(429, f"{self.limits.max_generations} requests are being answered and "
+                                f"{self.waiting} are waiting; try again in a moment", code="busy",
+                           kind="rate_limit_error")
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
         self.active_generations += 1
-
-    def _release(self, job: ChatJob | None) -> None:
-        self.active_generations -= 1
-        if job is not None and not job.done:
-            job.cancel()
+        try:
+            if self.closing:
+                raise ApiError(503, "the run is ending", code="unavailable")
+            yield
+        finally:
+            self.active_generations -= 1
+            self._slots.release()
 
     # --------------------------------------------------------------- OpenAI
-    async def models(self, request: web.Request) -> web.Response:
+    def _model_object(self) -> dict:
         snap = self.run.snapshot()
-        return json_response({"object": "list", "data": [{
-            "id": model_id(self.name, snap.step), "object": "model", "created": int(time.time()),
-            "owned_by": "gemma-studio", "root": self.name}]})
+        return {"id": model_id(self.name, snap.step), "object": "model", "created": int(time.time()),
+                "owned_by": "gemma-studio", "root": self.name,
+                "max_model_len": getattr(self.run.model_config, "context_length", None)}
+
+    async def models(self, request: web.Request) -> web.Response:
+        return json_response({"object": "list", "data": [self._model_object()]})
+
+    async def model(self, request: web.Request) -> web.Response:
+        self._check_model(request.match_info["id"])
+        return json_response(self._model_object())
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._generate(request, openai_api.parse_completion(await _json_body(request), self.limits))
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        if self.run.tokenizer is None:
-            raise ApiError(503, "the model is still being prepared; try again in a moment", code="unavailable")
+        tokenizer = self._tokenizer()
         return await self._generate(request, openai_api.parse_chat(await _json_body(request), self.limits,
-                                                                   self.run.tokenizer))
+                                                                   tokenizer))
+
+    def _tokenizer(self):
+        if self.run.tokenizer is None or self.run.model_config is None:
+            raise ApiError(503, "the model is still being prepared; try again in a moment", code="unavailable")
+        return self.run.tokenizer
 
     def _check_model(self, requested: str) -> None:
         if requested != self.name and not requested.startswith(self.name + "@"):
             raise ApiError(404, f"model {requested!r} is not served here; this server serves {self.name!r}",
                            "model", code="model_not_found")
 
-    def _params(self, req: GenerationRequest) -> SamplingParams:
-        tokenizer, config = self.run.tokenizer, self.run.model_config
-        if tokenizer is None or config is None:
-            raise ApiError(503, "the model is still being prepared; try again in a moment", code="unavailable")
-        prompt_tokens = len(tokenizer.encode_document(req.prompt, special_tokens=req.special_tokens))
-        room = config.context_length - prompt_tokens
-        if room < 1:
-            raise ApiError(400, f"the prompt is {prompt_tokens:,} tokens; the model's context is "
-                                f"{config.context_length:,}", "prompt", code="context_length_exceeded")
+    def _prepare(self, req: GenerationRequest) -> list:
+        """Each prompt's token ids, checked against the vocabulary and the context, with the
+        sampling settings of its continuations. Run off the event loop: tokenizing is slow."""
+        from gemma_core.serve.completion_work import PreparedPrompt
+
+        tokenizer, config = self._tokenizer(), self.run.model_config
+        prepared = []
+        for i, prompt in enumerate(req.prompts):
+            where = "prompt" if len(req.prompts) == 1 else f"prompt[{i}]"
+            if isinstance(prompt, str):
+                ids, text = tokenizer.encode_document(prompt, special_tokens=req.special_tokens), prompt
+            else:
+                ids = list(prompt)
+                bad = next((t for t in ids if not 0 <= t < tokenizer.n_vocab), None)
+                if bad is not None:
+                    raise ApiError(400, f"{where} holds token id {bad}; this model's ids are 0 to "
+                                        f"{tokenizer.n_vocab - 1}", "prompt")
+                text = tokenizer.decode(ids)
+            prepared.append(PreparedPrompt(ids, text, self._sampling(req, len(ids), config.context_length, where)))
+        return prepared
+
+    def _sampling(self, req: GenerationRequest, prompt_tokens: int, context: int, where: str) -> SamplingParams:
+        room = context - prompt_tokens
+        scoring_only = req.max_tokens == 0
+        if room < (0 if scoring_only else 1):
+            raise ApiError(400, f"{where} is {prompt_tokens:,} tokens; the model's context is {context:,}",
+                           "prompt", code="context_length_exceeded")
         if req.max_tokens is not None and req.max_tokens > room:
             raise ApiError(400, f"max_tokens {req.max_tokens:,} is more than the {room:,} tokens the context "
-                                f"leaves after a {prompt_tokens:,}-token prompt", "max_tokens",
+                                f"leaves after a {prompt_tokens:,}-token {where}", "max_tokens",
                            code="context_length_exceeded")
         default = 16 if not req.chat else min(256, self.limits.max_tokens)
-        return SamplingParams(max_new_tokens=min(req.max_tokens or default, room), temperature=req.temperature,
+        wanted = req.max_tokens if req.max_tokens is not None else min(default, room)
+        return SamplingParams(max_new_tokens=wanted, temperature=req.temperature,
                               top_p=req.top_p if req.top_p not in (None, 1.0) else None, seed=req.seed,
-                              stop_strings=req.stop, stop_token_ids=req.stop_token_ids)
+                              stop_strings=req.stop, stop_token_ids=req.stop_token_ids,
+                              frequency_penalty=req.frequency_penalty, presence_penalty=req.presence_penalty)
 
     async def _generate(self, request: web.Request, req: GenerationRequest) -> web.StreamResponse:
         self._check_model(req.model)
         # Tokenizing a long prompt takes a while: off the event loop, which answers everyone.
-        params = await asyncio.get_running_loop().run_in_executor(None, self._params, req)
-        self._admit()
-        job = None
-        try:
-            job = await self._start_reply(req.prompt, params, special_tokens=req.special_tokens)
+        from gemma_core.serve.completion_work import CompletionWork
+
+        prompts = await asyncio.get_running_loop().run_in_executor(None, self._prepare, req)
+        work = CompletionWork(req, prompts, self.run.tokenizer)
+        async with self._admitted():
+            job = await asyncio.get_running_loop().run_in_executor(None, self.run.compute, work)
             response_id = openai_api.new_id("chatcmpl" if req.chat else "cmpl")
             model = model_id(self.name, job.step)
-            if not req.stream:
-                text = "".join([piece async for piece in self._pieces(request, job)])
-                if job.error:
-                    raise ApiError(500, f"generation failed: {job.error}", kind="server_error")
-                return json_response(openai_api.response(req, response_id, model, text, job.stats.finish_reason,
-                                                         job.stats.prompt_tokens, job.stats.completion_tokens))
-            response = await _event_stream(request)
-            first = True
-            async for text in self._pieces(request, job):
-                await _send_event(response, openai_api.chunk(req, response_id, model, text, first=first))
-                first = False
+            if req.stream:
+                return await self._stream(request, req, job, response_id, model)
+            choices = {i: openai_api.Choice(i, "", [], None) for i in range(req.choices)}
+            counts = [0, 0]
+            async for deltas in self._piece_lists(request, job):
+                for delta in deltas:
+                    choice = choices[delta.index]
+                    choice.text += delta.text
+                    choice.tokens.extend(delta.tokens)
+                    if delta.finish_reason is not None:
+                        choice.finish_reason = delta.finish_reason
+                        counts[0] += delta.prompt_tokens
+                        counts[1] += delta.completion_tokens
             if job.error:
-                await _send_event(response, {"error": {"message": f"generation failed: {job.error}",
-                                                       "type": "server_error", "param": None, "code": None}})
-            else:
-                await _send_event(response, openai_api.chunk(req, response_id, model, first=first,
-                                                             reason=job.stats.finish_reason or "length"))
-                if req.include_usage:
+                raise ApiError(500, f"generation failed: {job.error}", kind="server_error")
+            return json_response(openai_api.response(req, response_id, model, list(choices.values()), *counts))
+
+    async def _stream(self, request: web.Request, req: GenerationRequest, job: ChatJob, response_id: str,
+                      model: str) -> web.StreamResponse:
+        response = await _event_stream(request)
+        started: set[int] = set()
+        counts = [0, 0]
+        async for deltas in self._piece_lists(request, job):
+            for delta in deltas:
+                first = delta.index not in started
+                started.add(delta.index)
+                if delta.text or delta.tokens or first or delta.finish_reason is not None:
                     await _send_event(response, openai_api.chunk(
-                        req, response_id, model, usage_counts=openai_api.usage(job.stats.prompt_tokens,
-                                                                               job.stats.completion_tokens)))
-            await response.write(b"data: [DONE]\n\n")
-            return response
-        finally:
-            self._release(job)
+                        req, response_id, model, delta.index, delta.text, delta.tokens, first=first,
+                        reason=delta.finish_reason))
+                if delta.finish_reason is not None:
+                    counts[0] += delta.prompt_tokens
+                    counts[1] += delta.completion_tokens
+        if job.error:
+            await _send_event(response, {"error": {"message": f"generation failed: {job.error}",
+                                                   "type": "server_error", "param": None, "code": None}})
+        elif req.include_usage:
+            await _send_event(response, openai_api.chunk(req, response_id, model,
+                                                         usage_counts=openai_api.usage(*counts)))
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    # ------------------------------------------------------------ tokenizer
+    # vLLM's routes, which lm-evaluation-harness finds by itself and uses to count tokens.
+    async def tokenizer_info(self, request: web.Request) -> web.Response:
+        tokenizer = self._tokenizer()
+        bos = tokenizer.bos_id
+        return json_response({"tokenizer_class": type(tokenizer).__name__, "eos_token": _special_text(tokenizer,
+                              tokenizer.eos_id), "bos_token": _special_text(tokenizer, bos) if bos is not None else None,
+                              "model_max_length": self.run.model_config.context_length,
+                              "chat_template": getattr(tokenizer, "chat_template", None)})
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
+            raise ApiError(400, "send {\"prompt\": text} (and add_special_tokens: true or false)", "prompt")
+        add_special = body.get("add_special_tokens", True)
+        if not isinstance(add_special, bool):
+            raise ApiError(400, f"add_special_tokens must be true or false, got {add_special!r}",
+                           "add_special_tokens")
+        tokenizer = self._tokenizer()
+        ids = await asyncio.get_running_loop().run_in_executor(None, _tokenize, tokenizer, body["prompt"],
+                                                               add_special)
+        return json_response({"count": len(ids), "max_model_len": self.run.model_config.context_length,
+                              "tokens": ids})
+
+    async def detokenize(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        tokens = body.get("tokens") if isinstance(body, dict) else None
+        tokenizer = self._tokenizer()
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool)
+                                                   and 0 <= t < tokenizer.n_vocab for t in tokens):
+            raise ApiError(400, f"tokens must be a list of token ids from 0 to {tokenizer.n_vocab - 1}", "tokens")
+        return json_response({"prompt": tokenizer.decode(tokens)})
+
+
+def _special_text(tokenizer, token_id: int) -> str:
+    return tokenizer.token_bytes(token_id).decode("utf-8", errors="replace")
+
+
+def _tokenize(tokenizer, text: str, add_special_tokens: bool) -> list[int]:
+    """Text as ordinary text, as prompts are read (``<|endoftext|>`` written out is eleven
+    tokens, not the end of text); a text that is exactly one special token's name is that
+    token, so that a client can look up a special token's id (lm-evaluation-harness asks for
+    EOS's this way)."""
+    specials = getattr(tokenizer.encoding, "_special_tokens", None) or {}
+    ids = [specials[text]] if text in specials else tokenizer.encode(text)
+    bos = tokenizer.bos_id
+    if add_special_tokens and bos is not None and ids[:1] != [bos]:
+        ids = [bos] + ids
+    return ids
 
 
 # ------------------------------------------------------------------ helpers

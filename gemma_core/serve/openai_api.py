@@ -31,7 +31,10 @@ from typing import Any
 
 from gemma_core.model.sampling import MAX_SEED
 
-MAX_STOP_STRINGS = 4
+MAX_STOP_STRINGS = 16  # lm-evaluation-harness adds the EOS text to a task's own stop strings
+MAX_LOGPROBS = 20  # alternatives per token, as vLLM's default bound
+MAX_CHOICES = 8  # n: continuations of one prompt
+MAX_PROMPTS = 256  # prompts in one completions request
 MAX_DIGITS = 40  # no field takes a longer whole number (a seed is below 2**64: 20 digits)
 MAX_DEPTH = 32  # a chat request nests 5 deep; a body nested deeper is not a request
 PLAIN_USER, PLAIN_ASSISTANT = "User:", "Assistant:"
@@ -55,7 +58,11 @@ class ApiError(Exception):
 class Limits:
     max_tokens: int = 2048  # the most a single request may ask for (the context bounds it too)
     max_body_bytes: int = 1 << 20
-    max_generations: int = 4  # replies being written at once; more are refused with 429
+    # Requests being answered at once; more wait their turn, first come first served, and
+    # past max_waiting they are refused with 429 and Retry-After. An evaluation harness
+    # with 8 concurrent clients is all answered.
+    max_generations: int = 8
+    max_waiting: int = 64
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class GenerationRequest:
     """What both endpoints ask for, once checked."""
 
     model: str
-    prompt: str  # for chat: the rendered conversation
+    prompts: tuple  # each text, or a tuple of token ids used as they are; chat: the rendered conversation
     max_tokens: int | None  # None: as many as the context leaves (up to Limits.max_tokens)
     temperature: float
     top_p: float | None
@@ -74,6 +81,19 @@ class GenerationRequest:
     chat: bool
     special_tokens: bool = False  # the prompt holds a chat template's special-token text
     stop_token_ids: tuple[int, ...] = ()
+    n: int = 1  # continuations of each prompt
+    echo: bool = False  # completions: the prompt comes back before its continuation
+    logprobs: int | None = None  # alternatives per token to report; None: no log-probabilities
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+
+    @property
+    def prompt(self):
+        return self.prompts[0]
+
+    @property
+    def choices(self) -> int:
+        return len(self.prompts) * self.n
 
 
 # ------------------------------------------------------------------ bodies
@@ -165,8 +185,7 @@ def _shown(value: Any) -> str:
 # Fields a client may send that this server does not implement, with the values that mean
 # "not used": anything else is refused rather than silently ignored.
 _NEUTRAL: dict[str, tuple] = {
-    "n": (1,), "best_of": (1,), "echo": (False,), "logprobs": (False, 0), "top_logprobs": (0,),
-    "frequency_penalty": (0,), "presence_penalty": (0,), "logit_bias": ({},), "suffix": ("",),
+    "logit_bias": ({},), "suffix": ("",),
     "response_format": ({"type": "text"},), "tools": ([],), "tool_choice": ("none",), "functions": ([],),
     "function_call": ("none",), "parallel_tool_calls": (False,), "service_tier": ("auto", "default"),
     "store": (False,),
@@ -212,7 +231,7 @@ def _integer(body: dict, key: str, low: int, high: int) -> int | None:
     return value
 
 
-def _common(body: Any, limits: Limits) -> dict:
+def _common(body: Any, limits: Limits, fewest_tokens: int) -> dict:
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     model = body.get("model")
@@ -224,7 +243,7 @@ def _common(body: Any, limits: Limits) -> dict:
     elif isinstance(stop, str):
         stops = (stop,) if stop else ()
     elif isinstance(stop, list) and all(isinstance(s, str) and s for s in stop) and len(stop) <= MAX_STOP_STRINGS:
-        stops = tuple(stop)
+        stops = tuple(dict.fromkeys(stop))
     else:
         raise ApiError(400, f"stop must be a string or a list of at most {MAX_STOP_STRINGS} non-empty strings",
                        "stop")
@@ -238,42 +257,93 @@ def _common(body: Any, limits: Limits) -> dict:
     if options is not None and not stream:
         raise ApiError(400, "stream_options is for streamed replies only; send it with stream: true",
                        "stream_options")
-    max_tokens = _max_tokens(body, limits)
+    max_tokens = _max_tokens(body, limits, fewest_tokens)
+    n = _integer(body, "n", 1, MAX_CHOICES) or 1
+    best_of = _integer(body, "best_of", 1, MAX_CHOICES)
+    if best_of is not None and best_of != n:
+        raise ApiError(400, f"best_of={best_of} is not supported: every continuation asked for is returned "
+                            f"(n={n}); send best_of equal to n or leave it out", "best_of")
     return dict(model=model, max_tokens=max_tokens, temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
                 top_p=_number(body, "top_p", None, 0.0, 1.0), stop=stops, seed=_integer(body, "seed", 0, MAX_SEED),
-                stream=stream, include_usage=bool(options and options.get("include_usage")))
+                stream=stream, include_usage=bool(options and options.get("include_usage")), n=n,
+                frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0),
+                presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0))
 
 
-def _max_tokens(body: dict, limits: Limits) -> int | None:
+def _max_tokens(body: dict, limits: Limits, fewest: int) -> int | None:
     """``max_tokens``, or its newer name ``max_completion_tokens``: each checked, and both only
-    when they agree (neither may silently override the other)."""
-    old = _integer(body, "max_tokens", 1, limits.max_tokens)
-    new = _integer(body, "max_completion_tokens", 1, limits.max_tokens)
+    when they agree (neither may silently override the other). ``fewest`` is 0 where a
+    prompt may be scored without a continuation (completions with ``echo``)."""
+    old = _integer(body, "max_tokens", fewest, limits.max_tokens)
+    new = _integer(body, "max_completion_tokens", fewest, limits.max_tokens)
     if old is not None and new is not None and old != new:
         raise ApiError(400, f"max_tokens ({old}) and max_completion_tokens ({new}) disagree; send one of them",
                        "max_completion_tokens")
     return new if old is None else old
 
 
-_COMMON = {"model", "max_tokens", "temperature", "top_p", "stop", "seed", "stream", "stream_options"}
+_COMMON = {"model", "max_tokens", "temperature", "top_p", "stop", "seed", "stream", "stream_options", "n",
+           "best_of", "frequency_penalty", "presence_penalty"}
 
 
 def parse_completion(body: Any, limits: Limits) -> GenerationRequest:
-    values = _common(body, limits)
-    _check_fields(body, _COMMON | {"prompt"})
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise ApiError(400, "prompt must be a string (one prompt per request)", "prompt")
+    values = _common(body, limits, fewest_tokens=0)
+    _check_fields(body, _COMMON | {"prompt", "echo", "logprobs"})
+    prompts = _prompts(body.get("prompt"))
+    echo = body.get("echo", False)
+    if echo is None:
+        echo = False
+    if not isinstance(echo, bool):
+        raise ApiError(400, f"echo must be true or false, got {_shown(echo)}", "echo")
+    logprobs = body.get("logprobs")
+    if isinstance(logprobs, bool):  # the chat endpoint's form, sent here by some clients
+        logprobs = 0 if logprobs else None
+    if logprobs is not None:
+        logprobs = _integer(body | {"logprobs": logprobs}, "logprobs", 0, MAX_LOGPROBS)
+    if values["max_tokens"] == 0 and not echo:
+        raise ApiError(400, "max_tokens 0 writes nothing; send echo: true with it to score the prompt",
+                       "max_tokens")
+    if len(prompts) * values["n"] > MAX_PROMPTS:
+        raise ApiError(400, f"{len(prompts)} prompts x n={values['n']} is more than the {MAX_PROMPTS} choices "
+                            "one request may ask for; split the batch", "prompt")
     if values["top_p"] == 0.0:
         raise ApiError(400, "top_p must be above 0", "top_p")
-    return GenerationRequest(prompt=prompt, chat=False, **values)
+    return GenerationRequest(prompts=prompts, chat=False, echo=echo, logprobs=logprobs, **values)
+
+
+def _prompts(prompt: Any) -> tuple:
+    """OpenAI's four forms of ``prompt``: a string, a list of strings, a list of token ids, or
+    a list of lists of token ids; one prompt per choice, in order."""
+    shape = "prompt must be a string, a list of strings, a list of token ids or a list of lists of token ids"
+    if isinstance(prompt, str):
+        return (prompt,)
+    if not isinstance(prompt, list) or not prompt:
+        raise ApiError(400, shape, "prompt")
+    if all(_is_token_id(t) for t in prompt):
+        return (tuple(prompt),)
+    if len(prompt) > MAX_PROMPTS:
+        raise ApiError(400, f"prompt holds {len(prompt):,} prompts; at most {MAX_PROMPTS} per request", "prompt")
+    prompts = []
+    for i, item in enumerate(prompt):
+        if isinstance(item, str):
+            prompts.append(item)
+        elif isinstance(item, list) and item and all(_is_token_id(t) for t in item):
+            prompts.append(tuple(item))
+        elif isinstance(item, list) and not item:
+            raise ApiError(400, f"prompt[{i}] is an empty list of token ids", "prompt")
+        else:
+            raise ApiError(400, f"prompt[{i}]: {shape}", "prompt")
+    return tuple(prompts)
+
+
+def _is_token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def parse_chat(body: Any, limits: Limits, tokenizer) -> GenerationRequest:
-    values = _common(body, limits)
-    _check_fields(body, _COMMON | {"messages", "max_completion_tokens"})
+    values = _common(body, limits, fewest_tokens=1)
+    _check_fields(body, _COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs"})
+    logprobs = _chat_logprobs(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty list", "messages")
@@ -300,8 +370,19 @@ def parse_chat(body: Any, limits: Limits, tokenizer) -> GenerationRequest:
         raise ApiError(400, "top_p must be above 0", "top_p")
     prompt, special, stops, stop_ids = render_conversation(turns, tokenizer)
     values["stop"] = tuple(dict.fromkeys(values["stop"] + stops))  # the user's, and the layout's own
-    return GenerationRequest(prompt=prompt, chat=True, special_tokens=special, stop_token_ids=stop_ids,
-                             **values)
+    return GenerationRequest(prompts=(prompt,), chat=True, special_tokens=special, stop_token_ids=stop_ids,
+                             logprobs=logprobs, **values)
+
+
+def _chat_logprobs(body: dict) -> int | None:
+    """Chat's form: ``logprobs`` true/false, and ``top_logprobs`` alternatives (0-20) with it."""
+    wanted = body.get("logprobs")
+    if wanted is not None and not isinstance(wanted, bool):
+        raise ApiError(400, f"logprobs must be true or false, got {_shown(wanted)}", "logprobs")
+    top = _integer(body, "top_logprobs", 0, MAX_LOGPROBS)
+    if top and not wanted:
+        raise ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs")
+    return (top or 0) if wanted else None
 
 
 # ------------------------------------------------------------ conversations
@@ -367,22 +448,29 @@ def finish_reason(reason: str | None) -> str:
     return "stop" if reason == "stop" else "length"
 
 
-def response(request: GenerationRequest, response_id: str, model: str, text: str, reason: str | None,
+@dataclass
+class Choice:
+    """One choice of a whole (not streamed) response, gathered from its pieces."""
+
+    index: int
+    text: str
+    tokens: list  # of completion_work.TokenLogprob
+    finish_reason: str | None
+
+
+def response(request: GenerationRequest, response_id: str, model: str, choices: list[Choice],
              prompt_tokens: int, completion_tokens: int) -> dict:
     created = int(time.time())
-    if request.chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                  "logprobs": None, "finish_reason": finish_reason(reason)}
-        kind = "chat.completion"
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason(reason)}
-        kind = "text_completion"
-    return {"id": response_id, "object": kind, "created": created, "model": model, "choices": [choice],
+    shaped = [_choice(request, c.index, c.text, c.tokens, finish_reason(c.finish_reason), whole=True)
+              for c in choices]
+    kind = "chat.completion" if request.chat else "text_completion"
+    return {"id": response_id, "object": kind, "created": created, "model": model, "choices": shaped,
             "usage": usage(prompt_tokens, completion_tokens)}
 
 
-def chunk(request: GenerationRequest, response_id: str, model: str, text: str | None = None,
-          reason: str | None = None, first: bool = False, usage_counts: dict | None = None) -> dict:
+def chunk(request: GenerationRequest, response_id: str, model: str, index: int = 0, text: str | None = None,
+          tokens: list | None = None, reason: str | None = None, first: bool = False,
+          usage_counts: dict | None = None) -> dict:
     """One server-sent event's worth of a streamed reply; ``usage_counts`` makes the final
     usage chunk (no choices), as ``stream_options.include_usage`` asks."""
     created = int(time.time())
@@ -390,13 +478,50 @@ def chunk(request: GenerationRequest, response_id: str, model: str, text: str | 
     if usage_counts is not None:
         return {"id": response_id, "object": kind, "created": created, "model": model, "choices": [],
                 "usage": usage_counts}
-    if request.chat:
-        delta: dict = {"role": "assistant", "content": ""} if first else {}
-        if text:
-            delta["content"] = text
-        choice = {"index": 0, "delta": delta, "logprobs": None,
-                  "finish_reason": finish_reason(reason) if reason else None}
-    else:
-        choice = {"index": 0, "text": text or "", "logprobs": None,
-                  "finish_reason": finish_reason(reason) if reason else None}
+    choice = _choice(request, index, text or "", tokens or [], finish_reason(reason) if reason else None,
+                     whole=False, first=first)
     return {"id": response_id, "object": kind, "created": created, "model": model, "choices": [choice]}
+
+
+def _choice(request: GenerationRequest, index: int, text: str, tokens: list, reason: str | None, whole: bool,
+            first: bool = False) -> dict:
+    logprobs = None
+    if request.logprobs is not None:
+        logprobs = chat_logprobs(tokens, request.logprobs) if request.chat else legacy_logprobs(tokens)
+    if not request.chat:
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
+    if whole:
+        return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
+                "finish_reason": reason}
+    delta: dict = {"role": "assistant", "content": ""} if first else {}
+    if text:
+        delta["content"] = text
+    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
+
+
+def token_text(token: bytes) -> str:
+    """A token as logprobs name it: its text, or its bytes spelled out where they are not
+    whole UTF-8 characters (as vLLM does), so that no two tokens share a name."""
+    try:
+        return token.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in token)
+
+
+def legacy_logprobs(tokens: list) -> dict:
+    """The completions endpoint's shape: parallel lists, and a dict of alternatives per token
+    (null for an echoed prompt's first token, which nothing predicts)."""
+    return {"tokens": [token_text(t.token) for t in tokens],
+            "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [None if t.top is None else {token_text(b): lp for b, lp in t.top} for t in tokens],
+            "text_offset": [t.offset for t in tokens]}
+
+
+def chat_logprobs(tokens: list, top_n: int) -> dict:
+    """The chat endpoint's shape: one entry per token, with its bytes and exactly ``top_n``
+    alternatives (the chosen token is among them only if it is among the likeliest)."""
+    def entry(token: bytes, logprob: float) -> dict:
+        return {"token": token_text(token), "logprob": logprob, "bytes": list(token)}
+
+    return {"content": [entry(t.token, t.logprob) | {"top_logprobs": [entry(b, lp) for b, lp in (t.top or [])[:top_n]]}
+                        for t in tokens]}

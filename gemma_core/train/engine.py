@@ -31,7 +31,8 @@ from typing import Any, Callable
 
 import torch
 
-from gemma_core.chat import ChatJob, ChatService, ComputeTurns, InferenceCopy, LiveWeights, check_chat_request
+from gemma_core.chat import (ChatJob, ChatService, ComputeTurns, InferenceCopy, LiveWeights, PiecesOf,
+                             check_chat_request)
 from gemma_core.errors import Cancelled, DiskFull, UserError, internal_message
 from gemma_core.folder_lock import FolderLock
 from gemma_core.model.config import GemmaConfig
@@ -241,6 +242,13 @@ class TrainingEngine:
             return ChatJob.failed(prompt, params, self._step,
                                   "the model is still being prepared; try again in a moment")
         return self._chat.chat(prompt, params, special_tokens)
+
+    def compute(self, pieces_of: PiecesOf, per_turn: int = 1) -> ChatJob:
+        """Other work on the current weights (an API's scoring), taking turns as chat does."""
+        if self._chat is None:
+            return ChatJob.failed("", SamplingParams(), self._step,
+                                  "the model is still being prepared; try again in a moment")
+        return self._chat.compute(pieces_of, per_turn)
 
     # ------------------------------------------------------------- the run
     def _publish(self, event: Event) -> Event:

@@ -23,18 +23,27 @@ def test_the_plain_layout_is_the_documented_one():
     {"n": 1}, {"echo": False}, {"logprobs": None}, {"frequency_penalty": 0}, {"presence_penalty": 0.0},
     {"logit_bias": {}}, {"user": "me"}, {"stream_options": {"include_usage": True}, "stream": True},
     {"stop": ["\n", "END"]}, {"seed": 7}, {"top_p": 0.9}, {"temperature": 0},
+    {"n": 3, "best_of": 3}, {"echo": True, "logprobs": 1, "max_tokens": 0}, {"logprobs": 20},
+    {"frequency_penalty": -2, "presence_penalty": 2}, {"stop": ["a"] * 16}, {"prompt": ["a", "b"]},
+    {"prompt": [1, 2, 3]}, {"prompt": [[1, 2], [3]]}, {"prompt": ["a", [1, 2]]},
 ])
-def test_fields_a_client_sends_with_their_neutral_values_are_accepted(fields):
+def test_fields_a_client_sends_are_accepted(fields):
     parse_completion({"model": "m", "prompt": "x", **fields}, LIMITS)
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"n": 2}, "n=2 is not supported"), ({"echo": True}, "echo=True"), ({"logprobs": 5}, "logprobs=5"),
-    ({"n": True}, "n=True"), ({"frequency_penalty": 0.5}, "frequency_penalty"), ({"prompt": ["a", "b"]}, "prompt"),
-    ({"stop": ["a"] * 5}, "at most 4"), ({"stop": [""]}, "non-empty"), ({"max_tokens": 0}, "max_tokens"),
-    ({"max_tokens": 101}, "between 1 and 100"), ({"temperature": 2.5}, "temperature"), ({"seed": -1}, "seed"),
-    ({"top_p": 0}, "top_p must be above 0"), ({"stream": "yes"}, "stream"), ({"best_of": 3}, "best_of"),
+    ({"n": 9}, "n must be between 1 and 8"), ({"n": True}, "n must be a whole number"),
+    ({"logprobs": 21}, "logprobs must be between 0 and 20"), ({"echo": "yes"}, "echo must be true or false"),
+    ({"frequency_penalty": 2.5}, "frequency_penalty"), ({"presence_penalty": "high"}, "presence_penalty"),
+    ({"prompt": []}, "prompt must be"), ({"prompt": [[]]}, "prompt[0] is an empty list"),
+    ({"prompt": [1.5]}, "prompt[0]"), ({"prompt": [["a"]]}, "prompt[0]"), ({"prompt": ["a"] * 300}, "at most 256"),
+    ({"prompt": ["a"] * 100, "n": 3}, "split the batch"),
+    ({"stop": ["a"] * 17}, "at most 16"), ({"stop": [""]}, "non-empty"),
+    ({"max_tokens": 0}, "send echo: true with it to score the prompt"),
+    ({"max_tokens": 101}, "between 0 and 100"), ({"temperature": 2.5}, "temperature"), ({"seed": -1}, "seed"),
+    ({"top_p": 0}, "top_p must be above 0"), ({"stream": "yes"}, "stream"), ({"best_of": 3}, "best_of=3"),
     ({"frobnicate": 1}, "unknown field 'frobnicate'"), ({"model": ""}, "model is required"),
+    ({"suffix": "tail"}, "suffix='tail' is not supported"),
 ])
 def test_what_the_server_does_not_do_is_refused_not_ignored(fields, message):
     with pytest.raises(ApiError) as caught:
@@ -58,7 +67,9 @@ def test_chat_messages_are_checked_one_by_one():
 
 @pytest.mark.parametrize("fields, message", [
     ({"max_tokens": 5, "max_completion_tokens": "many"}, "max_completion_tokens must be a whole number"),
-    ({"max_tokens": 5, "max_completion_tokens": 0}, "max_completion_tokens must be between"),
+    ({"max_tokens": 5, "max_completion_tokens": 0}, "max_completion_tokens must be between 1 and"),
+    ({"top_logprobs": 2}, "top_logprobs needs logprobs: true"), ({"logprobs": 1}, "logprobs must be true or false"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs must be between 0 and 20"),
     ({"max_tokens": 5, "max_completion_tokens": 7}, "disagree"),
     ({"max_tokens": "x", "max_completion_tokens": 7}, "max_tokens must be a whole number"),
     ({"stream_options": {"include_usage": True}}, "stream: true"),

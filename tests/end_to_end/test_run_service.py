@@ -149,7 +149,7 @@ HOSTILE = [
     ("a prompt of the wrong type", "POST", "/v1/completions", completion(prompt=7), None, 400, "prompt"),
     ("an unknown field", "POST", "/v1/completions", completion(temprature=0.5), None, 400, "unknown field"),
     ("an unknown model", "POST", "/v1/completions", completion(model="gpt-4"), None, 404, "not served here"),
-    ("two choices", "POST", "/v1/completions", completion(n=2), None, 400, "n=2 is not supported"),
+    ("too many choices", "POST", "/v1/completions", completion(n=99), None, 400, "n must be between 1 and 8"),
     ("a NaN temperature", "POST", "/v1/completions", b'{"model": "run", "prompt": "x", "temperature": NaN}',
      None, 400, "temperature"),
     ("too many tokens", "POST", "/v1/completions", completion(max_tokens=10**6), None, 400, "max_tokens"),
