@@ -14,6 +14,7 @@ from gemma_core.model.model import Gemma3Model
 from gemma_core.model.presets import preset
 from gemma_core.run.model_dir import load_model_dir, save_model_dir
 from gemma_core.tokenizers.tokenizer import load_tokenizer
+from tests.end_to_end.cli_in_process import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +111,8 @@ def test_checkpoint_round_trip_and_generate_command(tmp_path, nano):
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor)
     expected = "".join(stream_text(model, tok, "Good morrow", SamplingParams(max_new_tokens=12, temperature=0)))
-    result = subprocess.run(
-        [sys.executable, "-m", "gemma_core", "generate", "--checkpoint", str(tmp_path / "run"),
-         "--prompt", "Good morrow", "--max_new_tokens", "12", "--temperature", "0"],
-        capture_output=True, text=True, timeout=120)
+    result = run_cli("generate", "--checkpoint", str(tmp_path / "run"), "--prompt", "Good morrow",
+                     "--max_new_tokens", "12", "--temperature", "0")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Good morrow")
     assert result.stdout == "Good morrow" + expected + "\n"
@@ -126,9 +125,7 @@ def test_checkpoint_round_trip_and_generate_command(tmp_path, nano):
 
 
 def test_generate_on_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "gemma_core", "generate", "--checkpoint", str(tmp_path / "nope"),
-         "--prompt", "x"], capture_output=True, text=True, timeout=60)
+    result = run_cli("generate", "--checkpoint", str(tmp_path / "nope"), "--prompt", "x")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "checkpoint directory not found" in result.stderr

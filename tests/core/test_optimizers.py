@@ -3,8 +3,6 @@ learning rates both follow; their state survives a checkpoint, and bad choices a
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,6 +13,7 @@ from gemma_core.model.presets import preset
 from gemma_core.run.checkpoints import optimizer_state_tensors, restore_optimizer_state
 from gemma_core.train.optim import Schedule, build_optimizer, describe_optimizer
 from gemma_core.train.settings import TrainSettings
+from tests.end_to_end.cli_in_process import run_cli
 
 CPU = torch.device("cpu")
 
@@ -170,8 +169,7 @@ def test_the_run_log_names_the_optimisers_and_their_peaks():
 
 
 def test_train_help_lists_the_optimiser_and_schedule_flags():
-    done = subprocess.run([sys.executable, "-m", "gemma_core", "train", "--help"], capture_output=True,
-                          text=True, timeout=60)
+    done = run_cli("train", "--help")
     assert done.returncode == 0
     for flag in ("--optimizer", "--muon_learning_rate", "--muon_momentum", "--schedule", "--decay_fraction"):
         assert flag in done.stdout, flag

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -16,6 +14,7 @@ from gemma_core.train.engine import TrainingEngine
 from gemma_core.train.events import EvalResult, RunState, StepMetrics
 from gemma_core.train.optim import Schedule
 from gemma_core.train.settings import TrainSettings
+from tests.end_to_end.cli_in_process import run_cli
 
 SEED_OUTPUTS = ("config.json", "model.safetensors", "training_log.json", "validation_log.json",
                 "vocab.json", "loss_function.png")
@@ -67,9 +66,7 @@ def test_nano_learns_and_writes_the_seed_outputs(tmp_path, corpus):
     vocab = json.loads((out / "vocab.json").read_text(encoding="utf-8"))
     assert len(vocab) == 4096 and sorted(vocab.values()) == list(range(4096))
 
-    result = subprocess.run([sys.executable, "-m", "gemma_core", "generate", "--checkpoint", str(out),
-                             "--prompt", "KING", "--max_new_tokens", "10", "--seed", "1"],
-                            capture_output=True, text=True, timeout=120)
+    result = run_cli("generate", "--checkpoint", str(out), "--prompt", "KING", "--max_new_tokens", "10", "--seed", "1")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("KING") and len(result.stdout) > len("KING\n")
 
@@ -202,9 +199,7 @@ def test_toml_config_sits_between_preset_and_flags(tmp_path):
 def test_tokenizer_train_command_round_trips(tmp_path, corpus):
     train, _ = corpus
     out = tmp_path / "mine.tiktoken"
-    result = subprocess.run([sys.executable, "-m", "gemma_core", "tokenizer", "train", "--input", str(train),
-                             "--vocab_size", "600", "--output", str(out)],
-                            capture_output=True, text=True, timeout=120)
+    result = run_cli("tokenizer", "train", "--input", str(train), "--vocab_size", "600", "--output", str(out))
     assert result.returncode == 0, result.stderr
     from gemma_core.tokenizers.tokenizer import load_tokenizer
     tok = load_tokenizer(str(out))

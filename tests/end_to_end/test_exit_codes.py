@@ -15,6 +15,7 @@ import pytest
 from gemma_core.cli import main
 from gemma_core.data.corpus import bundled_works
 from gemma_core.train.step import TrainStep
+from tests.end_to_end.cli_in_process import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,14 @@ def trained(tmp_path_factory) -> Path:
     return out
 
 
-def command(program: str, *args: str, env: dict | None = None, timeout: float = 120):
+def command(program: str, *args: str):
+    """The command line, run in this process as a subprocess would see it (see cli_in_process)."""
+    return run_cli(*args, tool=program)
+
+
+def command_apart(program: str, *args: str, env: dict | None = None, timeout: float = 120):
+    """The command line in a process of its own (for what a process takes from its environment
+    as it starts, such as its streams' encoding)."""
     return subprocess.run([sys.executable, "-m", program, *args], capture_output=True, text=True,
                           timeout=timeout, env=dict(os.environ, **(env or {})))
 
@@ -203,7 +211,7 @@ def test_more_new_tokens_than_the_context_holds_is_capped_and_said(trained):
 
 
 def test_an_ascii_only_terminal_gets_escapes_not_a_crash(trained):
-    result = command("gemma_core", "generate", "--checkpoint", str(trained), "--prompt", "naïve café —",
+    result = command_apart("gemma_core", "generate", "--checkpoint", str(trained), "--prompt", "naïve café —",
                      "--max_new_tokens", "5", env={"PYTHONIOENCODING": "ascii", "LC_ALL": "C"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("na\\xefve caf\\xe9 \\u2014")

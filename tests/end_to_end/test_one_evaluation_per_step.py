@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from gemma_core.run.logs import RunLogs, ValidationLog, read_jsonl, truncate_logs_to
+from tests.end_to_end.cli_in_process import run_cli_together
 from tests.end_to_end.test_run_service import gemma, live, start_run, wait_until
 
 
@@ -67,9 +67,8 @@ def test_four_evaluations_asked_at_once_at_one_step_log_it_once_in_both_logs(tmp
         paused = gemma("control", str(folder), "pause", timeout=240)
         assert paused.returncode == 0, paused.stderr
         step = int(paused.stdout.split()[-1].replace(",", ""))
-        asks = [subprocess.Popen([sys.executable, "-m", "gemma_core", "control", str(folder), "eval"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
-        answers = [ask.communicate(timeout=240) + (ask.returncode,) for ask in asks]
+        asks = run_cli_together(*[("control", str(folder), "eval")] * 4, deadline_s=240)
+        answers = [(ask.stdout, ask.stderr, ask.returncode) for ask in asks]
         stream = assert_logs_agree(folder)
     finally:
         process.send_signal(signal.SIGTERM)

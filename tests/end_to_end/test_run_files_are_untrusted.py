@@ -7,7 +7,6 @@ every answer is bounded in time and bytes, and a live run is never called dead b
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from gemma_core.errors import UserError
 from gemma_core.run.catalog import find_runs
 from gemma_core.serve.client import connect
 from gemma_tui.run_picker import row_of
+from tests.end_to_end.cli_in_process import TEST_THREAD, run_cli, run_cli_together
 
 SECRET = "SECRET-the-users-other-key-0123456789"
 TOKEN = "aValidLookingRunKey_0123456789abcdefghijklm"
@@ -86,7 +86,7 @@ class FakeServer:
         self.port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._closed = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        threading.Thread(target=self._serve, name=f"{TEST_THREAD}fake server", daemon=True).start()
 
     def _serve(self) -> None:
         while not self._closed.is_set():
@@ -95,7 +95,8 @@ class FakeServer:
             except OSError:
                 return
             self.connections += 1
-            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+            threading.Thread(target=self._answer, args=(connection,), name=f"{TEST_THREAD}fake server answer",
+                             daemon=True).start()
 
     def _answer(self, connection: socket.socket) -> None:
         connection.settimeout(2)
@@ -160,16 +161,19 @@ def fake_server():
 
 
 def timed(*args: str, tool: str = "gemma_core") -> subprocess.CompletedProcess:
+    """The command, run in this process (as a subprocess would see it), within DEADLINE_S."""
     started = time.monotonic()
-    result = gemma(*args, tool=tool)
+    result = run_cli(*args, tool=tool, deadline_s=DEADLINE_S)
     assert time.monotonic() - started < DEADLINE_S, f"{args} took {time.monotonic() - started:.0f} s"
     return result
 
 
 def timed_together(*commands: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
     """Several commands at once: each waits out the same silent server, in parallel."""
-    with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
-        return list(pool.map(lambda args: timed(*args), commands))
+    started = time.monotonic()
+    results = run_cli_together(*commands, deadline_s=DEADLINE_S)
+    assert time.monotonic() - started < DEADLINE_S, f"{commands} took {time.monotonic() - started:.0f} s"
+    return results
 
 
 # ------------------------------------------------------- a planted run folder
@@ -464,7 +468,7 @@ def test_a_real_run_that_is_stopped_is_not_answering_and_goes_on_when_continued(
         assert status["live"] and status["state"] == "not answering" and "resume_command" not in status
         assert "is gone" not in control.stderr
         process.send_signal(signal.SIGCONT)
-        wait_until(lambda: json.loads(gemma("status", str(folder), "--json").stdout)["state"] == "running",
+        wait_until(lambda: json.loads(run_cli("status", str(folder), "--json").stdout)["state"] == "running",
                    120, "the run to answer again")
     finally:
         process.send_signal(signal.SIGCONT)

@@ -21,11 +21,16 @@ from gemma_core.data.corpus import bundled_works
 from gemma_core.serve.client import RemoteEngine, RunNotRunning, connect
 from gemma_core.serve.server import read_server_files
 from gemma_core.train.events import RunState
+from tests.end_to_end.cli_in_process import run_cli
 
 openai = pytest.importorskip("openai")
 
 
 def gemma(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``gemma-core`` run in this process, as a subprocess would see it (see cli_in_process); with an
+    environment of its own, in a process of its own."""
+    if env is None:
+        return run_cli(*args, deadline_s=timeout)
     return subprocess.run([sys.executable, "-m", "gemma_core", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 

@@ -24,6 +24,7 @@ from gemma_core.model.generation import sample_next
 from gemma_core.model.sampling import SamplingParams
 from gemma_tui import cli as tui_cli
 from gemma_tui.themes import ThemeFileError, load_theme_file
+from tests.end_to_end.cli_in_process import run_cli
 from tests.end_to_end.test_hostile_input import assert_one_line_refusal
 
 TINY = (1e-300, 5e-324, 1e-45)  # positive, so accepted; 0 in float32
@@ -202,7 +203,8 @@ def test_defaults_and_settings_that_count_are_not_warned_about(capsys):
 
 # --------------------------------------------------------- gemma-tui serve
 def gemma_tui(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gemma_tui", *args], capture_output=True, text=True, timeout=180)
+    """``gemma-tui`` run in this process, as a subprocess would see it (see cli_in_process)."""
+    return run_cli(*args, tool="gemma_tui")
 
 
 @pytest.fixture

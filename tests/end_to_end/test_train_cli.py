@@ -13,6 +13,7 @@ import pytest
 
 from gemma_core.data.corpus import bundled_works
 from gemma_core.run import layout
+from tests.end_to_end.cli_in_process import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,12 @@ def gemma(*args, env_cache, **kwargs):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
 
 
+def gemma_here(*args, env_cache, monkeypatch):
+    """The command line run in this process (see cli_in_process), with the same cache folder."""
+    monkeypatch.setenv("GEMMA_STUDIO_CACHE", str(env_cache))
+    return run_cli(*args)
+
+
 def nano_train_args(out, train):
     return ["train", "--preset", "nano", "--output_dir", str(out), "--train_dataset_path", str(train),
             "--device", "cpu", "--dtype", "fp32", "--max_steps", "100000", "--eval_iters", "1000",
@@ -42,7 +49,7 @@ def nano_train_args(out, train):
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupt_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, corpus, how):
+def test_interrupt_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, corpus, how, monkeypatch):
     train, _ = corpus
     out = tmp_path / "run"
     process = gemma(*nano_train_args(out, train), env_cache=tmp_path / "cache")
@@ -64,14 +71,13 @@ def test_interrupt_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, co
     assert [e["step"] for e in entries] == list(range(1, len(entries) + 1))
 
     # The folder now holds a run: a new run there is refused, --resume continues it.
-    again = gemma("train", "--preset", "nano", "--output_dir", str(out), "--train_dataset_path",
-                  str(train), "--max_steps", "20", env_cache=tmp_path / "cache")
-    _, err = again.communicate(timeout=120)
+    again = gemma_here("train", "--preset", "nano", "--output_dir", str(out), "--train_dataset_path",
+                       str(train), "--max_steps", "20", env_cache=tmp_path / "cache", monkeypatch=monkeypatch)
+    err = again.stderr
     assert again.returncode == 2 and "holds another run" in err and "Traceback" not in err
-    resumed = gemma("train", "--resume", "--output_dir", str(out), "--max_steps", str(state["step"] + 2),
-                    env_cache=tmp_path / "cache")
-    _, err = resumed.communicate(timeout=120)
-    assert resumed.returncode == 0, err
+    resumed = gemma_here("train", "--resume", "--output_dir", str(out), "--max_steps", str(state["step"] + 2),
+                         env_cache=tmp_path / "cache", monkeypatch=monkeypatch)
+    assert resumed.returncode == 0, resumed.stderr
     steps = [e["step"] for e in json.loads((out / "training_log.json").read_text())]
     assert steps == list(range(1, state["step"] + 3))
 
@@ -103,36 +109,38 @@ def test_a_second_interrupt_exits_at_once(tmp_path, corpus):
     assert layout.has_checkpoint(out) or not (out / layout.CHECKPOINT).exists()  # never half a checkpoint
 
 
-def test_a_named_pipe_in_a_data_folder_is_passed_over_not_read(tmp_path, corpus):
+def test_a_named_pipe_in_a_data_folder_is_passed_over_not_read(tmp_path, corpus, monkeypatch):
     train, _ = corpus
     folder = tmp_path / "data"
     folder.mkdir()
     (folder / "book.txt").write_text(train.read_text(), encoding="utf-8")
     os.mkfifo(folder / "stream.txt")  # reading it would wait forever for a writer
-    process = gemma("train", "--preset", "nano", "--output_dir", str(tmp_path / "run"), "--train_dataset_path",
-                    str(folder), "--max_steps", "2", "--device", "cpu", env_cache=tmp_path / "cache")
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 0, err
+    trained = gemma_here("train", "--preset", "nano", "--output_dir", str(tmp_path / "run"), "--train_dataset_path",
+                         str(folder), "--max_steps", "2", "--device", "cpu", env_cache=tmp_path / "cache",
+                         monkeypatch=monkeypatch)  # a read of the pipe would be cut off by run_cli's deadline
+    assert trained.returncode == 0, trained.stderr
 
 
-def test_resume_without_a_checkpoint_is_refused_in_one_line(tmp_path):
-    process = gemma("train", "--resume", "--output_dir", str(tmp_path / "empty"), env_cache=tmp_path)
-    _, err = process.communicate(timeout=60)
+def test_resume_without_a_checkpoint_is_refused_in_one_line(tmp_path, monkeypatch):
+    process = gemma_here("train", "--resume", "--output_dir", str(tmp_path / "empty"), env_cache=tmp_path,
+                         monkeypatch=monkeypatch)
+    err = process.stderr
     assert process.returncode == 2
     assert err.strip().splitlines() == [f"error: {tmp_path / 'empty'}: no checkpoint to resume from; "
                                         "start a new run without --resume"]
 
 
-def test_eval_reports_loss_perplexity_and_bits_per_byte(tmp_path, corpus):
+def test_eval_reports_loss_perplexity_and_bits_per_byte(tmp_path, corpus, monkeypatch):
     train, test = corpus
     out = tmp_path / "run"
-    trained = gemma("train", "--preset", "nano", "--output_dir", str(out), "--train_dataset_path",
-                    str(train), "--max_steps", "12", "--device", "cpu", env_cache=tmp_path / "cache")
-    _, err = trained.communicate(timeout=180)
-    assert trained.returncode == 0, err
-    evaluated = gemma("eval", "--checkpoint", str(out), "--dataset", str(test), env_cache=tmp_path / "cache")
-    stdout, err = evaluated.communicate(timeout=120)
-    assert evaluated.returncode == 0, err
+    trained = gemma_here("train", "--preset", "nano", "--output_dir", str(out), "--train_dataset_path",
+                         str(train), "--max_steps", "12", "--device", "cpu", env_cache=tmp_path / "cache",
+                         monkeypatch=monkeypatch)
+    assert trained.returncode == 0, trained.stderr
+    evaluated = gemma_here("eval", "--checkpoint", str(out), "--dataset", str(test), env_cache=tmp_path / "cache",
+                           monkeypatch=monkeypatch)
+    stdout = evaluated.stdout
+    assert evaluated.returncode == 0, evaluated.stderr
     assert "loss " in stdout and "perplexity " in stdout and "bits/byte " in stdout
 
 

@@ -12,6 +12,7 @@ from gemma_core.cli.train import settings_from_args
 from gemma_core.train.events import RunState
 from gemma_tui import cli
 from gemma_tui.preview import PreviewEngine
+from tests.end_to_end.cli_in_process import run_cli
 
 
 def parse(*argv: str):
@@ -127,8 +128,7 @@ def test_python_dash_m_runs_the_cli():
 
 @pytest.mark.parametrize("command", ["launch", "open"])
 def test_each_command_has_help(command):
-    out = subprocess.run([sys.executable, "-m", "gemma_tui", command, "--help"],
-                         capture_output=True, text=True, timeout=120)
+    out = run_cli(command, "--help", tool="gemma_tui")
     assert out.returncode == 0 and "--theme" in out.stdout
 
 
