@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-NAMES = ("train", "generate", "data", "tui", "gpu", "soak", "variants", "serve", "flood")
+NAMES = ("train", "generate", "data", "tui", "gpu", "soak", "variants", "serve", "flood", "chat")
 
 
 def main() -> int:

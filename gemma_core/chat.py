@@ -34,7 +34,9 @@ if TYPE_CHECKING:  # torch is imported where a model is used: a run's clients us
     from gemma_core.model.model import Gemma3Model
     from gemma_core.tokenizers.tokenizer import Tokenizer
 
-TOKENS_PER_TURN = 4  # chat tokens decoded between two optimizer steps on a CPU
+# Chat tokens a turn decodes at least; between two training steps on a CPU a turn goes on
+# while replies have time owed (``ComputeTurns.has_time_left``).
+TOKENS_PER_TURN = 4
 # While a trainer owns the cores, replies get at most this share of their time: replies
 # streamed back to back then leave training 85% of its speed or more (the studio's budget),
 # and are written at about an eighth of the machine's decoding speed, faster than one reads.
@@ -148,19 +150,29 @@ class _Chunk:
 class ComputeTurns:
     """Runs generation on the thread that owns the cores, in turns.
 
-    While a trainer owns them, it runs one waiting reply's chunk between two optimizer
-    steps; a server with nothing else to do (``serve``) runs every chunk as it comes.
-    While nobody owns them (paused, finished, a studio viewing a run) a reply's own
-    thread does its work.
+    While a trainer owns them, replies' work runs between two optimizer steps for as long
+    as replies have time owed (``CHAT_SHARE_WHILE_TRAINING`` of the time, earned by each
+    step in proportion to its length): the work asks ``has_time_left`` and goes on until
+    the turn's time is spent, so a long step buys a reply many tokens, not one chunk's.
+    A server with nothing else to do (``serve``) runs every chunk as it comes. While
+    nobody owns them (paused, finished, a studio viewing a run) a reply's own thread does
+    its work.
 
     The owner does the work itself, rather than letting the waiting thread go ahead,
     because on a CPU every thread that computes with torch brings its own OpenMP team,
     and two teams on the same cores slow each other down: decoding in a second thread
     was 11% slower than the same decoding in the thread that had computed before.
+
+    Between steps the owner decodes on one thread (``_one_thread``): a decoding step is
+    hundreds of tiny operations, and each one a team of two runs waits at a barrier for
+    the other thread; on a busy 2-core machine that thread is often not scheduled, and
+    the trainer's thread decoded 15-20x slower per token than with one thread (nano: 49
+    against 3 ms, demo: 215 against 13 ms; bench/chat.py).
     """
 
     def __init__(self, chat_share: float = CHAT_SHARE_WHILE_TRAINING,
-                 allowance_cap_s: float = CHAT_ALLOWANCE_CAP_S) -> None:
+                 allowance_cap_s: float = CHAT_ALLOWANCE_CAP_S,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self._condition = threading.Condition()
         self._waiting: deque[_Chunk] = deque()  # first come, first served
         self._owned = False
@@ -169,6 +181,8 @@ class ComputeTurns:
         self._chat_share, self._allowance_cap_s = chat_share, allowance_cap_s
         self._allowance_s = allowance_cap_s
         self._last_turn: float | None = None
+        self._clock = clock
+        self._turn: tuple[int, float] | None = None  # (owner's thread id, when its turn ends)
 
     def run_chunk(self, work: Callable[[], None]) -> None:
         """Called by a reply's thread: have ``work`` done by the owner, or do it now if none."""
@@ -186,19 +200,34 @@ class ComputeTurns:
         elif chunk.error is not None:
             raise chunk.error
 
+    def has_time_left(self) -> bool:
+        """Asked by work during its turn: may it go on? True only on the owner's thread,
+        in a turn between training steps whose time is not spent yet."""
+        turn = self._turn
+        return turn is not None and turn[0] == threading.get_ident() and self._clock() < turn[1]
+
     def between_steps(self) -> None:
-        """Called by the trainer after each step: run the first waiting chunk, if replies have
-        not had their share of the time (``CHAT_SHARE_WHILE_TRAINING``) already."""
-        now = time.perf_counter()
+        """Called by the trainer after each step: run waiting chunks while replies have time
+        owed (``CHAT_SHARE_WHILE_TRAINING`` of the time since the last turn)."""
+        now = self._clock()
         if self._last_turn is not None:
             earned = (now - self._last_turn) * self._chat_share / (1.0 - self._chat_share)
-            self._allowance_s = min(self._allowance_cap_s, self._allowance_s + earned)
-        if self._allowance_s > 0:
+            # The cap bounds what quiet spells save up, never what one step has just earned:
+            # steps longer than the cap's worth still give replies their share.
+            self._allowance_s = min(max(self._allowance_cap_s, earned), self._allowance_s + earned)
+        while self._allowance_s > 0:
             chunk = self._take(wait_s=0)
-            if chunk is not None:
-                self._run(chunk)
-                self._allowance_s -= time.perf_counter() - now
-        self._last_turn = time.perf_counter()
+            if chunk is None:
+                break
+            start = self._clock()
+            self._turn = (threading.get_ident(), start + self._allowance_s)
+            try:
+                with _one_thread():
+                    self._run(chunk)
+            finally:
+                self._turn = None
+                self._allowance_s -= self._clock() - start
+        self._last_turn = self._clock()
 
     def serve(self, stop: threading.Event) -> None:
         """Own the cores until ``stop`` is set, running every chunk as it comes: the main
@@ -242,6 +271,22 @@ class ComputeTurns:
                 chunk.running = False
                 chunk.finished = True
                 self._condition.notify_all()
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch computes on one thread inside, on as many as before after (see ComputeTurns)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class LiveWeights:
@@ -319,6 +364,10 @@ class InferenceCopy:
 PiecesOf = Callable[["Gemma3Model", "torch.dtype", ChatJob], Iterator[Any]]
 
 
+def _on_cpu(model: Gemma3Model) -> bool:
+    return model.embed_tokens.weight.device.type == "cpu"
+
+
 class ChatService:
     """Answers chats from ``weights`` in background threads, taking turns with training on a CPU."""
 
@@ -355,8 +404,8 @@ class ChatService:
     def compute(self, pieces_of: PiecesOf, per_turn: int = 1, prompt: str = "",
                 params: SamplingParams | None = None) -> ChatJob:
         """Any work on the weights, as a reply is done: ``pieces_of(model, dtype, job)`` yields
-        the job's pieces (text, scores, ...), ``per_turn`` of them between two training steps on a
-        CPU. Returns once the weights are chosen, as ``chat`` does."""
+        the job's pieces (text, scores, ...), ``per_turn`` of them or more per turn between two
+        training steps on a CPU. Returns once the weights are chosen, as ``chat`` does."""
         job = ChatJob(prompt, params if params is not None else SamplingParams(), step=-1)
         thread = threading.Thread(target=self._run, args=(job, pieces_of, per_turn),
                                   name="gemma-chat", daemon=True)
@@ -373,34 +422,50 @@ class ChatService:
 
     def _run(self, job: ChatJob, pieces_of: PiecesOf, per_turn: int) -> None:
         acquired: list[tuple[Gemma3Model, int]] = []
+        pieces: Iterator[Any] | None = None
+        finished = False
+
+        def turn() -> None:
+            nonlocal pieces, finished
+            if pieces is None:
+                acquired.append(self.weights.acquire())
+                model, step = acquired[0]
+                job.set_step(step)
+                pieces = pieces_of(model, self.dtype, job)
+                if not _on_cpu(model):  # an accelerator's replies decode on their own thread
+                    return
+            # The reply's first tokens come in the turn that chose its weights: on a CPU a
+            # turn between two training steps comes once a step, seconds apart on demo.
+            finished = self._one_turn(job, pieces, per_turn)
+
         try:
-            self._on_the_owner(lambda: acquired.append(self.weights.acquire()))
-            model, step = acquired[0]
-            job.set_step(step)
-            pieces = pieces_of(model, self.dtype, job)
-            on_cpu = model.embed_tokens.weight.device.type == "cpu"
-            finished = False
+            self._on_the_owner(turn)
+            on_cpu = _on_cpu(acquired[0][0])
             while not finished:
-                def chunk() -> None:
-                    nonlocal finished
-                    for _ in range(per_turn):
-                        piece = next(pieces, None)
-                        if piece is None:
-                            finished = True
-                            return
-                        if piece is END_OF_TURN:
-                            return
-                        job.put(piece)
                 if on_cpu and self.turns is not None:
-                    self.turns.run_chunk(chunk)
+                    self.turns.run_chunk(turn)
                 else:
-                    chunk()
+                    turn()
             job.finish()
         except Exception as err:  # shown in the chat pane, never a traceback
             job.finish(f"{type(err).__name__}: {err}")
         finally:
             if acquired:
                 self.weights.release()
+
+    def _one_turn(self, job: ChatJob, pieces: Iterator[Any], per_turn: int) -> bool:
+        """Hand ``per_turn`` pieces to the job, and more while the owner's turn has time left
+        (``END_OF_TURN`` may end it sooner); True once the pieces have run out."""
+        handed = 0
+        for piece in pieces:
+            if piece is not END_OF_TURN:
+                job.put(piece)
+                handed += 1
+                if handed < per_turn:
+                    continue
+            if self.turns is None or not self.turns.has_time_left():
+                return False
+        return True
 
     def threads(self) -> list[threading.Thread]:
         return [t for t in self._threads if t.is_alive()]

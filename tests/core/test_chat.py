@@ -6,10 +6,12 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from types import SimpleNamespace
 
 import torch
 
-from gemma_core.chat import ChatJob, ChatService, ComputeTurns, FixedWeights, InferenceCopy, LiveWeights
+from gemma_core.chat import (END_OF_TURN, ChatJob, ChatService, ComputeTurns, FixedWeights, InferenceCopy,
+                             LiveWeights)
 from gemma_core.model.generation import SamplingParams
 from gemma_core.model.model import Gemma3Model
 from gemma_core.model.presets import preset
@@ -245,3 +247,147 @@ def test_a_finished_run_answers_from_its_own_model():
     service = ChatService(FixedWeights(model, step=30), load_tokenizer("shakespeare-4k"), torch.float32)
     job = service.chat("KING:", SamplingParams(max_new_tokens=5, temperature=0))
     assert job.wait(60) and job.error is None and job.step == 30
+
+
+# ------------------------------------------------- turns sized by time, on an injected clock
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+CPU_MODEL = SimpleNamespace(embed_tokens=SimpleNamespace(weight=SimpleNamespace(device=SimpleNamespace(type="cpu"))))
+TOKEN_S = 0.01  # what decoding one token costs on the fake clock
+
+
+def decoding(clock: FakeClock, decoded: list[str], tokens: int = 2000, end_turn_every: int = 0):
+    """Work that decodes ``tokens`` tokens into ``decoded``, each costing ``TOKEN_S`` on ``clock``."""
+    def pieces_of(model, dtype, job):
+        for n in range(1, tokens + 1):
+            clock.advance(TOKEN_S)
+            decoded.append(threading.current_thread().name)
+            yield "x"
+            if end_turn_every and n % end_turn_every == 0:
+                yield END_OF_TURN
+    return pieces_of
+
+
+class FakeTrainer:
+    """Plays the training thread: a step is the clock moving on, then ``between_steps``."""
+
+    def __init__(self, chat_share: float = 0.2, allowance_cap_s: float = 0.05) -> None:
+        self.clock = FakeClock()
+        self.turns = ComputeTurns(chat_share=chat_share, allowance_cap_s=allowance_cap_s, clock=self.clock)
+        self.turns.set_training(True)
+        self.service = ChatService(FixedWeights(CPU_MODEL, step=3), None, torch.float32, self.turns)
+        self.jobs: list[ChatJob] = []
+        self.decoded: list[str] = []  # the thread that decoded each token
+        self._starters: list[threading.Thread] = []
+
+    def reply(self, per_turn: int = 4, **decoding_options) -> None:
+        """Ask for a reply; it starts in the next turn (``compute`` waits for it, so another thread asks)."""
+        starter = threading.Thread(target=lambda: self.jobs.append(
+            self.service.compute(decoding(self.clock, self.decoded, **decoding_options), per_turn)))
+        starter.start()
+        self._starters.append(starter)
+        self._wait_for_a_waiting_chunk()
+
+    def step(self, seconds: float) -> int:
+        """Train for ``seconds``, then give replies their turn; the tokens they got in it."""
+        if self._starters:
+            self._wait_for_a_waiting_chunk()
+        before = len(self.decoded)
+        self.clock.advance(seconds)
+        self.turns.between_steps()
+        assert set(self.decoded[before:]) <= {threading.current_thread().name}  # by the trainer
+        return len(self.decoded) - before
+
+    def _wait_for_a_waiting_chunk(self) -> None:
+        deadline = time.monotonic() + 60
+        while not self.turns._waiting and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert self.turns._waiting, "the reply never asked for a turn"
+
+    def close(self) -> None:
+        self.turns.set_training(False)  # what is left of the replies runs on their own threads
+        for starter in self._starters:
+            starter.join(60)
+        for job in self.jobs:
+            assert job.wait(60) and job.error is None
+
+
+def test_a_long_training_step_earns_a_reply_tokens_in_proportion_to_its_length():
+    trainer = FakeTrainer(chat_share=0.2, allowance_cap_s=0.05)  # a second of training earns 0.25 s
+    try:
+        trainer.reply()
+        first = trainer.step(0.2)
+        after_long = [trainer.step(2.0) for _ in range(3)]  # 0.5 s earned: about 50 tokens
+        after_short = [trainer.step(0.2) for _ in range(3)]  # 0.05 s earned: about 5 tokens
+    finally:
+        trainer.close()
+    assert 4 <= first <= 6  # the cap's worth: the first turn of a reply after a quiet spell
+    assert all(48 <= n <= 52 for n in after_long), after_long  # one 4-token chunk a step before
+    assert all(4 <= n <= 6 for n in after_short), after_short
+
+
+def test_a_replys_first_tokens_come_in_the_turn_that_chooses_its_weights():
+    trainer = FakeTrainer(allowance_cap_s=0.05)
+    try:
+        trainer.reply()
+        tokens = trainer.step(1.0)
+    finally:
+        trainer.close()
+    assert tokens >= 4  # not a turn spent on the weights alone, and the tokens a step later
+
+
+def test_replies_get_their_share_of_long_steps_but_a_quiet_spell_saves_up_only_a_burst():
+    trainer = FakeTrainer(chat_share=0.2, allowance_cap_s=0.05)
+    try:
+        for _ in range(50):  # 100 s of training with nobody chatting
+            trainer.step(2.0)
+        trainer.reply()
+        burst = trainer.step(0.0)
+        tokens = [trainer.step(4.0) for _ in range(5)]
+    finally:
+        trainer.close()
+    assert 4 <= burst <= 6  # the cap's worth, not 100 s worth of share
+    share = sum(tokens) * TOKEN_S / (sum(tokens) * TOKEN_S + 5 * 4.0)
+    assert 0.18 <= share <= 0.22  # the design's 0.2 of the time, however long the steps
+
+
+def test_end_of_turn_ends_a_turn_early_only_when_its_time_is_spent():
+    trainer = FakeTrainer(chat_share=0.2, allowance_cap_s=0.05)
+    try:
+        trainer.reply(per_turn=1000, end_turn_every=4)  # as the API's work marks its turns
+        trainer.step(0.2)
+        long_turn = trainer.step(2.0)
+    finally:
+        trainer.close()
+    assert 48 <= long_turn <= 52
+
+
+def test_a_turn_between_training_steps_decodes_on_one_thread_and_gives_the_threads_back():
+    """On a busy 2-core machine the trainer's team of two decoded 15-20x slower than one thread."""
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        turns = ComputeTurns()
+        turns.set_training(True)
+        seen: list[int] = []
+        reply = threading.Thread(target=turns.run_chunk, args=(lambda: seen.append(torch.get_num_threads()),))
+        reply.start()
+        deadline = time.monotonic() + 60
+        while not turns._waiting and time.monotonic() < deadline:
+            time.sleep(0.005)
+        turns.between_steps()
+        reply.join(60)
+        turns.set_training(False)
+        assert seen == [1]
+        assert torch.get_num_threads() == 2  # training goes on with all its threads
+    finally:
+        torch.set_num_threads(threads_before)
