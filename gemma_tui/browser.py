@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
+import re
 import secrets
 import shlex
 import signal
@@ -37,25 +38,39 @@ LOGIN_PACE_S = 1.0  # one key tried per client address per this long: 60 guesses
 
 
 class StudioPages:
-    """An aiohttp app serving the studio for the run in ``run_dir`` (which must be live)."""
+    """An aiohttp app serving the studio for the run in ``run_dir``: attached to it while it
+    is live (``run_key``: its key), read-only as ``gemma-tui open`` shows it once it has ended
+    (``run_key`` None: a run that had ended before serving began has no key, only links)."""
 
-    def __init__(self, run_dir: Path, run_key: str, host: str, port: int) -> None:
+    def __init__(self, run_dir: Path, run_key: str | None, host: str, port: int) -> None:
         from textual_serve.server import Server
 
-        # Each page's studio draws at half the terminal's pace while a CPU trains: the browser
-        # repaints on the training's cores too (BENCHMARKS.md, "One browser page").
-        command = (f"{shlex.quote(sys.executable)} -m gemma_tui attach {shlex.quote(str(run_dir))} "
-                   f"--cpu-pace {PAGE_CPU_PACE_S:g}")
         self.run_dir = run_dir
         self.run_key = run_key
+        self.ended = run_key is None
         self.host, self.port = host, port
-        self.textual = Server(command, host=host, port=port, title=TITLE, templates_path=WEB_DIR)
+        self.textual = Server(self._page_command(), host=host, port=port, title=TITLE, templates_path=WEB_DIR)
         self.textual.on_startup = _quietly  # its banner names a port before one is chosen: ours says more
         self._links: set[str] = set()  # one-time keys of printed links
         self._sessions: set[str] = set()
         self._next_try: dict[str, float] = {}  # client address: when it may try a key again
         self.url: str | None = None
         self._runner: web.AppRunner | None = None
+
+    def _page_command(self) -> str:
+        """What each new page runs: textual-serve starts it once per page."""
+        folder = shlex.quote(str(self.run_dir))
+        if self.ended:
+            return f"{shlex.quote(sys.executable)} -m gemma_tui open {folder}"
+        # Each page's studio draws at half the terminal's pace while a CPU trains: the browser
+        # repaints on the training's cores too (BENCHMARKS.md, "One browser page").
+        return f"{shlex.quote(sys.executable)} -m gemma_tui attach {folder} --cpu-pace {PAGE_CPU_PACE_S:g}"
+
+    def show_finished(self) -> None:
+        """The run has ended: pages opened from now on show it read-only (open pages, when
+        their studio ends with the run, offer to open again)."""
+        self.ended = True
+        self.textual.command = self._page_command()
 
     # ---------------------------------------------------------------- links
     def new_link(self) -> str:
@@ -108,8 +123,8 @@ class StudioPages:
             self._links.discard(once)  # the link works once
             return self._signed_in()
         if request.path == "/":
-            return _key_page(status=401 if once is not None else 200,
-                             error="That link has been used already (it works once)." if once else "")
+            return self._key_page(status=401 if once is not None else 200,
+                                  error="That link has been used already (it works once)." if once else "")
         return web.Response(status=401, text="open the studio's page first")
 
     def _signed_in(self) -> web.Response:
@@ -125,16 +140,32 @@ class StudioPages:
         address = request.remote or "unknown"
         wait = self._login_wait(address)
         if wait > 0:
-            response = _key_page(status=429, error=f"Too many tries: wait {wait} s and try again.")
+            response = self._key_page(status=429, error=f"Too many tries: wait {wait} s and try again.")
             response.headers["Retry-After"] = str(wait)
             return response
         form = await request.post()
         given = str(form.get("key", "")).strip()
-        if given and hmac.compare_digest(given.encode("utf-8", "replace"), self.run_key.encode("utf-8")):
+        if (given and self.run_key is not None
+                and hmac.compare_digest(given.encode("utf-8", "replace"), self.run_key.encode("utf-8"))):
             self._next_try.pop(address, None)
             return self._signed_in()
         await asyncio.sleep(LOGIN_PACE_S)  # guessing keys is slow
-        return _key_page(status=401, error="That is not the run's key.")
+        return self._key_page(status=401, error="That is not the run's key.")
+
+    def _key_page(self, status: int, error: str) -> web.Response:
+        """The page asking for the run's key; once the run has ended its key file is gone, so
+        the page says so and points to the printed links instead."""
+        if not self.ended:
+            how = ("This page controls a training run. Open the link the terminal printed, or give the "
+                   "run's key (in its folder's <code>server.token</code>).")
+        elif self.run_key is not None:
+            how = ("The run has ended: this server shows it read-only, as <code>gemma-tui open</code> does. "
+                   "Open the link <code>gemma-tui serve</code> printed when the run ended, or give the key "
+                   "the run had (its <code>server.token</code> went with the run).")
+        else:
+            how = ("This run has ended: this server shows it read-only, as <code>gemma-tui open</code> does. "
+                   "Open the link <code>gemma-tui serve</code> printed (each works once).")
+        return _key_page(status, error, how, ask_key=self.run_key is not None)
 
     def _login_wait(self, address: str) -> int:
         """Whole seconds ``address`` must wait before its next try (0: try now, and the slot is taken)."""
@@ -160,19 +191,57 @@ def _same_origin(request: web.Request) -> bool:
     return origin is None or origin == f"{request.scheme}://{request.host}"
 
 
-def _key_page(status: int, error: str) -> web.Response:
+def _key_page(status: int, error: str, how: str, ask_key: bool) -> web.Response:
     page = (WEB_DIR / "login.html").read_text(encoding="utf-8")
     block = f'<div class="error">{error}</div>' if error else ""
-    return web.Response(text=page.replace("<!--error-->", block), status=status, content_type="text/html")
+    page = page.replace("<!--how-->", how).replace("<!--error-->", block)
+    if not ask_key:  # no key opens these pages: only a printed link does
+        page = re.sub(r"<!--key-->.*<!--/key-->", "", page, flags=re.S)
+    return web.Response(text=page, status=status, content_type="text/html")
 
 
 # ------------------------------------------------------------------- the run
-def live_run_key(run_dir: Path) -> str:
-    """The key of the live run in ``run_dir``; a one-line error when it is not running."""
-    from gemma_core.serve.client import connect
+RUN_WATCH_S = 1.0  # how often serving looks whether the run still lives (a file read, no request)
+WEIGHTS_FILE = "model.safetensors"  # model_dir.WEIGHTS_FILE, what gemma-tui open loads (not imported: torch)
 
-    client = connect(run_dir)
-    return client.token
+
+def run_key_or_ended(run_dir: Path) -> str | None:
+    """The key of the live run in ``run_dir``, or None when its run has ended and it can be shown
+    read-only (as ``gemma-tui open`` shows it); a one-line error for anything else."""
+    from gemma_core.run.status import status_from_files
+    from gemma_core.serve.client import ProcessGone, RunNotRunning, connect
+
+    try:
+        return connect(run_dir).token
+    except RunNotRunning as err:
+        status_from_files(run_dir, died=isinstance(err, ProcessGone))  # a folder without a run is said here
+        if not (run_dir / WEIGHTS_FILE).is_file():
+            raise UserError(f"{err}; and it has no weights to show ({run_dir / WEIGHTS_FILE}): resume it with "
+                            f"gemma-core train --resume --output_dir {run_dir}, then serve it") from None
+        return None
+
+
+def run_has_ended(run_dir: Path) -> bool:
+    """Whether the run served is gone: its server files removed, or its process dead. Damaged
+    files are not an ending: the pages' own studios say what is wrong with them."""
+    from gemma_core.serve import server_files
+
+    try:
+        found = server_files.read_server_files(run_dir)
+    except (UserError, OSError):
+        return False
+    return found is None or not server_files.run_alive(run_dir, found.pid)
+
+
+def how_it_ended(run_dir: Path) -> str:
+    """``finished at step 1,000`` (or stopped, died), from the run's files."""
+    from gemma_core.run.status import status_from_files
+
+    try:
+        status = status_from_files(run_dir, died=False)
+    except UserError:
+        return "ended"
+    return f"{status['state']} at step {status['step']:,}"
 
 
 def start_run_in_background(train_args: list[str], output_dir: Path) -> int:
@@ -226,7 +295,7 @@ def serve_in_browser(run_dir: Path, host: str, port: int, stop_on_exit: bool,
     stop = stop if stop is not None else threading.Event()
 
     async def start() -> StudioPages:
-        pages = StudioPages(run_dir, live_run_key(run_dir), host, port)
+        pages = StudioPages(run_dir, run_key_or_ended(run_dir), host, port)
         try:
             await pages.start()
         except UserError as err:
@@ -240,14 +309,19 @@ def serve_in_browser(run_dir: Path, host: str, port: int, stop_on_exit: bool,
     async def main() -> None:
         pages = await start()
         if not is_loopback(host):
-            print(f"warning: listening on {host}: anyone who can reach this port and has a link or the run's "
-                  "key controls the run", file=sys.stderr)
-        link = pages.new_link()
-        print(printable(f"{TITLE} for {run_dir}: open {link}"))
-        print("(the link works once; Ctrl+C stops serving, "
-              + ("and the run with a checkpoint)" if stop_on_exit else "and the run goes on)"), flush=True)
+            print(f"warning: listening on {host}: anyone who can reach this port and has a link"
+                  + (" sees the run" if pages.ended else " or the run's key controls the run"), file=sys.stderr)
         if on_link is not None:
             on_link(pages.new_link())
+            # The window has used its own link: print what opens another view instead.
+            print(printable(f"{TITLE} for {run_dir} in a window; another view: gemma-tui serve {run_dir} (a "
+                            f"browser page) or gemma-tui attach {run_dir} (this terminal)"), flush=True)
+        else:
+            ended = f" (the run has {how_it_ended(run_dir)}: shown read-only)" if pages.ended else ""
+            print(printable(f"{TITLE} for {run_dir}{ended}: open {pages.new_link()}"))
+            then = ("" if pages.ended else ", and the run with a checkpoint" if stop_on_exit else
+                    ", and the run goes on")
+            print(f"(the link works once; Ctrl+C stops serving{then})", flush=True)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -255,7 +329,13 @@ def serve_in_browser(run_dir: Path, host: str, port: int, stop_on_exit: bool,
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread: ``stop`` ends it
                 pass
         try:
+            next_look = 0.0
             while not stop.is_set():
+                if not pages.ended and time.monotonic() >= next_look:
+                    next_look = time.monotonic() + RUN_WATCH_S
+                    if await asyncio.to_thread(run_has_ended, run_dir):
+                        pages.show_finished()
+                        say_the_run_ended(pages, on_link is None)
                 await asyncio.sleep(0.2)
         finally:
             await pages.close()
@@ -264,6 +344,13 @@ def serve_in_browser(run_dir: Path, host: str, port: int, stop_on_exit: bool,
     if stop_on_exit:
         stop_the_run(run_dir)
     return EXIT_INTERRUPTED
+
+
+def say_the_run_ended(pages: StudioPages, with_link: bool) -> None:
+    """The run's key file went with the run: say it ended, and give a link to its read-only view."""
+    link = f": open {pages.new_link()} (works once)" if with_link else " (the window's Open it again)"
+    print(printable(f"the run in {pages.run_dir} has {how_it_ended(pages.run_dir)}; its pages now show it "
+                    f"read-only, as gemma-tui open {pages.run_dir} does{link}"), flush=True)
 
 
 def stop_the_run(run_dir: Path) -> None:

@@ -290,3 +290,195 @@ def test_the_desktop_window_says_what_it_needs_and_offers_the_browser(tmp_path):
         assert line.startswith("error: ") and "gemma-tui serve" in line
         assert not folder.exists()
     assert "pip install 'gemma-studio[desktop]'" in line
+
+
+# ------------------------------------------------------- keys, progress, a run that ends
+def launch_chromium(p, path: str):
+    return p.chromium.launch(executable_path=path, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"])
+
+
+class Lines:
+    """A process's output lines, read as they come, so a test can wait for one without blocking."""
+
+    def __init__(self, stream) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        threading.Thread(target=lambda: self.lines.extend(iter(stream.readline, "")), daemon=True).start()
+
+    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match:
+        found: list[re.Match] = []
+
+        def seen() -> bool:
+            found[:] = [m for m in (re.search(pattern, line) for line in list(self.lines)) if m]
+            return bool(found)
+
+        wait_until(seen, timeout, f"a line matching {pattern!r} in {self.lines}")
+        return found[-1]
+
+
+def http_get(url: str, cookie: str | None = None) -> tuple[int, str, dict]:
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""),
+                       headers={"Cookie": cookie} if cookie else {})
+    response = connection.getresponse()
+    body = response.read().decode("utf-8", "replace")
+    connection.close()
+    return response.status, body, dict(response.getheaders())
+
+
+HELP_WORDS = "Panes"  # a heading of the help screen, and of no other
+
+
+def test_keys_work_in_a_fresh_page_without_a_click_and_the_page_says_what_it_waits_for(served_run):
+    playwright, path = chromium()
+    folder, link, _ = served_run
+    with playwright.sync_playwright() as p:
+        browser = launch_chromium(p, path)
+        page = Page(browser, link)
+        steps = page.page.inner_text("#waiting")  # what the page waits for, before the studio draws
+        assert "connecting to the studio's server" in steps and "first frame" in steps
+        wait_until(lambda: page.shows("Loss", "Machine", "RUNNING"), 120, "the studio in the page", page)
+        times = page.page.evaluate("window.gemmaConnect")  # page load -> socket -> first frame, in ms
+        assert 0 < times["page"] <= times["socket"] <= times["studio"]
+        assert not page.page.is_visible("#waiting")
+
+        # No click first: the terminal has the keys from the start.
+        page.page.keyboard.press("p")
+        wait_until(lambda: status(folder)["state"] == "paused", 60, "the pause from a page never clicked")
+        page.page.keyboard.press("p")
+        wait_until(lambda: status(folder)["state"] == "running", 60, "the resume")
+
+        # The help key of the footer (F1), and its other binding (?), open the help in the page.
+        for key in ("F1", "?"):
+            before = len(page.text())
+            page.page.keyboard.press(key)
+            wait_until(lambda: HELP_WORDS in page.text()[before:], 60, f"the help from {key}", page)
+            page.page.keyboard.press("F1")  # closes it (Escape then ? at once would read as Alt+?)
+
+        # A page that lost the focus to its body gets it back on a click anywhere.
+        page.page.evaluate("document.activeElement.blur()")
+        page.page.mouse.click(5, 5)
+        page.page.keyboard.press("p")
+        wait_until(lambda: status(folder)["state"] == "paused", 60, "the pause after the focus was lost")
+        browser.close()
+
+
+def test_serving_notices_the_run_ended_and_shows_it_read_only(served_run):
+    playwright, path = chromium()
+    folder, link, server = served_run
+    printed = Lines(server.stdout)
+    wait_until(lambda: status(folder).get("step", 0) >= 2, 120, "the run's first steps")
+    assert gemma("control", str(folder), "stop").returncode == 0
+
+    # The serving terminal says so, with a link to the run as gemma-tui open shows it.
+    ended = printed.wait_for(r"has stopped at step [\d,]+; its pages now show it read-only.*open (http://\S+)")
+    code, body, _ = http_get(link.split("/?")[0] + "/")
+    assert code == 200 and "The run has ended" in body and "shows it read-only" in body
+    with playwright.sync_playwright() as p:
+        browser = launch_chromium(p, path)
+        page = Page(browser, ended.group(1))
+        wait_until(lambda: page.shows("Loss", "Run", "STOPPED"), 120, "the finished run, read-only", page)
+        browser.close()
+
+    # Served afresh, the ended run is read-only from the start; no key file, so no key is asked for.
+    again = subprocess.Popen([sys.executable, "-m", "gemma_tui", "serve", str(folder), "--port", "0"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = Lines(again.stdout).wait_for(r"the run has stopped at step [\d,]+: shown read-only\): open (http://\S+)")
+        code, body, _ = http_get(first.group(1).split("/?")[0] + "/")
+        assert code == 200 and "has ended" in body and 'name="key"' not in body and "server.token" not in body
+        code, _, headers = http_get(first.group(1))
+        assert code == 302 and http_get(first.group(1).split("/?")[0] + "/",
+                                        headers["Set-Cookie"].split(";")[0])[0] == 200
+    finally:
+        again.send_signal(signal.SIGINT)
+        assert again.wait(30) == 130
+        assert "Traceback" not in again.stderr.read()
+
+    # A folder that holds no run is still refused in one line.
+    empty = folder.parent / "empty"
+    empty.mkdir()
+    refused = subprocess.run([sys.executable, "-m", "gemma_tui", "serve", str(empty), "--port", "0"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: ") and len(refused.stderr.splitlines()) == 1
+
+
+# ------------------------------------------------------------------ the window
+class FakeScreen:
+    def __init__(self, width: int, height: int, available: tuple[int, int] | None = None) -> None:
+        self.width, self.height = width, height
+        self.frame = None
+        if available is not None:  # as Qt's QScreen: the size left by the panels
+            size = type("Size", (), {"width": lambda _: available[0], "height": lambda _: available[1]})()
+            self.frame = type("QScreen", (), {"availableGeometry": lambda _: size})()
+
+
+@pytest.mark.parametrize("screen, size", [
+    (FakeScreen(1920, 1080), (1728, 972)),  # 90 % of the screen
+    (FakeScreen(2560, 1440, available=(2560, 1400)), (2304, 1260)),  # less the panel
+    (FakeScreen(1366, 768, available=(1366, 728)), (1229, 655)),
+    (FakeScreen(1000, 600), (900, 560)),  # never under the size the panes need...
+    (FakeScreen(800, 480), (800, 480)),  # ...unless the screen is smaller: then all of it
+])
+def test_the_desktop_window_is_sized_from_the_screen(screen, size):
+    from gemma_tui.desktop import window_size
+
+    assert window_size(type("webview", (), {"screens": [screen]})()) == size
+
+
+def test_the_window_starts_as_root_fits_its_screen_and_ends_on_sigterm(tmp_path):
+    required_module("webview")
+    for tool in ("Xvfb", "xdotool"):
+        if shutil.which(tool) is None:
+            missing(f"{tool} (apt-get install xvfb xdotool)")
+    display = ":96"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1920x1080x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    data = tmp_path / "train.txt"
+    data.write_text(bundled_works()[0].text[:60_000], encoding="utf-8")
+    folder = tmp_path / "run"
+    # No sandbox flags given: as root (this machine's tests, a Docker image) the command copes itself.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QTWEBENGINE_")}
+    env.update(DISPLAY=display, GEMMA_STUDIO_CACHE=str(tmp_path / "cache"))
+    window = subprocess.Popen([sys.executable, "-m", "gemma_tui", "desktop", "--preset", "nano", "--output_dir",
+                               str(folder), "--train_dataset_path", str(data), "--device", "cpu",
+                               "--max_steps", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env)
+    printed = Lines(window.stdout)
+
+    def found() -> list[str]:
+        return subprocess.run(["xdotool", "search", "--name", "^Gemma Studio$"], capture_output=True, text=True,
+                              env=env).stdout.split()
+
+    try:
+        wait_until(lambda: found() or window.poll() is not None, 180, "the window")
+        assert window.poll() is None, window.stderr.read()
+        geometry = subprocess.run(["xdotool", "getwindowgeometry", found()[0]], capture_output=True, text=True,
+                                  env=env).stdout
+        assert "Geometry: 1728x972" in geometry  # 90 % of the 1920 x 1080 screen
+        printed.wait_for(r"another view: gemma-tui serve")
+        wait_until(lambda: status(folder).get("step", 0) >= 2, 120, "the run")
+        window.send_signal(signal.SIGTERM)
+        assert window.wait(60) == 130  # closed by a stop signal: interrupted; the run goes on
+        errors = window.stderr.read()
+        assert "Traceback" not in errors and "GTK" not in errors and "--no-sandbox" not in errors, errors
+        if os.geteuid() == 0:
+            assert "running as root" in errors and "sandbox" in errors
+        assert not any("http://" in line for line in printed.lines)  # no link its window already used
+        assert any("the run goes on" in line for line in printed.lines)
+        step = status(folder)["step"]
+        wait_until(lambda: status(folder)["step"] > step, 60, "training after the window closed")
+    finally:
+        if window.poll() is None:
+            window.kill()
+        if (folder / "server.json").exists():
+            gemma("control", str(folder), "stop")
+        xvfb.terminate()
+        xvfb.wait(10)
