@@ -33,10 +33,6 @@ class InternalError(OneLineError):
 
     exit_code = EXIT_INTERNAL
 
-    @classmethod
-    def describing(cls, err: BaseException) -> "InternalError":
-        return cls(internal_message(err))
-
 
 class DiskFull(UserError):
     """A write ran out of space (ENOSPC); what was on disk before is intact."""

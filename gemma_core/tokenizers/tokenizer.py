@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 import tiktoken
@@ -255,7 +255,3 @@ def file_sha256(path: Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-def iter_token_pieces(tokenizer: Tokenizer) -> Iterator[tuple[int, bytes]]:
-    for token_id in range(tokenizer.n_vocab):
-        yield token_id, tokenizer.token_bytes(token_id)
