@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 
@@ -47,3 +48,58 @@ def append_to_transcript(output_dir: str | Path, exchange: ChatExchange) -> str 
     except (OSError, ValueError) as err:
         return f"{path}: {getattr(err, 'strerror', None) or err}"
     return None
+
+
+EARLIER_SHOWN = 20  # the newest exchanges a studio shows when it opens or attaches to a run
+
+
+def read_transcript(output_dir: str | Path, limit: int = EARLIER_SHOWN) -> tuple[list[dict], str | None]:
+    """The run's last ``limit`` exchanges (oldest first), and a note on what was left out:
+    lines that are not whole exchanges (a torn last line, a damaged one) are skipped and
+    counted, never shown half-read."""
+    path = Path(output_dir) / CHAT_TRANSCRIPT
+    kept: deque[dict] = deque(maxlen=limit)
+    skipped = 0
+    try:
+        with open(path, "rb") as transcript:
+            for raw in transcript:
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                    record = None
+                if (isinstance(record, dict) and isinstance(record.get("prompt"), str)
+                        and isinstance(record.get("reply"), str)):
+                    kept.append(record)
+                else:
+                    skipped += 1
+    except FileNotFoundError:
+        return [], None
+    except OSError as err:
+        return [], f"{path}: cannot read ({err.strerror})"
+    note = f"{path}: {skipped:,} damaged line{'s' if skipped != 1 else ''} left out" if skipped else None
+    return list(kept), note
+
+
+def earlier_exchange_text(record: dict):
+    """One exchange from the transcript as the chat pane shows it (untrusted text: printable
+    only, never markup), marked as from earlier."""
+    from rich.text import Text
+
+    from gemma_core.safe_text import printable
+
+    step = record.get("step")
+    text = Text()
+    text.append("you › ", style="bold")
+    text.append(printable(record["prompt"]))
+    text.append("\n")
+    text.append(f"model @ step {step:,} › " if isinstance(step, int) and not isinstance(step, bool)
+                else "model › ", style="bold")
+    text.append(printable(record["prompt"]), style="dim")
+    text.append(printable(record["reply"]))
+    ended = record.get("ended")
+    if ended in ("cut", "cancelled", "failed"):
+        text.append(f"  [{ended}]", style="italic dim")
+    text.append("  (earlier)", style="italic dim")
+    return text

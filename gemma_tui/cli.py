@@ -65,12 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("serve", "the studio in a browser (a run folder, or launch flags to start a run)",
          "Serve the studio for a web browser at a printed link (it works once). Given a live run's "
          "folder, every page is a studio attached to that run; given launch flags (or nothing: the demo "
-         "preset on the bundled corpus), the run starts in the background first. Ctrl+C stops serving "
-         "and the run goes on, unless --stop-on-exit."),
+         "preset on the bundled corpus), the run starts in the background first. A run that has ended "
+         "(before or while serving) is shown read-only, as gemma-tui open shows it, and serving says so "
+         "with a new link. Ctrl+C stops serving and the run goes on, unless --stop-on-exit."),
         ("desktop", "the studio in a window of its own (a run folder, or launch flags to start a run)",
          "Open the studio in a native window (pywebview, the 'desktop' extra). Given a live run's folder "
          "it shows that run; given launch flags (or nothing) the run starts in the background first. "
-         "Closing the window asks whether to stop the run or keep it training.")):
+         "Closing the window asks whether to stop the run or keep it training; SIGTERM or Ctrl+C closes it "
+         "without asking (the run goes on, exit status 130). As root, the window's web engine runs without "
+         "Chromium's sandbox, and says so.")):
         page = commands.add_parser(name, help=help_text, description=description)
         page.add_argument("run", nargs="?", default=None, help="a live run's folder (else: start one)")
         add_train_arguments(page)
@@ -226,7 +229,8 @@ def open_finished_run(folder: Path, args: argparse.Namespace) -> int:
 
 
 def pick_a_run(args: argparse.Namespace) -> int:
-    """The run picker, then the studio on the run chosen (or the comparison of those marked)."""
+    """The run picker, then the studio on the run chosen (or the comparison of those marked);
+    leaving that (q) comes back to the list, on the run left, until the list is left with q."""
     from gemma_core.run.catalog import find_runs
     from gemma_tui.run_picker import COMPARE, RunPicker
 
@@ -237,17 +241,28 @@ def pick_a_run(args: argparse.Namespace) -> int:
                         "holds config.json, logs or a checkpoint); name another with --runs DIR, or start "
                         "one with gemma-tui launch")
     require_terminal()
-    choice = RunPicker(root, entries, theme=wanted_theme(args.theme)).run()
-    if choice is None:
-        return EXIT_OK
-    kind, chosen = choice
-    if kind == COMPARE:
-        return show_comparison([entry.folder for entry in chosen], args.theme)
-    entry = chosen[0]
-    if entry.live:
-        args.output_dir = str(entry.folder)
-        return cmd_attach(args)
-    return open_finished_run(entry.folder, args)
+    last: Path | None = None
+    notice: str | None = None
+    while True:
+        choice = RunPicker(root, entries, theme=wanted_theme(args.theme), cursor_on=last, notice=notice).run()
+        if choice is None:
+            return EXIT_OK
+        kind, chosen = choice
+        last, notice = chosen[0].folder, None
+        try:
+            if kind == COMPARE:
+                status = show_comparison([entry.folder for entry in chosen], args.theme)
+            elif chosen[0].live:
+                args.output_dir = str(chosen[0].folder)
+                status = cmd_attach(args)
+            else:
+                status = open_finished_run(chosen[0].folder, args)
+        except UserError as err:  # this run cannot be shown: said in the list, which stays
+            notice = str(err)
+            status = EXIT_OK
+        if status in (EXIT_INTERRUPTED, EXIT_INTERNAL):  # Ctrl+C, a lost terminal or a crash ends it all
+            return status
+        entries = find_runs(root)
 
 
 def wanted_theme(flag: str | None) -> str | None:

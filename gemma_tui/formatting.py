@@ -58,6 +58,14 @@ def number(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def loss(value: float | None) -> str:
+    """A validation loss, always to four decimals: the latest, the best and the run picker's
+    agree digit for digit ('2.2516')."""
+    if value is None or not math.isfinite(value):
+        return number(value)
+    return f"{value:.4f}"
+
+
 def rate(value: float | None) -> str:
     """A learning rate: '3.00e-04'."""
     if value is None or not math.isfinite(value):

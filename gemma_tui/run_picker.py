@@ -59,10 +59,15 @@ class RunPicker(App[tuple[str, list[RunEntry]] | None]):
         Binding("q,escape", "quit", "Quit"),
     ]
 
-    def __init__(self, root: Path, entries: list[RunEntry] | None = None, theme: str | None = None) -> None:
+    def __init__(self, root: Path, entries: list[RunEntry] | None = None, theme: str | None = None,
+                 cursor_on: Path | None = None, notice: str | None = None) -> None:
+        """``cursor_on``: the run to start on (the one just left); ``notice``: why the last
+        run chosen could not be shown."""
         super().__init__()
         self.root = root
         self.entries = entries if entries is not None else find_runs(root)
+        self.cursor_on = cursor_on
+        self.notice = notice
         self.marked: set[Path] = set()
         use_studio_themes(self, theme)
         self.sub_title = f"runs under {printable(str(root))}"
@@ -78,7 +83,12 @@ class RunPicker(App[tuple[str, list[RunEntry]] | None]):
         table = self.query_one(DataTable)
         table.add_columns(" ", "run", "state", "step", "best validation", "last written")
         self._fill()
+        folders = [entry.folder for entry in self.entries]
+        if self.cursor_on in folders:
+            table.move_cursor(row=folders.index(self.cursor_on))
         table.focus()
+        if self.notice:
+            self.notify(printable(self.notice), title="That run cannot be shown", severity="error", timeout=15)
 
     def _fill(self) -> None:
         table = self.query_one(DataTable)

@@ -8,6 +8,7 @@ loss curves, as columns, and reads only what a live run appends to its logs.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gemma_core.errors import UserError
-from gemma_core.run.layout import TRAIN_STREAM, VAL_STREAM
+from gemma_core.run.layout import TRAIN_LOG, TRAIN_STREAM, VAL_LOG, VAL_STREAM
 from gemma_core.run.log_follower import LogFollower
 from gemma_core.run.logs import numbered_entries
 from gemma_core.train.events import EvalResult, StepMetrics
@@ -54,6 +55,9 @@ class RunHistory:
 
     steps: tuple[StepMetrics, ...]  # one per logged training step
     evals: tuple[EvalResult, ...]
+    # Which log file was read, where there was a choice or a problem, and why: a reader
+    # shows these (a log passed over or cut short is never passed over in silence).
+    notes: tuple[str, ...] = ()
 
     @property
     def last_step(self) -> StepMetrics | None:
@@ -106,13 +110,83 @@ def _learning_rates(entry: dict) -> dict[str, float]:
 
 
 def read_run_history(output_dir: Path, max_steps: int) -> RunHistory:
-    """Replay ``training_log.jsonl`` and ``validation_log.jsonl``. A torn last line is
-    skipped; a damaged line is reported with its file and line."""
-    train, val = output_dir / TRAIN_STREAM, output_dir / VAL_STREAM
-    steps = tuple(step_metrics_from_entry(entry, max_steps, train, line)
-                  for line, entry in numbered_entries(train))
-    evals = tuple(eval_result_from_entry(entry, val, line) for line, entry in numbered_entries(val))
-    return RunHistory(steps, evals)
+    """Replay ``training_log.jsonl`` and ``validation_log.jsonl`` (or, in a folder without
+    them, the seed's ``training_log.json`` and ``validation_log.json``). A torn last line is
+    skipped and said; a damaged line is reported with its file and line; a seed log that is
+    damaged, or that holds steps the stream lacks, is said in ``notes`` with the file used."""
+    notes: list[str] = []
+    train_path, train_entries = _chosen_log(output_dir / TRAIN_STREAM, output_dir / TRAIN_LOG, "steps", notes)
+    val_path, val_entries = _chosen_log(output_dir / VAL_STREAM, output_dir / VAL_LOG, "evaluations", notes)
+    steps = tuple(step_metrics_from_entry(entry, max_steps, train_path, line) for line, entry in train_entries)
+    evals = tuple(eval_result_from_entry(entry, val_path, line) for line, entry in val_entries)
+    return RunHistory(steps, evals, tuple(notes))
+
+
+def _chosen_log(stream: Path, seed: Path, what: str, notes: list[str]) -> tuple[Path, list[tuple[int, dict]]]:
+    """The entries of ``stream`` (appended at every step: the fuller record), else of the
+    seed's JSON list ``seed``; what was passed over, and why, goes to ``notes``."""
+    if not stream.exists():
+        seed_entries, seed_problem = _seed_log_entries(seed)
+        if seed_problem:
+            notes.append(f"{seed}: {seed_problem}; no {stream.name} either: no {what} shown")
+            return stream, []
+        if seed_entries:
+            notes.append(f"read {seed.name} ({len(seed_entries):,} {what}): the folder has no {stream.name}")
+        return seed, seed_entries
+    entries = numbered_entries(stream)
+    if _last_line_torn(stream):
+        notes.append(f"{stream}: its last line is cut short (a write interrupted); read the "
+                     f"{len(entries):,} whole {what} before it")
+    if seed.exists() and not _looks_whole(seed):  # checked by its ends: the stream is read anyway
+        notes.append(f"{seed}: damaged (not a whole JSON list: cut short?); read {stream.name} "
+                     f"({len(entries):,} {what}) instead")
+    return stream, entries
+
+
+def _looks_whole(path: Path) -> bool:
+    """Whether a JSON-list log starts with ``[`` and ends with ``]`` (a cut one does not)."""
+    try:
+        with open(path, "rb") as log:
+            head = log.read(64).lstrip()
+            size = log.seek(0, 2)
+            log.seek(max(0, size - 64))
+            tail = log.read().rstrip()
+    except OSError:
+        return False
+    return head.startswith(b"[") and tail.endswith(b"]")
+
+
+def _seed_log_entries(path: Path) -> tuple[list[tuple[int, dict]], str | None]:
+    """(entry number, entry) of a seed JSON-list log, or why it cannot be read."""
+    if not path.exists():
+        return [], None
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        return [], f"cannot read ({err.strerror})"
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return [], "damaged (not a whole JSON list: cut short while written?)"
+    if not isinstance(data, list) or not all(isinstance(entry, dict) for entry in data):
+        return [], "damaged (not a JSON list of entries)"
+    return list(enumerate(data, start=1)), None
+
+
+def _last_line_torn(path: Path) -> bool:
+    """Whether the log's last line was cut short: no newline after it and not whole JSON."""
+    try:
+        with open(path, "rb") as log:
+            size = log.seek(0, 2)
+            log.seek(max(0, size - 65_536))
+            tail = log.read()
+    except OSError:
+        return False
+    if not tail or tail.endswith(b"\n"):
+        return False
+    try:
+        json.loads(tail.rsplit(b"\n", 1)[-1].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return True
+    return False
 
 
 # ------------------------------------------------------------- loss curves
@@ -144,20 +218,28 @@ BLOCK_ROWS = 65_536  # a long log is gathered a block at a time, never as a mill
 class _FollowedCurve:
     """One log followed into ``LossColumns``: step, tokens seen and the loss named ``loss_key``."""
 
-    def __init__(self, path: Path, loss_key: str) -> None:
+    def __init__(self, path: Path, loss_key: str, watcher=None) -> None:
         self.follower = LogFollower(path)
         self.loss_key = loss_key
         self.columns = LossColumns.empty()
+        # Also given each sound entry (``take``) and told when the log starts over: whoever keeps
+        # more of a line than the columns do (a comparison's table) reads the log no second time.
+        self.watcher = watcher
 
     def read_appended(self, stop: threading.Event | None) -> None:
         entries = self.follower.read_appended(stop)
         kept = LossColumns.empty() if self.follower.started_over else self.columns
+        if self.follower.started_over and self.watcher is not None:
+            self.watcher.start_over()
         blocks, rows = [], []
         for line, entry in entries:
             try:
                 rows.append(self._point(line, entry))
             except UserError as err:  # a damaged value: said, and the line left out
                 self.follower.damage.append(str(err))
+                continue
+            if self.watcher is not None:
+                self.watcher.take(line, entry)
             if len(rows) == BLOCK_ROWS:
                 blocks.append(np.asarray(rows, dtype=float))
                 rows = []
@@ -175,10 +257,10 @@ class LossCurveFollower:
     """A run's training and validation loss curves, read in full once and then only as its
     logs grow; once the run has ended (see ``run_has_ended``) its logs are never read again."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, val_watcher=None) -> None:
         self.folder = Path(folder)
         self.train = _FollowedCurve(self.folder / TRAIN_STREAM, "train_loss")
-        self.val = _FollowedCurve(self.folder / VAL_STREAM, "val_loss")
+        self.val = _FollowedCurve(self.folder / VAL_STREAM, "val_loss", val_watcher)
         self.ended = False
 
     def read_appended(self, stop: threading.Event | None = None) -> None:

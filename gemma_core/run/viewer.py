@@ -21,8 +21,10 @@ from gemma_core.device import resolve_device, resolve_dtype
 from gemma_core.errors import UserError
 from gemma_core.model.generation import SamplingParams
 from gemma_core.run.history import read_run_history
-from gemma_core.run.layout import newest_checkpoint
+from gemma_core.run.checkpoint_state import read_checkpoint_state
+from gemma_core.run.layout import has_checkpoint, newest_checkpoint
 from gemma_core.run.model_dir import load_model_dir
+from gemma_core.run.samples_log import read_samples
 from gemma_core.train.events import CheckpointSaved, LogMessage, RunSnapshot, RunState
 from gemma_core.train.state_store import RunStateStore
 
@@ -45,23 +47,38 @@ class RunViewer:
         training = training if isinstance(training, dict) else {}
         # Chat in the precision the run trained in, as the engine's chat did, unless told.
         dtype = resolve_dtype(str(training.get("dtype", "auto")) if dtype == "auto" else dtype, torch_device)
-        planned = training.get("max_steps")
+        saved_state = read_checkpoint_state(self.output_dir) if has_checkpoint(self.output_dir) else None
+        # The checkpoint's own settings say how far the run meant to go (a resume may change it).
+        settings = saved_state.get("settings") if saved_state else None
+        planned = settings.get("max_steps") if isinstance(settings, dict) else training.get("max_steps")
         history = read_run_history(self.output_dir, planned if isinstance(planned, int) else 0)
         last = history.last_step
-        step = last.step if last is not None else 0
+        step = saved_state["step"] if saved_state else (last.step if last is not None else 0)
+        planned = planned if isinstance(planned, int) else step
         run_id = self.config_data.get("run_id")
+        stopped_early = saved_state is not None and step < planned
         self.store = RunStateStore(run_id if isinstance(run_id, str) else self.output_dir.name,
-                                   str(self.output_dir), planned if isinstance(planned, int) else step,
-                                   training.get("preset"), state=RunState.VIEWING)
+                                   str(self.output_dir), planned, training.get("preset"),
+                                   state=RunState.STOPPED if stopped_early else RunState.VIEWING)
         self.store.load_history(history, position_from_logs=True)
+        samples, samples_note = read_samples(self.output_dir)
+        self.store.load_samples(samples)
+        for note in history.notes + ((samples_note,) if samples_note else ()):
+            self.store.keep_message(LogMessage("warning", note))
         checkpoint = newest_checkpoint(self.output_dir)
         if checkpoint is not None:
             saved = CheckpointSaved(step, str(checkpoint), (checkpoint / "state.json").stat().st_mtime)
-            self.store.set_position(step=step, tokens_seen=last.tokens_seen if last is not None else 0,
-                                    skipped_steps=0, last_checkpoint=saved)
+            self.store.set_position(step=step, tokens_seen=saved_state.get("tokens_seen", 0) if saved_state
+                                    else (last.tokens_seen if last is not None else 0),
+                                    skipped_steps=saved_state.get("skipped_steps", 0) if saved_state else 0,
+                                    last_checkpoint=saved)
         self.store.set_run_facts(device=str(torch_device), n_parameters=self.model.num_parameters(),
                                  dtype="bf16" if dtype == torch.bfloat16 else "fp32")
         self.store.keep_message(LogMessage("info", f"opened {self.output_dir} (best-validation weights)"))
+        if stopped_early:  # said where it is seen first: the run is not done, and how to go on
+            self.store.keep_message(LogMessage(
+                "warning", f"stopped at step {step:,} of {planned:,}; resume with: "
+                           f"gemma-core train --resume --output_dir {self.output_dir}"))
         # Nobody owns the cores unless a server's main thread serves chats (``turns.serve``);
         # until then a reply's own thread decodes.
         self.turns = ComputeTurns()

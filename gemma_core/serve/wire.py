@@ -80,8 +80,9 @@ def snapshot_from_wire(data: dict) -> ev.RunSnapshot:
         fields["layer_stats"] = (_build(ev.LayerStats, {**stats, "values": tuple(stats["values"])})
                                  if stats else None)
         fields["messages"] = tuple(_build(ev.LogMessage, m) for m in fields["messages"])
+        fields["samples"] = tuple(_build(ev.SampleProduced, m) for m in fields.get("samples", ()))
         return _build(ev.RunSnapshot, fields)
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise UserError(f"the run's server sent a snapshot this client cannot read ({err!r}); "
                         "are the two from the same version?") from None
 

@@ -40,6 +40,7 @@ from gemma_core.model.generation import SamplingParams, stream_text
 from gemma_core.model.model import Gemma3Model
 from gemma_core.run import checkpoints, layout, logs
 from gemma_core.run.history import read_run_history
+from gemma_core.run.samples_log import read_samples
 from gemma_core.tokenizers.tokenizer import Tokenizer
 from gemma_core.train import distributed
 from gemma_core.train.evaluation import score_windows
@@ -56,7 +57,6 @@ from gemma_core.train.step import StepResult, TrainStep
 # The commands a run over several ranks acts on, in order of precedence (the
 # studio's pause and chat drive single-process runs only).
 RANK_COMMANDS = ("abort", "stop", "save", "eval")
-PREPARING_STATES = (RunState.STARTING,)
 
 
 class CommandRefused(UserError):
@@ -345,6 +345,10 @@ class TrainingEngine:
             history = read_run_history(self.output_dir, self.settings.max_steps)
             self._elapsed_before = history.elapsed_s  # a resumed run's clock goes on
             self.store.load_history(history)
+            samples, note = read_samples(self.output_dir)  # so the studio's Samples go back to step 1
+            self.store.load_samples(samples)
+            if note:
+                self._log(note, "warning")
             self.store.set_position(step=resumed.step, tokens_seen=resumed.tokens_seen,
                                     skipped_steps=resumed.skipped_steps, last_checkpoint=self._last_checkpoint)
             self._log(f"resumed from step {self._step}")

@@ -156,3 +156,5 @@ class RunSnapshot:
     run_id: str = ""
     error_internal: bool = False  # the error is a bug in this program, not the user's
     extra: dict = field(default_factory=dict)
+    # The run's --sample_prompt continuations, by step (a bounded spread over the run).
+    samples: tuple[SampleProduced, ...] = ()

@@ -15,8 +15,10 @@ import traceback
 from typing import Callable
 
 from gemma_core.run.history import BoundedSeries, RunHistory
+from gemma_core.run.samples_log import SampleHistory
 from gemma_core.train.events import (CheckpointSaved, EvalResult, Event, LayerStats, LogMessage, RunFailed,
-                                     RunSnapshot, RunState, StateChanged, StepMetrics, StepSkipped)
+                                     RunSnapshot, RunState, SampleProduced, StateChanged, StepMetrics,
+                                     StepSkipped)
 
 MESSAGES_KEPT = 50  # the snapshot shows the last 20 of them
 
@@ -41,6 +43,7 @@ class RunStateStore:
         self._best_eval: EvalResult | None = None
         self._last_checkpoint: CheckpointSaved | None = None
         self._layer_stats: LayerStats | None = None
+        self._samples = SampleHistory()
         self._messages: list[LogMessage] = []
         self._error: str | None = None
         self._error_internal = False
@@ -95,6 +98,8 @@ class RunStateStore:
                 self._best_eval = event
         elif isinstance(event, CheckpointSaved):
             self._last_checkpoint = event
+        elif isinstance(event, SampleProduced):
+            self._samples.add(event)
         elif isinstance(event, LogMessage):
             self._keep(event)
         elif isinstance(event, StateChanged):
@@ -146,6 +151,13 @@ class RunStateStore:
                 self._apply(result)
             self._version += 1
 
+    def load_samples(self, samples: list[SampleProduced]) -> None:
+        """Replay a run's logged samples (``samples.jsonl``: a resumed or a finished run)."""
+        with self._lock:
+            for sample in samples:
+                self._samples.add(dataclasses.replace(sample, run_id=sample.run_id or self.run_id))
+            self._version += 1
+
     @property
     def state(self) -> RunState:
         with self._lock:
@@ -163,4 +175,5 @@ class RunStateStore:
                 messages=tuple(self._messages[-20:]), error=self._error,
                 output_dir=self._output_dir, device=self._device, dtype=self._dtype,
                 preset=self._preset, n_parameters=self._n_parameters,
-                skipped_steps=self._skipped_steps, run_id=self.run_id, error_internal=self._error_internal)
+                skipped_steps=self._skipped_steps, run_id=self.run_id, error_internal=self._error_internal,
+                samples=self._samples.snapshot())

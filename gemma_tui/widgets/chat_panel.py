@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Input, Label
+from textual.widgets import Input, Label, Static
 
 from gemma_core.errors import UserError
 from gemma_core.model.sampling import GenerationStats, SamplingParams
@@ -99,6 +99,18 @@ class ChatPanel(Vertical):
         self.query_one("#chat-log", VerticalScroll).anchor()
         self.query_one("#chat-params").border_title = "sampling · Tab to edit, / back to the prompt"
         self._poll_timer = self.set_interval(POLL_SECONDS, self._collect, pause=True)
+
+    def show_earlier(self, records: list[dict]) -> None:
+        """The run's earlier exchanges (from its chat.jsonl), above any new one."""
+        from gemma_tui.chat_transcript import earlier_exchange_text
+
+        log = self.query_one("#chat-log", VerticalScroll)
+        widgets = [Static(earlier_exchange_text(record), classes="chat-exchange chat-earlier")
+                   for record in records]
+        if widgets:
+            first = log.children[0] if log.children else None
+            log.mount_all(widgets, before=first) if first is not None else log.mount_all(widgets)
+            log.anchor()
 
     # ------------------------------------------------------------- prompting
     @property

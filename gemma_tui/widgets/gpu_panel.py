@@ -7,7 +7,10 @@ memory instead: no pop-ups, nothing repeated on every sample.
 
 from __future__ import annotations
 
+import math
 from collections import deque
+
+from rich.cells import cell_len
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -69,7 +72,12 @@ def describe_sample(sample: TelemetrySample, bar_width: int = 20, room: int = 80
 
 
 class GpuPanel(Vertical):
-    """Shows the latest telemetry sample; the sparkline tracks GPU (else CPU) use."""
+    """Shows the latest telemetry sample; the sparkline tracks GPU (else CPU) use.
+
+    The history (its label and the sparkline) shows only together, once there is a reading
+    to draw, and only where the studio gives the pane rows for it (``history_room``): a label
+    announcing a graph with no room under it is never shown.
+    """
 
     ALLOW_MAXIMIZE = True  # z zooms it to the whole screen
 
@@ -77,6 +85,7 @@ class GpuPanel(Vertical):
         super().__init__(id=id, classes=classes)
         self.history: deque[float] = deque(maxlen=HISTORY)
         self.sample: TelemetrySample | None = None
+        self._history_room = True
 
     def compose(self) -> ComposeResult:
         yield SteadyStatic("reading the GPU…", id="gpu-readings")
@@ -100,7 +109,31 @@ class GpuPanel(Vertical):
         self._describe(sample)
         self.query_one("#gpu-history-label", SteadyStatic).update(Content.styled(label, "$text-muted"))
         self.query_one("#gpu-history", Sparkline).data = list(self.history)
+        self._show_history()
+
+    @property
+    def history_room(self) -> bool:
+        return self._history_room
+
+    @history_room.setter
+    def history_room(self, room: bool) -> None:
+        if room != self._history_room:
+            self._history_room = room
+            self._show_history()
+
+    def _show_history(self) -> None:
+        self.set_class(not (self._history_room and self.history), "-no-history")
+
+    @staticmethod
+    def _readings(sample: TelemetrySample, width: int) -> Content:
+        return describe_sample(sample, max(8, min(24, width - LABEL_WIDTH - 24)), width)
+
+    def readings_rows(self, width: int) -> int:
+        """Rows the readings take ``width`` columns wide: what the studio shares the side column by."""
+        if self.sample is None:
+            return 1
+        lines = self._readings(self.sample, width).plain.split("\n")
+        return sum(max(1, math.ceil(cell_len(line) / max(1, width))) for line in lines)
 
     def _describe(self, sample: TelemetrySample) -> None:
-        width = max(8, min(24, self.size.width - LABEL_WIDTH - 24))
-        self.query_one("#gpu-readings", SteadyStatic).update(describe_sample(sample, width, self.size.width))
+        self.query_one("#gpu-readings", SteadyStatic).update(self._readings(sample, self.size.width))

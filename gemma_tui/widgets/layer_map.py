@@ -130,10 +130,23 @@ class LayerMap(Widget, can_focus=True):
             self.refresh()
 
     # ----------------------------------------------------------------- layout
+    @staticmethod
+    def cell_width_at(width: int) -> int:
+        """Numbered cells where six fit in a row, else small ones (the details name the layer)."""
+        return CELL_WIDTH if width + GAP >= 6 * (CELL_WIDTH + GAP) else SMALL_CELL_WIDTH
+
+    @classmethod
+    def columns_at(cls, width: int) -> int:
+        """Cells per row ``width`` columns wide; a multiple of 6 when possible, so Gemma's
+        every-sixth full-attention layers line up in one column."""
+        cell = cls.cell_width_at(width)
+        gap = GAP if cell == CELL_WIDTH else 0
+        fit = max(1, (width + gap) // (cell + gap))
+        return fit - fit % 6 if fit >= 6 else fit
+
     @property
     def cell_width(self) -> int:
-        """Numbered cells where six fit in a row, else small ones (the details name the layer)."""
-        return CELL_WIDTH if self.size.width + GAP >= 6 * (CELL_WIDTH + GAP) else SMALL_CELL_WIDTH
+        return self.cell_width_at(self.size.width)
 
     @property
     def gap(self) -> int:
@@ -141,10 +154,7 @@ class LayerMap(Widget, can_focus=True):
 
     @property
     def columns(self) -> int:
-        """Cells per row; a multiple of 6 when possible, so Gemma's every-sixth
-        full-attention layers line up in one column."""
-        fit = max(1, (self.size.width + self.gap) // (self.cell_width + self.gap))
-        return fit - fit % 6 if fit >= 6 else fit
+        return self.columns_at(self.size.width)
 
     def cell_at(self, x: int, y: int) -> int | None:
         """The layer drawn at content offset (x, y), if any."""
@@ -155,6 +165,16 @@ class LayerMap(Widget, can_focus=True):
         if y < 1 or x // pitch >= self.columns or index >= self.config.n_layers:
             return None
         return index
+
+    def rows_wanted(self, brief: bool, width: int) -> int:
+        """Rows its content takes, short or full, ``width`` columns wide."""
+        cfg = self.config
+        if cfg is None:
+            return 1
+        legend = 2 if self.stats is not None and not brief else 1
+        cells = math.ceil(cfg.n_layers / self.columns_at(width))
+        details = len(layer_details(cfg, self.selected, self.stats))
+        return legend + cells + (min(BRIEF_DETAILS, details) if brief else 1 + details)
 
     # ---------------------------------------------------------------- actions
     def select(self, index: int) -> None:

@@ -14,7 +14,8 @@ from gemma_tui.series import HistoryColumns, columns_of, downsample, ema, finite
 from gemma_tui.widgets.redraw_pacer import RedrawPacer
 
 SMOOTHING_STEPS = (0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99)
-COMPACT_ROWS = 16  # a chart shorter than this shows its legend in the border
+COMPACT_ROWS = 16  # a chart shorter than this gives the rows of its axis titles to the curves
+WIDE_LEGEND = 60  # from this many columns the legend says which axis the learning rate is read on
 
 
 def next_smoothing(current: float, direction: int) -> float:
@@ -29,10 +30,16 @@ def _rgb(color: Color) -> tuple[int, int, int]:
 
 
 def _token_unit(largest: float) -> tuple[float, str]:
-    for size, name in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+    for size, name in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if largest >= size:
             return size, name
     return 1.0, ""
+
+
+def tick_labels(ticks: list[float], unit: str = "") -> list[str]:
+    """Each tick as a short number with its unit on it ("50k", "1.2M"): an axis read at a
+    glance, even where the axis title has no room."""
+    return [f"{t:g}{unit if t else ''}" for t in ticks]
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -137,10 +144,12 @@ class LossChart(PlotextPlot):
         self.refresh()
 
     def _legend_title(self, palette) -> Content:
-        """"Loss" and each series' mark in its colour: the legend of a short chart."""
+        """"Loss" and each series' mark in its colour: the chart's legend, kept in its border so
+        it never covers a curve (plotext draws its own legend over the plot)."""
         parts: list = ["Loss "]
+        lr = "lr (right axis)" if self.size.width >= WIDE_LEGEND else "lr"
         for mark, name, color in (("⠒", "train", palette.train), ("▄", "smoothed", palette.smooth),
-                                  ("•", "val", palette.val), ("⠒", "lr", palette.lr)):
+                                  ("•", "val", palette.val), ("⠒", lr, palette.lr)):
             parts += [(f" {mark}", f"bold {color.hex}"), name]
         return Content.assemble(*parts)
 
@@ -188,6 +197,13 @@ class LossChart(PlotextPlot):
                   "val": downsample(*val, columns // 2), "lr": downsample(*lr_points, columns)}
         return {name: list(zip(x.tolist(), y.tolist())) for name, (x, y) in shaped.items()}
 
+    def _x_unit(self) -> str:
+        """The unit the x values were divided by ("k", "M"...; none for steps)."""
+        snap = self.snapshot
+        if self.x_axis != "tokens" or snap is None or not snap.train_history:
+            return ""
+        return _token_unit(snap.train_history[-1][1])[1]
+
     def _plot_series(self) -> None:
         plt = self.plt
         plt.clear_data()
@@ -195,50 +211,44 @@ class LossChart(PlotextPlot):
         palette = studio_palette(self.app)
         columns = max(10, self.size.width - 12)  # less the y-axis labels
         series = self.series(columns)
-        snap = self.snapshot
         suffix = " (log scale)" if self.log_scale else ""
-        # A short chart gives its rows to the curves: the legend moves to the border and the
-        # axis titles go (the subtitle still says what x is).
-        compact = self.size.height < COMPACT_ROWS
-        title = self._legend_title(palette) if compact else Content("Loss")
+        title = self._legend_title(palette)
         if title != self.border_title:
             self.border_title = title
+        # A short chart gives its rows to the curves: the axis titles go (the subtitle still
+        # says what x is, and the tick labels carry their unit).
+        compact = self.size.height < COMPACT_ROWS
         if compact:
             plt.xlabel("")
             plt.ylabel("", yside="left")
             plt.ylabel("", yside="right")
-        elif self.x_axis == "tokens" and snap and snap.train_history:
-            _, unit = _token_unit(snap.train_history[-1][1])
-            plt.xlabel(f"tokens seen{f' ({unit})' if unit else ''}")
         else:
-            plt.xlabel("optimizer step")
-        if not compact:
+            plt.xlabel("tokens seen" if self.x_axis == "tokens" else "optimizer step")
             plt.ylabel(f"loss{suffix}", yside="left")
             if series["lr"]:
                 plt.ylabel(f"learning rate{suffix}", yside="right")
-        label = (lambda name: None) if compact else (lambda name: name)
         if not any(series.values()):
             plt.title("waiting for the first optimizer step")
             return
         # Raw loss in fine braille dots, the smoothed line in bolder half blocks
-        # on top, validation points as bullets: three series that stay apart.
+        # on top, validation points as bullets: three series that stay apart. No plotext
+        # labels: its legend is drawn inside the plot, over the curves.
         if series["train"]:
             xs, ys = zip(*series["train"])
-            plt.plot(xs, ys, color=_rgb(palette.train), label=label("train"), marker="braille")
+            plt.plot(xs, ys, color=_rgb(palette.train), marker="braille")
         if series["smoothed"]:
             xs, ys = zip(*series["smoothed"])
-            plt.plot(xs, ys, color=_rgb(palette.smooth), label=label("smoothed"), marker="hd")
+            plt.plot(xs, ys, color=_rgb(palette.smooth), marker="hd")
         if series["val"]:
             xs, ys = zip(*series["val"])
-            plt.scatter(xs, ys, color=_rgb(palette.val), label=label("validation"), marker="•")
+            plt.scatter(xs, ys, color=_rgb(palette.val), marker="•")
         every_x = [x for points in series.values() for x, _ in points]
         if every_x:
             ticks = nice_ticks(min(every_x), max(every_x))
-            plt.xticks(ticks, [f"{t:g}" for t in ticks])
+            plt.xticks(ticks, tick_labels(ticks, self._x_unit()))
         if series["lr"]:
             xs, ys = zip(*series["lr"])
-            plt.plot(xs, ys, color=_rgb(palette.lr), label=label("lr"), marker="braille",
-                     yside="right")
+            plt.plot(xs, ys, color=_rgb(palette.lr), marker="braille", yside="right")
         if self.log_scale:  # the points are log10 values: label the axes with what they stand for
             for side, names in (("left", ("train", "smoothed", "val")), ("right", ("lr",))):
                 ys = [y for name in names for _, y in series[name]]

@@ -9,6 +9,7 @@ from textual.content import Content
 from gemma_core.safe_text import printable
 from gemma_core.train.events import RunSnapshot, RunState, StepMetrics
 from gemma_tui import formatting as fmt
+from gemma_tui.pane_fit import BORDER, PaneWants
 from gemma_tui.widgets.steady_static import SteadyStatic
 
 # The theme colour each state is shown in.
@@ -25,6 +26,7 @@ STATE_STYLES = {
 }
 LABEL_WIDTH = 11
 BAR_WIDTH_MAX = 40
+ESSENTIAL_RANK = 4  # state, an error, step, train and validation loss: what the least pane keeps
 
 
 class RunStats(SteadyStatic):
@@ -35,7 +37,7 @@ class RunStats(SteadyStatic):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__("waiting for the engine…", id=id, classes=classes)
         self.snapshot: RunSnapshot | None = None
-        self._fit_to_height = False
+        self._fit_to_height = True
 
     def show(self, snapshot: RunSnapshot) -> None:
         self.snapshot = snapshot
@@ -60,15 +62,26 @@ class RunStats(SteadyStatic):
             if self.snapshot is not None:
                 self.update(self.describe(self.snapshot))
 
+    @staticmethod
+    def _heights(ranked: list[tuple[int, Content]], width: int) -> list[int]:
+        """Each line's rows once wrapped at ``width`` (an error or a message may wrap)."""
+        return [max(1, math.ceil((line.cell_length - 1) / max(1, width))) for _, line in ranked]
+
+    def wants(self, width: int) -> PaneWants:
+        """Rows (borders included) for the essential lines and for every line, ``width``
+        columns wide: what the studio shares the side column by."""
+        if self.snapshot is None:
+            return PaneWants(BORDER + 1, BORDER + 1)
+        ranked = self._ranked_lines(self.snapshot, width)
+        heights = self._heights(ranked, width)
+        return PaneWants(BORDER + sum(h for (rank, _), h in zip(ranked, heights) if rank <= ESSENTIAL_RANK),
+                         BORDER + sum(heights))
+
     def describe(self, snap: RunSnapshot) -> Content:
         """The run's lines in reading order; where the pane is short, those ranked first."""
-        ranked = self._ranked_lines(snap)
         rows, width = self.size.height, max(1, self.size.width)
-
-        def height(line: Content) -> int:  # rows once wrapped (an error or a message may wrap)
-            return max(1, math.ceil((line.cell_length - 1) / width))
-
-        heights = [height(line) for _, line in ranked]
+        ranked = self._ranked_lines(snap, width)
+        heights = self._heights(ranked, width)
         if self._fit_to_height and 0 < rows < sum(heights):
             keep, used = [], 0
             for index in sorted(range(len(ranked)), key=lambda i: ranked[i][0]):
@@ -89,15 +102,16 @@ class RunStats(SteadyStatic):
             parts += [(f"{name} ", "$text-muted"), fmt.rate(rates[name]), "  "]
         return parts[:-1]
 
-    def _fitted(self, text: str, keep_end: bool = False) -> str:
+    @staticmethod
+    def _fitted(text: str, width: int, keep_end: bool = False) -> str:
         """``text`` cut with an ellipsis to the room after a label: a name, never worth a second
         row (a path keeps its end, the part that tells runs apart)."""
-        room = max(8, self.size.width - LABEL_WIDTH)
+        room = max(8, width - LABEL_WIDTH)
         if len(text) <= room:
             return text
         return "…" + text[-(room - 1):] if keep_end else text[:room - 1] + "…"
 
-    def _ranked_lines(self, snap: RunSnapshot) -> list[tuple[int, Content]]:
+    def _ranked_lines(self, snap: RunSnapshot, width: int) -> list[tuple[int, Content]]:
         """(rank, line) in reading order; rank 0 is kept longest when rows run out."""
         latest = snap.latest
         lines: list[tuple[int, Content]] = []
@@ -105,13 +119,13 @@ class RunStats(SteadyStatic):
         where = " · ".join(x for x in (snap.preset and f"{snap.preset} preset", snap.device,
                                         snap.dtype) if x)
         if where:
-            lines.append((12, self._line("run", self._fitted(where))))
-        lines.append((14, self._line("output", self._fitted(printable(snap.output_dir), keep_end=True))))
+            lines.append((12, self._line("run", self._fitted(where, width))))
+        lines.append((14, self._line("output", self._fitted(printable(snap.output_dir), width, keep_end=True))))
         if snap.error:
             lines.append((1, self._line("error", (printable(snap.error), "$error bold"))))
 
         fraction = snap.step / snap.max_steps if snap.max_steps else 0.0
-        bar_width = max(8, min(BAR_WIDTH_MAX, self.size.width - LABEL_WIDTH - 8))
+        bar_width = max(8, min(BAR_WIDTH_MAX, width - LABEL_WIDTH - 8))
         lines.append((2, self._line("step", f"{snap.step:,} / {snap.max_steps:,}  ",
                                     (f"{100 * fraction:.1f}%", "bold"))))
         lines.append((9, self._line("", fmt.progress_bar(fraction, bar_width))))
@@ -129,14 +143,15 @@ class RunStats(SteadyStatic):
 
         last_eval = snap.eval_history[-1] if snap.eval_history else None
         best = snap.best_eval
-        val = (f"{fmt.number(last_eval.val_loss)} @ {last_eval.step:,}" if last_eval else "-")
+        # The latest and the best evaluation each on a line of its own, in the same precision:
+        # side by side they wrapped, and the best lost digits to fit.
+        val = f"{fmt.loss(last_eval.val_loss)} @ {last_eval.step:,}" if last_eval else "-"
         if best is not None and last_eval is not None and best.step == last_eval.step:
             lines.append((4, self._line("val loss", val, ("  best", "$success"))))
         else:
-            # The best's step only where the line has room for it: 36 columns show the rest.
-            best_text = (f"{fmt.number(best.val_loss)} @ {best.step:,}" if self.size.width >= 42
-                         else fmt.number(best.val_loss)) if best else "-"
-            lines.append((4, self._line("val loss", val, "   best ", best_text)))
+            lines.append((4, self._line("val loss", val)))
+            if best is not None:
+                lines.append((4, self._line("best val", f"{fmt.loss(best.val_loss)} @ {best.step:,}")))
         if last_eval:
             lines.append((10, self._line("perplexity", fmt.number(last_eval.perplexity),
                                          "   bits/byte ", fmt.number(last_eval.bits_per_byte, 3))))
@@ -151,6 +166,6 @@ class RunStats(SteadyStatic):
         for index, message in enumerate(recent):
             age = len(recent) - 1 - index  # 0: the newest, which an error keeps near the top
             style = {"error": "$error", "warning": "$warning"}.get(message.level, "$text-muted")
-            rank = 1 if message.level == "error" and age == 0 else 13 + age
+            rank = 1 if message.level in ("error", "warning") and age == 0 else 13 + age
             lines.append((rank, Content.assemble(("› " + printable(message.text), style), "\n")))
         return lines

@@ -243,4 +243,4 @@ def exit_status_once_its_terminal_goes(kind: str, gemma_tui_args: list[str], sho
 def test_the_comparison_exits_when_its_terminal_goes_away(kind, finished, unfinished):
     env = dict(os.environ, COLUMNS="120", LINES="40")
     assert exit_status_once_its_terminal_goes(kind, ["compare", str(finished), str(unfinished)],
-                                              b"growing train", env) == 130
+                                              b"growing", env) == 130  # named in the legend row

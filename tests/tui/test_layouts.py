@@ -1,4 +1,4 @@
-"""The studio at the terminal sizes people have: a default 80x24, 100x30, 160x45 and a large
+"""The studio at the terminal sizes people have, from a default 80x24 to a large
 240x60, live and for a finished run. At each, every pane is on screen with what makes it
 useful (not a bare border), and the footer starts with q Quit.
 
@@ -21,7 +21,9 @@ from gemma_tui.widgets.loss_chart import LossChart
 from gemma_tui.widgets.run_stats import RunStats
 from tests.tui.test_panes import NO_GPU, FixedTelemetry, _utc_clock, check_snapshot  # noqa: F401
 
-SIZES = [(80, 24), (100, 30), (160, 45), (240, 60)]
+# The sizes people have: 80x24 and 100x30 terminals, 120x35, a 1280x760 desktop window (142x38),
+# 160x45, a 1600x900 browser page (178x45) and a large 240x60.
+SIZES = [(80, 24), (100, 30), (120, 35), (142, 38), (160, 45), (178, 45), (240, 60)]
 
 
 def live_run() -> PreviewEngine:

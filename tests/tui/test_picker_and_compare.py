@@ -122,7 +122,7 @@ async def test_the_comparison_names_every_run_and_switches_axis_scale_and_curves
     async with app.run_test(size=(140, 36)) as pilot:
         await pilot.pause()
         text = screen_text(app)
-        for words in ("baseline validation", "baseline train", "lr-high validation", "lr-high train",
+        for words in ("■ baseline", "■ lr-high", "• validation", "⠒ training (smoothed)",  # the legend row
                       "optimizer step", "comparing 2 runs"):
             assert words in text, words
         chart = app.query_one(CompareChart)
@@ -133,7 +133,7 @@ async def test_the_comparison_names_every_run_and_switches_axis_scale_and_curves
         await pilot.press("g")
         await pilot.pause()
         text = screen_text(app)
-        assert "baseline validation" in text and "baseline train" not in text and "validation only" in text
+        assert "■ baseline" in text and "training (smoothed)" not in text and "validation only" in text
         await pilot.press("l")
         await pilot.pause()
         assert "(log scale)" in screen_text(app)
@@ -173,6 +173,7 @@ def test_the_picker_opens_a_finished_run_attaches_a_live_one_and_compares_marked
     entries = find_runs(root)
     live = replace(entries[0], live=True, state="running")
     for choice in ((OPEN, [entries[1]]), (OPEN, [live]), (COMPARE, entries[:2])):
-        monkeypatch.setattr(picker.RunPicker, "run", lambda self, choice=choice: choice)
+        answers = iter([choice, None])  # the run chosen, then q in the list it comes back to
+        monkeypatch.setattr(picker.RunPicker, "run", lambda self, answers=answers: next(answers))
         assert cli.main(["open", "--runs", str(root)]) == 0
     assert opened == [older] and attached == [str(newer)] and compared == [[newer, older]]
