@@ -50,8 +50,10 @@ def headless(folder: Path, preset: str, steps: int) -> None:
     engine.join()
 
 
-def with_studio(folder: Path, preset: str, steps: int, size: tuple[int, int] = (160, 45)) -> float:
-    """Train with the studio open; return the UI thread's CPU time as a share of one core."""
+def with_studio(folder: Path, preset: str, steps: int, size: tuple[int, int] = (160, 45),
+                open_view: str | None = None) -> float:
+    """Train with the studio open (on ``open_view``: see ``open_in``); return the UI thread's
+    CPU time as a share of one core."""
     from gemma_tui.app import create_app
 
     engine = TrainingEngine(settings(folder, preset, steps))
@@ -60,6 +62,7 @@ def with_studio(folder: Path, preset: str, steps: int, size: tuple[int, int] = (
 
     async def drive():
         async with app.run_test(size=size) as pilot:
+            await open_in(app, engine, open_view)
             cpu, wall = time.thread_time(), time.perf_counter()
             # A plain sleep, not pilot.pause: the pilot waits for the screen to settle
             # and forces redraws, which would bill the studio for the benchmark's own
@@ -73,6 +76,29 @@ def with_studio(folder: Path, preset: str, steps: int, size: tuple[int, int] = (
     asyncio.run(drive())
     engine.join()
     return ui_share["cpu"]
+
+
+async def open_in(app, engine: TrainingEngine, view: str | None) -> None:
+    """Open ``view`` once the model is ready: ``charts`` is the Charts screen (g), redrawing as
+    the run trains; ``inspect`` is the Inspect screen after its first pass (the last chat prompt,
+    else ROMEO:), then idle, as one reads it."""
+    if view is None:
+        return
+    while not engine.ready.is_set() and engine.is_alive():
+        await asyncio.sleep(0.2)
+    if view == "charts":  # the Charts screen (g), drawn for the whole run
+        from gemma_tui.screens.charts import ChartsScreen
+
+        app.action_show_charts()
+        while not isinstance(app.screen, ChartsScreen):
+            await asyncio.sleep(0.2)
+    if view == "inspect":
+        from gemma_tui.screens.inspect import InspectScreen
+
+        app.action_inspect()
+        while not (isinstance(app.screen, InspectScreen) and app.screen.found is not None
+                   or isinstance(app.screen, InspectScreen) and app.screen.problem is not None):
+            await asyncio.sleep(0.2)
 
 
 def with_chat(folder: Path, preset: str, steps: int) -> dict:
@@ -103,6 +129,9 @@ def main(argv=None) -> int:
     parser.add_argument("--size", default="160x45", help="the studio's terminal size, COLUMNSxROWS")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=2, help="headless/studio pairs, alternated")
+    parser.add_argument("--open", choices=["charts", "inspect"], default=None, dest="open_view",
+                        help="the studio shows this view instead of its panes (charts: the Charts "
+                             "screen, g; inspect: the Inspect screen after its first pass, idle)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     preset = args.preset or ("nano" if args.quick else "demo")
@@ -116,12 +145,12 @@ def main(argv=None) -> int:
         for turn in range(args.repeats):
             headless(root / f"headless{turn}", preset, steps)
             bases.append(tokens_per_s(root / f"headless{turn}", skip))
-            ui_shares.append(with_studio(root / f"studio{turn}", preset, steps, size))
+            ui_shares.append(with_studio(root / f"studio{turn}", preset, steps, size, args.open_view))
             studios.append(tokens_per_s(root / f"studio{turn}", skip))
         chat = with_chat(root / "chat", preset, steps)
         base, studio = statistics.median(bases), statistics.median(studios)
         during_chat = tokens_per_s(root / "chat", skip)
-    result = {"preset": preset, "steps": steps, "repeats": args.repeats, "size": args.size,
+    result = {"preset": preset, "steps": steps, "repeats": args.repeats, "size": args.size, "open": args.open_view,
               "headless_runs": [round(b, 1) for b in bases], "studio_runs": [round(x, 1) for x in studios],
               "headless_tokens_per_s": round(base, 1),
               "studio_tokens_per_s": round(studio, 1), "ratio": round(studio / base, 3),

@@ -18,6 +18,7 @@ from textual import events
 from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
@@ -26,12 +27,18 @@ from gemma_core.safe_text import printable
 from gemma_core.telemetry import TelemetrySampler
 from gemma_core.train.events import RunSnapshot, RunState
 from gemma_tui import formatting as fmt
-from gemma_tui.chat_transcript import append_to_transcript
+from gemma_tui import pane_fit
+from gemma_tui.chat_transcript import append_to_transcript, read_transcript
+from gemma_tui.chart_export import EXPORTS, ChartExporter, studio_chart
 from gemma_tui.engine_api import StudioEngine
+from gemma_tui import notifications
 from gemma_tui.preferences import Preferences
 from gemma_tui.screens.confirm import ConfirmScreen
+from gemma_tui.screens.charts import ChartsScreen
 from gemma_tui.screens.help import HelpScreen
+from gemma_tui.screens.inspect import InspectScreen, default_prompt
 from gemma_tui.screens.quit_choice import KEEP, STOP, QuitChoiceScreen
+from gemma_tui.screens.samples import SamplesScreen
 from gemma_tui.terminal_watch import end_on_stop_signal_or_lost_terminal
 from gemma_tui.themes import DEFAULT_THEME, FALLBACK_THEME, ThemeFileError, discover_themes, load_theme_file
 from gemma_tui.widgets.chat_panel import ChatPanel, read_sampling_params
@@ -51,11 +58,14 @@ GPU_CHART_HZ, CPU_CHART_HZ = 0.5, 0.25
 # Actions that only mean something while a run trains (greyed out otherwise).
 CONTROL_ACTIONS = frozenset({"toggle_pause", "save_now", "eval_now", "stop_training"})
 STUDIO_ACTIONS = CONTROL_ACTIONS | {"quit", "toggle_log_scale", "toggle_x_axis", "smoothing",
-                                    "focus_chat", "cancel_reply", "change_theme", "help", "zoom",
-                                    "copy_reply"}
+                                    "focus_chat", "cancel_reply", "change_theme", "help", "zoom", "inspect",
+                                    "copy_reply", "show_hidden_pane", "show_charts",
+                                    "show_samples", "toggle_notifications", "export_chart"}
 
 
-TALL_ROWS = 36  # from this many rows every pane shows all it has
+TALL_ROWS = 36  # from this many rows the chat shows its settings under a rule
+# The panes in the order ``m`` shows those the terminal has no room for.
+PANE_IDS = ("#loss-chart", "#chat", "#run-stats", "#layer-map", "#gpu-panel")
 
 
 class GemmaStudio(App):
@@ -63,8 +73,8 @@ class GemmaStudio(App):
     CSS_PATH = "studio.tcss"
     AUTO_FOCUS = "#layer-map"  # not the prompt: one-letter keys work from the start
     # The screen gets one class per size band (studio.tcss arranges the panes for each):
-    # 80x24 and 100x30 terminals get a narrower side column and compact panes, a wide one
-    # a wider side column; a short one drops what it cannot show legibly.
+    # 80x24 and 100x30 terminals get a narrower side column, a wide one a wider side column;
+    # how the rows are shared is worked out from what each pane has to show (``_fit_panes``).
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-medium"), (200, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (TALL_ROWS, "-tall")]
     # Quitting waits this long for the trainer to finish its step and save; a run
@@ -76,6 +86,8 @@ class GemmaStudio(App):
     BINDINGS = [
         Binding("q", "quit", "Quit", id="studio.quit"),
         Binding("f1,question_mark", "help", "Help", key_display="F1", id="studio.help"),
+        # Shown only while the terminal is too small for some pane: each press zooms the next.
+        Binding("m", "show_hidden_pane", "More panes", id="studio.more_panes"),
         Binding("p", "toggle_pause", "Pause/Resume", id="studio.pause"),
         Binding("s", "save_now", "Save", id="studio.save"),
         Binding("e", "eval_now", "Eval", id="studio.eval"),
@@ -85,15 +97,25 @@ class GemmaStudio(App):
         Binding("slash", "focus_chat", "Chat", key_display="/", id="studio.chat", priority=True),
         Binding("z,f11", "zoom", "Zoom", key_display="z", id="studio.zoom"),
         Binding("c", "copy_reply", "Copy reply", show=False, id="studio.copy_reply"),
+        Binding("i", "inspect", "Inspect", show=False, id="studio.inspect"),
+        Binding("w", "show_samples", "Samples", show=False, id="studio.samples"),
         Binding("l", "toggle_log_scale", "Log y", id="studio.log_scale"),
         Binding("t", "toggle_x_axis", "Step/tokens", id="studio.x_axis"),
+        # o: "output" the chart; not Ctrl+S (terminals take it for flow control), not E (beside e: Eval).
+        Binding("o", "export_chart", "Export chart", show=False, id="studio.export_chart"),
         Binding("left_square_bracket", "smoothing(-1)", "Smooth-", key_display="[",
                 id="studio.smoothing_down"),
         Binding("right_square_bracket", "smoothing(1)", "Smooth+", key_display="]",
                 id="studio.smoothing_up"),
         Binding("escape", "cancel_reply", "Cancel reply", id="studio.cancel_reply"),
-        Binding("ctrl+t", "change_theme", "Theme", id="studio.theme"),
+        Binding("ctrl+t,T", "change_theme", "Theme", id="studio.theme"),
+        # Not in the footer: its keys are listed in help and the palette (F1, Ctrl+P).
+        Binding("g", "show_charts", "Charts", show=False, id="studio.charts"),
     ]
+
+    # A browser keeps some keys before the page sees them (Ctrl+T opens a tab; F1 is a media
+    # key on a Mac): in a page the footer shows the other key bound to the same action.
+    WEB_KEYS = {"studio.help": "?", "studio.theme": "T"}
 
     def __init__(self, engine: StudioEngine, theme: str | None = None,
                  telemetry: object | None = None, poll_hz: float | None = None,
@@ -120,12 +142,15 @@ class GemmaStudio(App):
         self._keep_training = False
         # Kept as an attribute: on_unmount cancels its reply after the DOM is gone.
         self.chat_panel = ChatPanel(engine, id="chat")
+        self.chart_exporter = ChartExporter(self)  # o: the loss chart to files (a worker writes them)
         self._engine_error_shown = False
         self._transcript_problem_shown = False
+        self.run_watcher = notifications.RunWatcher()  # a run's end or divergence, told once
         self.preferences, notice = Preferences.load()
         if notice:
             self.startup_notices.append(notice)
         self._preferences_save_timer = None
+        self._fitted_for: tuple | None = None  # what the panes' heights were last worked out from
         self._install_themes(theme or self.preferences.theme, theme_dirs)
 
     # ------------------------------------------------------------------ themes
@@ -190,9 +215,58 @@ class GemmaStudio(App):
         self.shut_down()
 
     def on_resize(self, event: events.Resize) -> None:
-        short = event.size.height < TALL_ROWS
-        self.query_one(LayerMap).brief = short
-        self.query_one(RunStats).fit_to_height = short
+        # After the next layout: the side panes' widths (which decide how their lines wrap)
+        # are known then.
+        self.call_after_refresh(self._fit_panes)
+
+    def _fit_panes(self) -> None:
+        """Share the terminal between the panes so each shows whole, borders included; a pane
+        without room for its essentials is hidden (``m`` zooms it), never cut. Cheap, and
+        redone only when the size or what a pane has to show changed."""
+        if not self.is_running:
+            return
+        try:
+            chart, chat, stats, layers, machine = (self.query_one(pane) for pane in PANE_IDS)
+        except NoMatches:  # shutting down
+            return
+        columns, rows = self.size.width, self.size.height - 2  # less the header and the footer
+        side_width = pane_fit.side_width(columns)
+        inner = side_width - pane_fit.BORDER - 2  # less the borders and the padding
+        key = (columns, rows, stats.wants(inner), layers.rows_wanted(True, inner),
+               layers.rows_wanted(False, inner), machine.readings_rows(inner))
+        if key == self._fitted_for:
+            return
+        self._fitted_for = key
+        _, _, run_wants, layers_brief, layers_full, readings = key
+        plan = pane_fit.plan_side_column(rows if side_width else 0, run_wants, pane_fit.BORDER + layers_brief,
+                                         pane_fit.BORDER + layers_full, pane_fit.BORDER + readings)
+        with self.batch_update():
+            chat.set_class(not pane_fit.chat_fits(rows), "-squeezed")
+            side = self.query_one("#side")
+            side.display = side_width > 0
+            if side_width:
+                side.styles.width = side_width
+            layers.brief = plan.layers_brief
+            machine.history_room = plan.machine_history
+            for pane, height in ((stats, plan.run), (layers, plan.layers), (machine, plan.machine)):
+                pane.set_class(height is None, "-squeezed")
+                pane.styles.height = height  # None: the stylesheet's, so a zoomed hidden pane fills the screen
+        self.refresh_bindings()
+
+    def action_show_hidden_pane(self) -> None:
+        """Zoom the next pane the terminal has no room for; after the last, back to the rest."""
+        hidden = [self.query_one(pane) for pane in PANE_IDS if self.query_one(pane).has_class("-squeezed")]
+        if not hidden:
+            return
+        shown = self.screen.maximized
+        following = hidden[hidden.index(shown) + 1:] if shown in hidden else hidden
+        if following:
+            following[0].styles.height = "1fr"  # the whole screen, whatever its height in the column was
+            self.screen.maximize(following[0], container=False)
+            # The focus would fall to a field off screen and take the next key as text.
+            self.call_after_refresh(self.screen.set_focus, following[0] if following[0].focusable else None)
+        else:
+            self.screen.minimize()
 
     def on_mount(self) -> None:
         if self.handles_signals:
@@ -227,6 +301,7 @@ class GemmaStudio(App):
         config = self.engine.model_config
         if layer_map.config is None and config is not None:
             layer_map.set_config(config)
+            self.call_after_refresh(self._fit_panes)  # the map's rows are known now
         if self.snapshot is not None and snap.version == self.snapshot.version:
             return
         if self._paced_out(snap):
@@ -237,8 +312,13 @@ class GemmaStudio(App):
             self.query_one(LossChart).show(snap)
             self.query_one(RunStats).show(snap)
             layer_map.show_stats(snap.layer_stats)
+        self._fit_panes()  # a line more or less in the Run pane (an error, a message)
+        if previous is None:
+            self._show_earlier_chat(snap)
         if previous is None or previous.state != snap.state:
             self._state_changed(previous, snap)
+        for notice in self.run_watcher.observe(snap):
+            notifications.announce(self, notice, outside=self.preferences.notifications)
         best, was = snap.best_eval, previous.best_eval if previous is not None else None
         if best is not None and was is not None and best.step != was.step and best.val_loss < was.val_loss:
             self.notify(f"New best validation loss {best.val_loss:.4f} at step {best.step:,} "
@@ -264,6 +344,16 @@ class GemmaStudio(App):
         snap = snap if snap is not None else self.snapshot
         return (self.fixed_poll_hz is None and snap is not None and snap.device.startswith("cpu")
                 and snap.state in ACTIVE_STATES)
+
+    def _show_earlier_chat(self, snap: RunSnapshot) -> None:
+        """A run opened or attached to shows what was asked of it before (its chat.jsonl)."""
+        folder = Path(snap.output_dir)
+        if not folder.is_dir():
+            return
+        records, note = read_transcript(folder)
+        self.chat_panel.show_earlier(records)
+        if note:
+            self.notify(printable(note), severity="warning", timeout=10)
 
     def _state_changed(self, previous: RunSnapshot | None, snap: RunSnapshot) -> None:
         if snap.state in (RunState.PAUSED, RunState.RUNNING):  # not while saving/evaluating
@@ -296,6 +386,7 @@ class GemmaStudio(App):
         except Exception:  # telemetry is a nicety: never let it take the studio down
             return
         self.query_one(GpuPanel).show(sample)
+        self._fit_panes()  # a GPU's readings take more rows than a CPU's
 
     # ---------------------------------------------------------------- actions
     @property
@@ -304,8 +395,10 @@ class GemmaStudio(App):
         return self.engine.is_alive() and state in ACTIVE_STATES
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if isinstance(self.screen, (ConfirmScreen, QuitChoiceScreen, HelpScreen)) and action in STUDIO_ACTIONS:
+        if isinstance(self.screen, (ConfirmScreen, QuitChoiceScreen, HelpScreen, InspectScreen, SamplesScreen)) and action in STUDIO_ACTIONS:
             return False  # one question at a time: keys answer it, they do not act behind it
+        if action == "show_hidden_pane":  # in the footer only while some pane has no room
+            return bool(self.query(".-squeezed"))
         if action in CONTROL_ACTIONS and not (self.training_active and not self._shutting_down):
             return None  # shown greyed out in the footer
         return True
@@ -357,8 +450,29 @@ class GemmaStudio(App):
             self._transcript_problem_shown = True
             self.notify(f"The chat transcript is not being saved ({printable(problem)}).", severity="warning")
 
+    def action_inspect(self) -> None:
+        """The Inspect screen on the weights shown (``i``), with the last chat prompt."""
+        output_dir = self.snapshot.output_dir if self.snapshot is not None else None
+        self.push_screen(InspectScreen(self.engine, default_prompt(self.engine, self.chat_panel, output_dir)))
+
+    def action_show_charts(self) -> None:
+        """Every number the run logs, one chart each (the screen exists only while shown)."""
+        if not isinstance(self.screen, ChartsScreen):
+            self.push_screen(ChartsScreen())
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    def action_show_samples(self) -> None:
+        """What the model wrote at each step: its samples and the chat replies (``w``)."""
+        self.push_screen(SamplesScreen())
+
+    def action_toggle_notifications(self) -> None:
+        on = not self.preferences.notifications
+        self._remember(notifications=on)
+        self.notify("A run's end or divergence rings the bell and shows a desktop notification where "
+                    "the terminal can." if on else "No bell or desktop notification when a run ends or "
+                    "diverges (toasts still show here).", title=f"Notifications {'on' if on else 'off'}")
 
     def action_zoom(self) -> None:
         """The focused pane (else the chart) fills the screen; again, or Esc, brings the rest back."""
@@ -375,6 +489,13 @@ class GemmaStudio(App):
 
     def action_toggle_x_axis(self) -> None:
         self.query_one(LossChart).toggle_x_axis()
+
+    def action_export_chart(self) -> None:
+        """The loss chart as shown to PNG, SVG and CSV in the run folder's exports/ (see chart_export)."""
+        curves, view = studio_chart(self.query_one(LossChart))
+        folder = Path(self.snapshot.output_dir) if self.snapshot is not None else Path.cwd()
+        # An attached studio may watch a run on another machine: then the current folder.
+        self.chart_exporter.export(curves, view, (folder if folder.is_dir() else Path.cwd()) / EXPORTS, "loss")
 
     def action_smoothing(self, direction: int) -> None:
         # The chart's subtitle shows the weight as it changes: no toast per key press.
@@ -505,6 +626,11 @@ class GemmaStudio(App):
         self._close_messages_no_wait()
 
     # ---------------------------------------------------------- command palette
+    def get_key_display(self, binding: Binding) -> str:
+        if self.is_web and binding.id in self.WEB_KEYS:
+            return self.WEB_KEYS[binding.id]
+        return super().get_key_display(binding)
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         commands = [
@@ -520,6 +646,16 @@ class GemmaStudio(App):
             ("cancel_reply", "Cancel chat reply", "Stop the reply that is streaming (Esc)"),
             ("copy_reply", "Copy the last reply", "The newest chat reply to the clipboard (c)"),
             ("zoom", "Zoom pane", "The focused pane (else the chart) fills the screen, and back (z)"),
+            ("export_chart", "Export the loss chart", "As shown, to PNG, SVG and CSV in the run folder's "
+             "exports/ (o)"),
+            ("inspect", "Inspect the model", "Attention maps, surprisal and the logit lens on the current "
+             "weights (i)"),
+            ("show_charts", "Charts of every metric",
+             "Grad norm, tokens/s, perplexity, bits per byte, learning rates, MFU: a cursor reads them (g)"),
+            ("show_samples", "Samples by step", "What the model wrote at each step: samples and chat "
+             "replies (w)"),
+            ("toggle_notifications", "Notifications on / off", "Bell and desktop notification when a run "
+             "ends or diverges"),
             ("help", "Help", "Every key, and what each pane shows (F1)"),
         ]
         for action, title, help_text in commands:

@@ -43,3 +43,20 @@ class StudioEngine(Protocol):
     def is_alive(self) -> bool: ...
     def chat(self, prompt: str, params: SamplingParams) -> ChatJob: ...
     def close(self) -> None: ...  # let go of the run (an attached engine stops following it)
+
+
+class InspectableEngine(Protocol):
+    """What the Inspect screen needs (``gemma_tui/inspection.py``), one of two ways. An engine
+    with neither shows why Inspect cannot run there.
+
+    * ``compute`` and ``tokenizer`` (``TrainingEngine``, ``RunViewer``): ``compute(pieces_of)``
+      runs ``pieces_of(model, dtype, job)`` on the weights as a chat reply is done, and
+      returns a job whose pieces come by ``take_pieces()`` once ``wait()`` returns.
+    * ``inspect(prompt, top_k)`` (``RemoteEngine``): the run's server does that, and returns
+      the ``gemma_core.inspect.Inspection``.
+    """
+
+    tokenizer: object | None  # None until the model is prepared
+
+    def compute(self, pieces_of, per_turn: int = 1) -> object: ...
+    def inspect(self, prompt: str, top_k: int) -> object: ...

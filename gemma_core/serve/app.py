@@ -6,6 +6,7 @@ the OpenAI API for any client, on aiohttp.
     GET  /api/telemetry               this machine's GPU (or CPU and RAM) reading
     POST /api/commands/NAME           pause, unpause, save, eval, stop, abort: waits for the outcome
     POST /api/chat                    a reply from the current weights, streamed (server-sent events)
+    POST /api/inspect                 one prompt's pass on the current weights, looked inside (gemma_core.inspect)
     GET  /v1/models                   \\
     GET  /v1/models/{id}               |
     POST /v1/completions               } the OpenAI API (completions: echo and logprobs
@@ -154,6 +155,7 @@ class RunService:
         return [web.get("/api/run", self.run_info), web.get("/api/snapshot", self.snapshot),
                 web.get("/api/telemetry", self.telemetry_sample),
                 web.post("/api/commands/{name}", self.command), web.post("/api/chat", self.chat),
+                web.post("/api/inspect", self.inspect),
                 web.get("/v1/models", self.models), web.get("/v1/models/{id}", self.model),
                 web.post("/v1/completions", self.completions),
                 web.post("/v1/chat/completions", self.chat_completions),
@@ -232,6 +234,38 @@ class RunService:
                                          "finish_reason": stats.finish_reason, "prompt_tokens": stats.prompt_tokens,
                                          "prompt_cut": stats.prompt_cut, "context_full": stats.context_full})
             return response
+
+    async def inspect(self, request: web.Request) -> web.Response:
+        """``{"prompt": text, "top_k": K}`` -> the inspection's JSON (README, "Look inside"), from
+        the current weights, taking its turn as a chat reply does."""
+        from gemma_core.inspect import MAX_TOP_K
+        from gemma_core.serve.inspect_work import MAX_PROMPT_CHARS, Refused, inspect_pieces
+
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
+            raise ApiError(400, 'send {"prompt": text, "top_k": 1 to 50}', "prompt")
+        unknown = sorted(set(body) - {"prompt", "top_k"})
+        if unknown:
+            raise ApiError(400, f"unknown field {unknown[0]!r}; send prompt and top_k", unknown[0])
+        prompt, top_k = body["prompt"], body.get("top_k", 5)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+            raise ApiError(400, f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {top_k!r}", "top_k")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise ApiError(400, f"the prompt is {len(prompt):,} characters; inspect takes at most "
+                                f"{MAX_PROMPT_CHARS:,} (and 512 tokens)", "prompt", code="prompt_too_long")
+        work = inspect_pieces(self._tokenizer(), prompt, top_k, to_json=True)
+        loop = asyncio.get_running_loop()
+        async with self._admitted():
+            job = await loop.run_in_executor(None, self.run.compute, work)
+            await loop.run_in_executor(None, job.wait)
+            pieces = job.take_pieces()
+        if job.error or not pieces:
+            raise ApiError(500, f"the pass failed: {job.error or 'no result'}", kind="server_error")
+        if isinstance(pieces[0], Refused):
+            raise ApiError(400, pieces[0].message, "prompt")
+        # Encoded off the loop: a long prompt's maps are megabytes of JSON.
+        text = await loop.run_in_executor(None, lambda: json.dumps(_clean(pieces[0]), allow_nan=False))
+        return web.Response(text=text, content_type="application/json")
 
     async def _start_reply(self, prompt: str, params: SamplingParams, **options) -> ChatJob:
         """The run's chat, called off the event loop: it returns once the training step under

@@ -48,6 +48,9 @@ CHAT_IDLE_S = 600.0
 # one chat event) is a few kilobytes.
 SNAPSHOT_MAX_BYTES = 16 << 20
 ANSWER_MAX_BYTES = 1 << 20
+# An inspection carries every attention map: layers x heads x T x T weights as text (34 MB
+# for the demo preset at 512 tokens, about 170 MB for Gemma 3 270M).
+INSPECT_MAX_BYTES = 256 << 20
 
 
 class RunNotRunning(UserError):
@@ -182,6 +185,14 @@ class RunClient:
         if not isinstance(data, dict) or not isinstance(data.get("outcome"), dict):
             raise self._not_the_run(f"it answered {_kind(data)} where the command's outcome belongs")
         return event_from_wire(data["outcome"])
+
+    def inspect(self, prompt: str, top_k: int = 5) -> dict:
+        """POST /api/inspect: the inspection's JSON shape (README, "Look inside")."""
+        data = self._request("POST", "/api/inspect", {"prompt": prompt, "top_k": top_k},
+                             timeout=COMMAND_TIMEOUT_S, limit=INSPECT_MAX_BYTES)
+        if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
+            raise self._not_the_run(f"it answered {_kind(data)} where an inspection belongs")
+        return data
 
     def chat(self, prompt: str, params: SamplingParams) -> Iterator[dict]:
         """The server's chat events: {"step"}, then {"text"} pieces, then {"done", "error", ...}."""
@@ -481,6 +492,34 @@ class RemoteEngine:
     def chat(self, prompt: str, params: SamplingParams) -> ChatJob:
         check_chat_request(prompt, params)
         return RemoteChatJob(self.client, prompt, params)
+
+    def inspect(self, prompt: str, top_k: int = 5):
+        """One inspected pass on the run's current weights, done by its server (waits for it)."""
+        return inspection_from_json(self.client.inspect(prompt, top_k))
+
+
+def inspection_from_json(data: dict):
+    """The server's JSON inspection as the ``Inspection`` a local pass returns (without token
+    ids and logits, which it does not carry)."""
+    import torch
+
+    from gemma_core.inspect import Inspection, LayerInspection, Prediction
+
+    def predictions(items) -> list:
+        return [Prediction(-1, str(p["token"]), float(p["prob"])) for p in items]
+
+    try:
+        layers = [LayerInspection(
+            index=int(layer["index"]), type=str(layer["type"]), window=layer["window"],
+            attention=torch.tensor(layer["attention"], dtype=torch.float32),
+            entropy=torch.tensor(layer["entropy"], dtype=torch.float32),
+            residual_rms=float(layer["residual_rms"]), lens=[predictions(p) for p in layer["lens"]])
+            for layer in data["layers"]]
+        return Inspection(step=int(data["step"]), token_ids=[], tokens=[str(t) for t in data["tokens"]],
+                          layers=layers, logits=torch.empty(0), next=predictions(data["next"]),
+                          surprisal=[None if s is None else float(s) for s in data["surprisal"]])
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"the run's server sent an inspection that cannot be read ({type(err).__name__})") from None
 
 
 class RemoteTelemetry:

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Markdown
+from textual.widgets import Footer, Markdown
 
 HELP = """\
 # Gemma Studio
@@ -18,22 +18,63 @@ HELP = """\
 - `x` stop training: saves a checkpoint, asks first
 - `l` loss axis linear or logarithmic · `t` x axis optimizer step or tokens seen
 - `[` `]` less or more smoothing of the training curve
+- `o` export the loss chart as shown (axis, smoothing, scale) to PNG and SVG, and its series
+  to CSV, in the run folder's `exports/` (named by the time); a toast names the files
+- `g` Charts: every number the run logs, one chart each (loss, validation loss, perplexity,
+  bits per byte, grad norm, tokens/s, each optimiser's learning rate, MFU on a GPU), on the
+  same `t` `l` `[` `]` as the loss chart; `←` `→` (or a click) move a cursor whose values
+  show under the charts, `i` `o` zoom in and out around it, `0` every step again; `Tab` or
+  `1`-`8` the next chart where one shows at a time; `Esc` back
 - `/` write to the model in the Chat pane (from anywhere, the settings fields too) · `Esc` cancel
   the reply being written · `c` copy the last reply to the clipboard
 - `z` or `F11` zoom the focused pane (else the chart) to the whole screen; again, or `Esc`, to come back
 - `Tab` move between the Layers pane and the chat fields
-- `Ctrl+T` change the theme (remembered for next time) · `Ctrl+P` every command, searchable
+- `i` Inspect: one prompt run through the current weights, looked inside (below); there `↑` `↓`
+  (or `PgUp` `PgDn`) change the layer, `←` `→` the head, `/` edits the prompt, `Enter` or `r` runs
+  it again, `v` switches the lens table, `Esc` closes
+- `w` Samples: what the model wrote at each step, its `--sample_prompt` continuations and the
+  chat replies, newest first (`o` oldest first); the selected one whole, then the same prompt
+  at every step, so the text can be seen improving; `Esc` back
+- `m` where the terminal is too small for every pane, some are hidden whole (never cut): `m`
+  zooms each hidden one in turn (the footer shows `m` only then)
+- `Ctrl+T` (in a browser `T`) change the theme (remembered for next time) · `Ctrl+P` every command, searchable
+  ("Notifications on / off": a run that finishes, stops, fails or diverges, its loss not finite
+  or its validation loss rising 3 evaluations in a row, rings the bell and, in iTerm2, Windows
+  Terminal, kitty, WezTerm, foot, Ghostty and the browser page, shows a desktop notification)
 - `F1` or `?` this help
 - `q` quit: while training, stop the run (saving) or keep it training in the background;
   an attached studio detaches and the run goes on
+
+## Inspect (`i`)
+
+One forward pass of a prompt (the last chat prompt at first) on the weights as they are
+now; during training it takes its turn between two steps, as a chat reply does.
+
+**Attention map**: one head of one layer. Row *i* is token *i*, and each column a token
+it reads; the stronger the shade, the more weight. Blank cells are tokens it cannot see:
+those after it, and in a sliding layer those too far back.
+
+**Sliding and full layers**: a sliding layer lets each token look only at the last
+`window` tokens (itself included), so its cost stays flat however long the text grows;
+its map is a band along the diagonal. A full (global) layer, one in six in Gemma 3, sees
+every earlier token: that is how something said long ago still reaches the present.
+
+**Prompt tokens**: each token shaded by its surprisal, the bits the model needed for it
+given the tokens before it (the number after it). Strong shades are what the model did not
+expect; the first token has no prediction.
+
+**Logit lens**: each layer's output put through the model's final norm and output head, as
+if the model stopped there: what it would predict at that depth. Read down the table to
+see the prediction take shape; the last layer's row is the model's own. `v` switches
+between the last position's top tokens and every position's top token.
 
 ## Panes
 
 **Loss**: training loss at each optimizer step (fine dots), the same smoothed
 (bold line, `[` `]` change how much), validation loss (bullets) and the learning
-rate. In the legend `L` marks a series read on the left axis (loss) and `⅃` one
-read on the right axis (learning rate). In a short terminal the legend moves to
-the pane's border, so the curves keep every row.
+rate, read on the right axis. The legend is in the pane's top border, so it never
+covers a curve; on the tokens axis the ticks carry their unit (`50k`, `1.2M`). In a
+short terminal the axis titles give their rows to the curves.
 
 **Layers**: one cell per decoder layer, `S` for sliding-window attention and `F`
 for full attention (Gemma 3 has one full layer in six). The shading is each
@@ -57,8 +98,19 @@ this process's memory in torch. Without an NVIDIA GPU: this process's CPU and RA
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q,f1,question_mark", "dismiss", "Close help")]
+    """The help, scrolled by the arrow keys, PgUp/PgDn, Home/End and the mouse from the moment
+    it opens (its text has the focus); its own footer says how to close it."""
+
+    BINDINGS = [
+        Binding("escape,q,f1,question_mark", "dismiss", "Close help", key_display="Esc/q/F1"),
+    ]
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-dialog"):
             yield Markdown(HELP, id="help-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        dialog = self.query_one("#help-dialog")
+        dialog.border_subtitle = "↑ ↓ PgUp PgDn scroll · Esc closes"
+        dialog.focus()

@@ -385,3 +385,17 @@ async def test_while_a_cpu_trains_the_studio_takes_a_snapshot_once_per_pace(pace
         clock[0] += 0.2
         assert not app._paced_out(later)
         assert app.query_one(LossChart).max_data_hz <= 1 / pace_s
+
+
+async def test_in_a_browser_the_footer_shows_the_keys_a_page_receives(monkeypatch):
+    from gemma_tui.app import GemmaStudio
+
+    monkeypatch.setattr(GemmaStudio, "is_web", property(lambda self: True))
+    app = studio(PreviewEngine(alive=True))
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.pause(0.2)
+        footer = screen_text(app).splitlines()[-1]
+        assert "? Help" in footer and "T Theme" in footer and "F1" not in footer and "^t" not in footer
+        await pilot.press("T")  # the key the footer names works
+        await pilot.pause(0.2)
+        assert "gemma-light" in screen_text(app)

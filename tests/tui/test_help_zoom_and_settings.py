@@ -35,7 +35,7 @@ async def test_f1_or_question_mark_opens_the_help_and_keys_do_not_act_behind_it(
             app.screen.query_one("#help-dialog").scroll_end(animate=False)
             await pilot.pause()
             text = " ".join(screen_text(app).split())  # the panes, further down
-            for needed in ("Layers", "sliding-window", "⅃", "gradient norm", "Without an NVIDIA GPU"):
+            for needed in ("Layers", "sliding-window", "right axis", "gradient norm", "Without an NVIDIA GPU"):
                 assert needed in text, needed
             await pilot.press("p")  # not a pause while the help is up
             assert engine.calls == []
@@ -77,7 +77,8 @@ async def test_theme_smoothing_and_chat_settings_are_remembered_for_the_next_lau
     saved = json.loads(preferences_path().read_text())
     assert preferences_path().is_relative_to(tmp_path / "config")  # the user's config folder
     assert saved == {"theme": "gemma-light", "smoothing": 0.9,
-                     "chat": {"temperature": "0.5", "top-k": "", "top-p": "", "max-tokens": "96"}}
+                     "chat": {"temperature": "0.5", "top-k": "", "top-p": "", "max-tokens": "96"},
+                     "notifications": True}
 
     again = studio(PreviewEngine())
     async with again.run_test(size=SIZE) as pilot:

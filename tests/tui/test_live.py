@@ -123,7 +123,9 @@ async def test_studio_trains_pauses_saves_chats_switches_theme_and_quits(tmp_pat
         # Ended by the model (no note), or by the 64 tokens asked for, and then marked as cut.
         assert exchange.status in ("", "cut at max tokens (64)"), exchange.status
         assert exchange.cut == (exchange.status != "")
-        assert exchange.pieces >= 2  # it streamed in, not arrived at once
+        # Between two steps a reply decodes for as long as its share of the time allows, so a
+        # short one may come in one burst (tests/core/test_chat.py holds the turns' sizes).
+        assert exchange.pieces >= 1 and exchange.reply
         assert exchange.job.step >= step_before
         assert engine.snapshot().step > step_before  # training went on meanwhile
         assert engine.snapshot().state is not RunState.PAUSED
