@@ -33,6 +33,7 @@ from gemma_core.run.model_dir import load_model_dir, save_model_dir
 from gemma_core.tokenizers.byte_alphabet import bytes_to_unicode
 from gemma_core.tokenizers.hf_json import PROBE_TEXT
 from gemma_core.tokenizers.tokenizer import EOS_TOKEN, from_ranks_file, load_tokenizer, train_bpe, write_ranks
+from tests.end_to_end.test_hostile_input import assert_one_line_refusal, run
 
 SHAKESPEARE_VOCAB = 4096
 NORMAL, UNKNOWN, CONTROL, UNUSED, BYTE = 1, 2, 3, 5, 6
@@ -88,18 +89,6 @@ def expected_tensors(model: Gemma3Model) -> dict[str, torch.Tensor]:
                 value = value * q_factor
             out[f"blk.{i}.{theirs}.weight"] = value
     return {name: value.detach().float() for name, value in out.items()}
-
-
-def run(argv: list[str], capsys) -> tuple[int, str]:
-    code = main(argv)
-    return code, capsys.readouterr().err
-
-
-def assert_one_line_refusal(code: int, err: str, expected: str) -> None:
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert "Traceback" not in err and len(lines) == 1, err
-    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
