@@ -41,15 +41,22 @@ def _parse(value: str | None) -> Color | None:
     if not value:
         return None
     try:
-        return Color.parse(value)
+        color = Color.parse(value)
     except ColorParseError:
-        return None  # e.g. "auto 87%", or an ANSI theme's named colour
+        return None  # e.g. "auto 87%"
+    # The studio blends colours and hands them to Rich and plotext as opaque RGB. An ANSI
+    # theme's named colour ("ansi_blue") is not RGB: its RGB stands in. The terminal's own
+    # default colour ("ansi_default") and "transparent" have none: the fallbacks apply.
+    if (color.ansi is not None and color.ansi < 0) or color.a == 0:
+        return None
+    return Color(color.r, color.g, color.b)
 
 
 def studio_palette(app: App) -> StudioPalette:
     variables = app.theme_variables
-    foreground = _parse(variables.get("foreground")) or Color(224, 224, 224)
-    surface = _parse(variables.get("surface")) or Color(30, 30, 30)
+    dark = app.current_theme.dark
+    foreground = _parse(variables.get("foreground")) or (Color(224, 224, 224) if dark else Color(30, 30, 30))
+    surface = _parse(variables.get("surface")) or (Color(30, 30, 30) if dark else Color(250, 250, 250))
 
     def pick(name: str) -> Color:
         return (_parse(variables.get(name)) or _parse(variables.get(FALLBACKS[name]))

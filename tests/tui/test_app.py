@@ -393,9 +393,30 @@ async def test_in_a_browser_the_footer_shows_the_keys_a_page_receives(monkeypatc
     monkeypatch.setattr(GemmaStudio, "is_web", property(lambda self: True))
     app = studio(PreviewEngine(alive=True))
     async with app.run_test(size=(160, 45)) as pilot:
-        await pilot.pause(0.2)
+        await until(pilot, lambda: "? Help" in screen_text(app).splitlines()[-1], timeout=60)
         footer = screen_text(app).splitlines()[-1]
         assert "? Help" in footer and "T Theme" in footer and "F1" not in footer and "^t" not in footer
         await pilot.press("T")  # the key the footer names works
-        await pilot.pause(0.2)
+        await until(pilot, lambda: "gemma-light" in screen_text(app), timeout=60)
         assert "gemma-light" in screen_text(app)
+
+
+async def test_every_theme_draws_every_pane_and_the_charts_without_error():
+    """Textual's ANSI themes name terminal colours ("ansi_blue") that are not RGB: the studio's
+    own drawing (layer map, charts, legends) must still draw in them, as in every other theme."""
+    app = studio(PreviewEngine(alive=True))
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.pause()
+        themes = sorted(app.available_themes)
+        assert {"ansi-dark", "ansi-light", "gemma-dark", "gemma-light"} <= set(themes)
+        await pilot.press("a", "u")  # layers shaded by entropy, chat tokens by probability
+        from gemma_tui.widgets.layer_map import ENTROPY, LayerMap
+        assert app.query_one(LayerMap).shading == ENTROPY and app.chat_panel.shows_probabilities
+        for view in ("studio", "charts"):
+            if view == "charts":
+                await pilot.press("escape", "g", "a")  # each layer's entropy over the run
+            for name in themes:
+                app.theme = name
+                await pilot.pause()
+                assert app._exception is None, f"{name} ({view}): {app._exception!r}"
+                assert screen_text(app).strip(), f"{name} ({view}) drew nothing"
