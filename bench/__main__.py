@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-NAMES = ("train", "generate", "data", "tui", "gpu", "soak", "variants", "serve", "flood", "chat")
+NAMES = ("train", "generate", "data", "tui", "gpu", "soak", "variants", "serve", "flood", "chat", "layer_stats")
 
 
 def main() -> int:

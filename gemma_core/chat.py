@@ -1,7 +1,9 @@
 """Chat with a model while it trains: jobs, one shared inference copy, turns on a CPU.
 
 * ``ChatJob`` is a reply being written: the generating thread ``put``s text
-  pieces and ``finish``es it; a client iterates it, or polls ``take()``.
+  pieces and ``finish``es it; a client iterates it, or polls ``take()``. A reply asked
+  for ``alternatives`` also carries each token's probability and the likeliest others
+  (``put_token``/``take_tokens``; ``gemma_core/model/token_choices.py``).
 * ``LiveWeights`` guards the weights a trainer updates: the optimizer step and
   the step number the weights belong to change together, under one lock.
 * ``InferenceCopy`` is one frozen copy of those weights that every chat shares.
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 from gemma_core.errors import UserError
 from gemma_core.model.sampling import GenerationStats, SamplingParams
+from gemma_core.model.token_choices import MAX_ALTERNATIVES, ChoicesFromLogits, TokenChoice, ends_of
 from gemma_core.safe_text import require_utf8
 
 if TYPE_CHECKING:  # torch is imported where a model is used: a run's clients use jobs without it
@@ -47,9 +50,11 @@ CHAT_ALLOWANCE_CAP_S = 0.25  # a reply after a quiet spell starts with a burst o
 END_OF_TURN = object()
 
 
-def check_chat_request(prompt: str, params: SamplingParams) -> None:
+def check_chat_request(prompt: str, params: SamplingParams, alternatives: int = 0) -> None:
     """A request that cannot be answered is refused at the call (``UserError``), not
     reported later through the job: it is the caller's mistake, not the run's."""
+    if isinstance(alternatives, bool) or not isinstance(alternatives, int) or not 0 <= alternatives <= MAX_ALTERNATIVES:
+        raise UserError(f"alternatives must be a whole number from 0 to {MAX_ALTERNATIVES}, got {alternatives!r}")
     if not isinstance(prompt, str):
         raise UserError(f"the prompt must be text, got {type(prompt).__name__}")
     require_utf8(prompt, "the prompt")
@@ -68,6 +73,7 @@ class ChatJob:
         self.error: str | None = None
         self.stats = GenerationStats()  # tokens in and out, and why it ended, once done
         self._pieces: queue.Queue[Any] = queue.Queue()
+        self._tokens: deque[TokenChoice] = deque()  # each token's probability, where asked for
         self._cancel = threading.Event()
         self._done = threading.Event()
         self._step_known = threading.Event()
@@ -91,6 +97,11 @@ class ChatJob:
     # ------------------------------------------------------------ producer side
     def put(self, piece: Any) -> None:
         self._pieces.put(piece)
+
+    def put_token(self, choice: TokenChoice) -> None:
+        """A generated token's probability and alternatives: put before the text that shows
+        it, so a client holding the text holds its tokens."""
+        self._tokens.append(choice)
 
     def finish(self, error: str | None = None) -> None:
         self.error = error
@@ -124,6 +135,14 @@ class ChatJob:
                 break
             if piece is not None:
                 out.append(piece)
+        return out
+
+    def take_tokens(self) -> list[TokenChoice]:
+        """Tokens' choices recorded since the last call (none unless the reply was asked for
+        ``alternatives``); never blocks."""
+        out = []
+        while self._tokens:
+            out.append(self._tokens.popleft())
         return out
 
     def __iter__(self) -> Iterator[str]:
@@ -379,9 +398,12 @@ class ChatService:
         self.turns = turns
         self._threads: list[threading.Thread] = []
 
-    def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False) -> ChatJob:
+    def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False,
+             alternatives: int = 0) -> ChatJob:
         """Continue ``prompt`` in a background thread; ``special_tokens``: the prompt is a chat
-        template's output, whose turn markers are special tokens.
+        template's output, whose turn markers are special tokens; ``alternatives`` > 0: each
+        token also comes with its probability and that many likeliest others
+        (``job.take_tokens()``), for one softmax and one top-k per token.
 
         Returns once the weights that answer are chosen (their step is the job's): on a CPU
         that waits for the end of the training step under way.
@@ -391,13 +413,17 @@ class ChatService:
         long-lived thread that has computed once keeps a second OpenMP team alive, and while
         it lives, training's parallel regions wait for their threads instead of finding them
         spinning (measured: 20-25% slower training for as long as the caller lived)."""
-        check_chat_request(prompt, params)
+        check_chat_request(prompt, params, alternatives)
 
         def pieces_of(model: Gemma3Model, dtype: torch.dtype, job: ChatJob) -> Iterator[str]:
             from gemma_core.model.generation import stream_text
 
+            observe = None
+            if alternatives > 0:
+                observe = ChoicesFromLogits(self.tokenizer, alternatives, ends_of(params, self.tokenizer.eos_id),
+                                            job.put_token).observe
             return stream_text(model, self.tokenizer, prompt, params, cancel=job.cancelled, dtype=dtype,
-                               stats=job.stats, special_tokens=special_tokens)
+                               stats=job.stats, special_tokens=special_tokens, observe=observe)
 
         return self.compute(pieces_of, TOKENS_PER_TURN, prompt=prompt, params=params)
 

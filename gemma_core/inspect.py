@@ -141,18 +141,19 @@ def inspect_tokens(model: Gemma3Model, tokenizer, token_ids: list[int], *, top_k
 
 
 def layer_statistics(model: Gemma3Model, token_ids: list[int] | torch.Tensor) -> list[dict[str, Any]]:
-    """Per layer: ``index``, ``type`` (sliding or full), ``entropy_mean`` (nats, over heads and
-    queries) and ``residual_rms``, for a fixed probe prompt at each evaluation. It costs one
-    forward pass of that prompt without the LM head, and keeps nothing."""
+    """Per layer: ``index``, ``type`` (sliding or full), ``entropy`` (nats, each head's, averaged
+    over the queries), ``entropy_mean`` (over heads and queries) and ``residual_rms``, for a fixed
+    probe prompt at each evaluation. It costs one forward pass of that prompt without the LM
+    head, and keeps nothing."""
     ids = torch.as_tensor(token_ids, dtype=torch.long, device=model.embed_tokens.weight.device).view(1, -1)
     if ids.shape[1] == 0:
         raise ValueError("layer_statistics needs at least one token")
     rows: list[dict[str, Any]] = []
 
     def record(layer: DecoderLayer, index: int, residual: torch.Tensor, probs: torch.Tensor) -> None:
-        rows.append({"index": index, "type": _kind(layer),
-                     "entropy_mean": float(attention_entropy(probs[0]).mean()),
-                     "residual_rms": residual_rms(residual[0])})
+        entropy = attention_entropy(probs[0])
+        rows.append({"index": index, "type": _kind(layer), "entropy": entropy.tolist(),
+                     "entropy_mean": float(entropy.mean()), "residual_rms": residual_rms(residual[0])})
 
     with torch.no_grad():
         _inspected_pass(model, ids, record)

@@ -60,7 +60,8 @@ CONTROL_ACTIONS = frozenset({"toggle_pause", "save_now", "eval_now", "stop_train
 STUDIO_ACTIONS = CONTROL_ACTIONS | {"quit", "toggle_log_scale", "toggle_x_axis", "smoothing",
                                     "focus_chat", "cancel_reply", "change_theme", "help", "zoom", "inspect",
                                     "copy_reply", "show_hidden_pane", "show_charts",
-                                    "show_samples", "toggle_notifications", "export_chart"}
+                                    "show_samples", "toggle_notifications", "export_chart",
+                                    "cycle_layer_shading", "toggle_token_probabilities"}
 
 
 TALL_ROWS = 36  # from this many rows the chat shows its settings under a rule
@@ -111,6 +112,10 @@ class GemmaStudio(App):
         Binding("ctrl+t,T", "change_theme", "Theme", id="studio.theme"),
         # Not in the footer: its keys are listed in help and the palette (F1, Ctrl+P).
         Binding("g", "show_charts", "Charts", show=False, id="studio.charts"),
+        Binding("a", "cycle_layer_shading", "Layer shading", show=False, id="studio.layer_shading"),
+        # u: how sUre the model was of each token of the chat's replies.
+        Binding("u", "toggle_token_probabilities", "Token probabilities", show=False,
+                id="studio.token_probabilities"),
     ]
 
     # A browser keeps some keys before the page sees them (Ctrl+T opens a tab; F1 is a media
@@ -312,6 +317,7 @@ class GemmaStudio(App):
             self.query_one(LossChart).show(snap)
             self.query_one(RunStats).show(snap)
             layer_map.show_stats(snap.layer_stats)
+            layer_map.show_probe(snap.eval_history)
         self._fit_panes()  # a line more or less in the Run pane (an error, a message)
         if previous is None:
             self._show_earlier_chat(snap)
@@ -484,6 +490,17 @@ class GemmaStudio(App):
         if screen.focused is None or not screen.maximize(screen.focused):
             screen.maximize(self.query_one(LossChart))
 
+    def action_cycle_layer_shading(self) -> None:
+        """The Layers pane shaded by grad norm, attention entropy or residual RMS, in turn (``a``)."""
+        self.query_one(LayerMap).cycle_shading()
+        self.call_after_refresh(self._fit_panes)  # its legend may take a line more
+
+    def action_toggle_token_probabilities(self) -> None:
+        """The chat's replies shaded by the model's probability for each token, or plain (``u``)."""
+        on = not self.chat_panel.shows_probabilities
+        self.chat_panel.show_probabilities(on)
+        self._remember(token_probabilities=on)
+
     def action_toggle_log_scale(self) -> None:
         self.query_one(LossChart).toggle_log_scale()
 
@@ -515,6 +532,8 @@ class GemmaStudio(App):
         except UserError:
             prefs.chat = {}
         self.chat_panel.set_settings_text(prefs.chat)
+        if prefs.token_probabilities:
+            self.chat_panel.show_probabilities(True)
         self.theme_changed_signal.subscribe(self, lambda theme: self._remember(theme=theme.name))
 
     def on_chat_panel_settings_used(self, event: ChatPanel.SettingsUsed) -> None:
@@ -652,6 +671,11 @@ class GemmaStudio(App):
              "weights (i)"),
             ("show_charts", "Charts of every metric",
              "Grad norm, tokens/s, perplexity, bits per byte, learning rates, MFU: a cursor reads them (g)"),
+            ("toggle_token_probabilities", "Token probabilities on / off",
+             "Shade each chat reply's tokens by how sure the model was; ← → or a click show what else it "
+             "weighed (u)"),
+            ("cycle_layer_shading", "Shade the layers by…", "Grad norm, attention entropy or residual "
+             "RMS on the probe prompt, in turn (a)"),
             ("show_samples", "Samples by step", "What the model wrote at each step: samples and chat "
              "replies (w)"),
             ("toggle_notifications", "Notifications on / off", "Bell and desktop notification when a run "

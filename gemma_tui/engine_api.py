@@ -11,6 +11,7 @@ from typing import Iterator, Protocol
 
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.sampling import GenerationStats, SamplingParams
+from gemma_core.model.token_choices import TokenChoice
 from gemma_core.train.events import RunSnapshot
 
 
@@ -21,6 +22,9 @@ class ChatJob(Protocol):
     stats: GenerationStats  # how it ended (finish_reason, a prompt cut to fit), once done
 
     def take(self) -> str: ...  # text produced since the last call; never blocks
+    # The tokens' probabilities and alternatives since the last call (none unless the reply was
+    # asked for ``alternatives``; gemma_core/model/token_choices.py); never blocks.
+    def take_tokens(self) -> list[TokenChoice]: ...
     def cancel(self) -> None: ...
     def __iter__(self) -> Iterator[str]: ...
 
@@ -41,7 +45,8 @@ class StudioEngine(Protocol):
     def stop(self, save: bool = True) -> object: ...
     def join(self, timeout: float | None = None) -> bool: ...
     def is_alive(self) -> bool: ...
-    def chat(self, prompt: str, params: SamplingParams) -> ChatJob: ...
+    # alternatives > 0: each token also carries its probability and that many likeliest others.
+    def chat(self, prompt: str, params: SamplingParams, alternatives: int = 0) -> ChatJob: ...
     def close(self) -> None: ...  # let go of the run (an attached engine stops following it)
 
 

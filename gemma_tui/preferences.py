@@ -1,5 +1,6 @@
-"""What the studio remembers between launches: theme, chart smoothing, chat settings and
-whether to notify outside the app (bell, desktop notification) when a run needs attention.
+"""What the studio remembers between launches: theme, chart smoothing, chat settings, whether
+the chat's tokens are shaded by probability, and whether to notify outside the app (bell,
+desktop notification) when a run needs attention.
 
 Kept in the user's configuration folder (``platformdirs``: ``~/.config/gemma-studio`` on
 Linux), never in a run folder: a run's files describe the run, not how someone watched
@@ -31,6 +32,7 @@ class Preferences:
     smoothing: float | None = None
     chat: dict[str, str] = field(default_factory=dict)  # the chat settings fields' text, by field id
     notifications: bool = True  # a run's end or divergence rings the bell / shows an OSC 9 notification
+    token_probabilities: bool = False  # the chat's replies shaded by the model's probability per token (u)
 
     @classmethod
     def load(cls, path: Path | None = None) -> tuple["Preferences", str | None]:
@@ -47,13 +49,15 @@ class Preferences:
             return cls(), f"Saved studio settings not read ({path}: not a JSON object); using the defaults."
         theme, smoothing, chat = data.get("theme"), data.get("smoothing"), data.get("chat")
         notifications = data.get("notifications", True)
+        token_probabilities = data.get("token_probabilities", False)
         return cls(
             theme=theme if isinstance(theme, str) else None,
             smoothing=float(smoothing) if isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool)
             and math.isfinite(smoothing) else None,
             chat={k: v for k, v in chat.items() if isinstance(k, str) and isinstance(v, str)}
             if isinstance(chat, dict) else {},
-            notifications=notifications if isinstance(notifications, bool) else True), None
+            notifications=notifications if isinstance(notifications, bool) else True,
+            token_probabilities=token_probabilities if isinstance(token_probabilities, bool) else False), None
 
     def save(self, path: Path | None = None) -> str | None:
         """Write them (atomically); returns a notice when that was not possible."""

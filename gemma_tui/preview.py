@@ -15,10 +15,12 @@ from dataclasses import replace
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.sampling import GenerationStats, SamplingParams
 from gemma_core.model.presets import preset
+from gemma_tui.preview_tokens import preview_choices
 from gemma_core.train.optim import Schedule
 from gemma_core.train.events import (
     CheckpointSaved,
     EvalResult,
+    LayerProbe,
     LayerStats,
     LogMessage,
     RunSnapshot,
@@ -31,6 +33,21 @@ TOKENS_PER_STEP = 16 * 256
 
 def _loss_at(step: int) -> float:
     return 1.55 + 6.8 * math.exp(-step / 160) + 0.9 * math.exp(-step / 900)
+
+
+def _probe_at(step: int, n_layers: int, n_heads: int = 4) -> tuple[LayerProbe, ...]:
+    """Plausible per-layer probe values: attention sharpens (entropy falls) as the run learns,
+    fastest in the sliding layers; the residual stream grows with depth and with training."""
+    learned = 1 - math.exp(-step / 300)
+    layers = []
+    for i in range(n_layers):
+        full = i % 6 == 5
+        start = 3.2 if full else 2.6
+        heads = tuple(round(start * (1 - (0.35 if full else 0.6) * learned) + 0.15 * math.sin(i + 2 * h), 6)
+                      for h in range(n_heads))
+        layers.append(LayerProbe(i, "full" if full else "sliding", heads,
+                                 round(1.0 + 0.12 * i * (0.5 + learned), 6)))
+    return tuple(layers)
 
 
 def preview_snapshot(step: int = 640, max_steps: int = 1500, n_layers: int = 18,
@@ -50,7 +67,7 @@ def preview_snapshot(step: int = 640, max_steps: int = 1500, n_layers: int = 18,
     evals = tuple(
         EvalResult(step=s, tokens_seen=s * TOKENS_PER_STEP, val_loss=_loss_at(s) + 0.08,
                    perplexity=math.exp(_loss_at(s) + 0.08),
-                   bits_per_byte=(_loss_at(s) + 0.08) / math.log(2) / 3.9)
+                   bits_per_byte=(_loss_at(s) + 0.08) / math.log(2) / 3.9, layers=_probe_at(s, n_layers))
         for s in range(100, step + 1, 100))
     best = min(evals, key=lambda e: e.val_loss) if evals else None
     latest = None
@@ -83,13 +100,16 @@ class PreviewChatJob:
     """A finished reply handed out a word per ``take()``: streaming without a clock."""
 
     def __init__(self, step: int, text: str, error: str | None = None,
-                 stats: GenerationStats | None = None) -> None:
+                 stats: GenerationStats | None = None, alternatives: int = 0) -> None:
         self.step = step
         self.error = error
         self.stats = stats or GenerationStats(finish_reason="stop")
         self._words = text.split(" ")
         self._given = 0
         self.cancelled = False
+        # Each word's made-up probability and alternatives, where asked for (preview_tokens.py).
+        self._choices = preview_choices(self._words, alternatives) if alternatives else []
+        self._choices_given = 0
 
     @property
     def done(self) -> bool:
@@ -101,6 +121,11 @@ class PreviewChatJob:
         word = self._words[self._given]
         self._given += 1
         return " " + word  # a continuation: the prompt's next word, after a space
+
+    def take_tokens(self) -> list:
+        """The tokens of the words taken so far, not handed out before."""
+        given, self._choices_given = self._choices_given, min(self._given, len(self._choices))
+        return self._choices[given:self._choices_given]
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -162,6 +187,6 @@ class PreviewEngine:
     def is_alive(self) -> bool:
         return self._alive
 
-    def chat(self, prompt: str, params: SamplingParams) -> PreviewChatJob:
+    def chat(self, prompt: str, params: SamplingParams, alternatives: int = 0) -> PreviewChatJob:
         self.chat_requests.append((prompt, params))
-        return PreviewChatJob(self._snapshot.step, self.reply, stats=self.reply_stats)
+        return PreviewChatJob(self._snapshot.step, self.reply, stats=self.reply_stats, alternatives=alternatives)

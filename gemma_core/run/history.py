@@ -21,6 +21,7 @@ from gemma_core.run.layout import TRAIN_LOG, TRAIN_STREAM, VAL_LOG, VAL_STREAM
 from gemma_core.run.log_follower import LogFollower
 from gemma_core.run.logs import numbered_entries
 from gemma_core.train.events import EvalResult, StepMetrics
+from gemma_core.train.layer_probe import layers_from_log
 
 
 class BoundedSeries:
@@ -79,12 +80,14 @@ def _number(path: Path, line: int, entry: dict, key: str, default=None, whole: b
 
 
 def eval_result_from_entry(entry: dict, path: Path = Path("validation_log.jsonl"), line: int = 0) -> EvalResult:
-    """A validation-log line as an EvalResult (older logs may lack our added keys)."""
+    """A validation-log line as an EvalResult (older logs may lack our added keys, the
+    per-layer probe among them)."""
     val_loss = _number(path, line, entry, "val_loss")
     return EvalResult(_number(path, line, entry, "step", whole=True),
                       _number(path, line, entry, "tokens_seen", 0, whole=True), val_loss,
                       _number(path, line, entry, "perplexity", math.exp(min(val_loss, 50))),
-                      _number(path, line, entry, "bits_per_byte", float("nan")))
+                      _number(path, line, entry, "bits_per_byte", float("nan")),
+                      layers=layers_from_log(entry, path, line))
 
 
 def step_metrics_from_entry(entry: dict, max_steps: int, path: Path = Path("training_log.jsonl"),

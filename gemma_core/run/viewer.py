@@ -88,8 +88,9 @@ class RunViewer:
     def snapshot(self) -> RunSnapshot:
         return self.store.snapshot()
 
-    def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False) -> ChatJob:
-        return self._chat.chat(prompt, params, special_tokens)
+    def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False,
+             alternatives: int = 0) -> ChatJob:
+        return self._chat.chat(prompt, params, special_tokens, alternatives)
 
     def compute(self, pieces_of: PiecesOf, per_turn: int = 1) -> ChatJob:
         return self._chat.compute(pieces_of, per_turn)

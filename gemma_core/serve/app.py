@@ -5,7 +5,8 @@ the OpenAI API for any client, on aiohttp.
     GET  /api/snapshot?after=V&wait=S the run's snapshot, once newer than version V (long poll)
     GET  /api/telemetry               this machine's GPU (or CPU and RAM) reading
     POST /api/commands/NAME           pause, unpause, save, eval, stop, abort: waits for the outcome
-    POST /api/chat                    a reply from the current weights, streamed (server-sent events)
+    POST /api/chat                    a reply from the current weights, streamed (server-sent events;
+                                      top_logprobs: each token's probability and alternatives)
     POST /api/inspect                 one prompt's pass on the current weights, looked inside (gemma_core.inspect)
     GET  /v1/models                   \\
     GET  /v1/models/{id}               |
@@ -222,17 +223,20 @@ class RunService:
         if not isinstance(prompt, str):
             raise ApiError(400, "prompt must be text", "prompt")
         params = _sampling_params(body.get("params", {}))
+        # Each token's probability and this many alternatives, in the chat completions' shape.
+        top = openai_api.top_logprobs_field(body) if isinstance(body, dict) else 0
         job = None
         async with self._admitted():
-            job = await self._start_reply(prompt, params)
+            job = await self._start_reply(prompt, params, **({"alternatives": top} if top else {}))
             response = await _event_stream(request)
             await _send_event(response, {"step": job.step})
             async for text in self._pieces(request, job):
-                await _send_event(response, {"text": text})
+                await _send_event(response, {"text": text} | _token_logprobs(job, top))
             stats = job.stats
             await _send_event(response, {"done": True, "step": job.step, "error": job.error,
                                          "finish_reason": stats.finish_reason, "prompt_tokens": stats.prompt_tokens,
-                                         "prompt_cut": stats.prompt_cut, "context_full": stats.context_full})
+                                         "prompt_cut": stats.prompt_cut, "context_full": stats.context_full}
+                              | _token_logprobs(job, top))
             return response
 
     async def inspect(self, request: web.Request) -> web.Response:
@@ -549,6 +553,15 @@ def _sampling_params(data: Any) -> SamplingParams:
     except (TypeError, OneLineError) as err:
         raise ApiError(400, str(err), "params") from None
     return params
+
+
+def _token_logprobs(job: ChatJob, top: int) -> dict:
+    """The tokens recorded since the last event, for /api/chat (nothing unless asked)."""
+    if not top:
+        return {}
+    from gemma_core.model.token_choices import logprobs_entry
+
+    return {"logprobs": {"content": [logprobs_entry(choice, top) for choice in job.take_tokens()]}}
 
 
 def _client_gone(request: web.Request) -> bool:

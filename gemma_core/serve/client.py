@@ -30,6 +30,7 @@ from gemma_core.chat import ChatJob, check_chat_request
 from gemma_core.errors import UserError
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.sampling import SamplingParams
+from gemma_core.model.token_choices import ChoiceBuilder, choices_from_logprobs
 from gemma_core.serve import server_files
 from gemma_core.serve.wire import event_from_wire, snapshot_from_wire, telemetry_from_wire
 from gemma_core.telemetry import HostReading, TelemetrySample
@@ -194,12 +195,16 @@ class RunClient:
             raise self._not_the_run(f"it answered {_kind(data)} where an inspection belongs")
         return data
 
-    def chat(self, prompt: str, params: SamplingParams) -> Iterator[dict]:
-        """The server's chat events: {"step"}, then {"text"} pieces, then {"done", "error", ...}."""
+    def chat(self, prompt: str, params: SamplingParams, alternatives: int = 0) -> Iterator[dict]:
+        """The server's chat events: {"step"}, then {"text"} pieces, then {"done", "error", ...};
+        ``alternatives`` > 0: text and done events carry the tokens' ``logprobs`` (chat
+        completions' shape) with that many ``top_logprobs`` each."""
         connection = http.client.HTTPConnection(self._host, self._port, timeout=CHAT_IDLE_S)
         body = {"prompt": prompt, "params": {"max_new_tokens": params.max_new_tokens,
                                              "temperature": params.temperature, "top_k": params.top_k,
                                              "top_p": params.top_p, "seed": params.seed}}
+        if alternatives:
+            body["top_logprobs"] = alternatives
         try:
             connection.request("POST", "/api/chat", body=json.dumps(body).encode("utf-8"),
                                headers=self._headers())
@@ -319,19 +324,27 @@ def _gone(folder: Path, pid: int) -> ProcessGone:
 class RemoteChatJob(ChatJob):
     """A reply streamed from the run's server, read by a background thread."""
 
-    def __init__(self, client: RunClient, prompt: str, params: SamplingParams) -> None:
+    def __init__(self, client: RunClient, prompt: str, params: SamplingParams, alternatives: int = 0) -> None:
         super().__init__(prompt, params, step=-1)
+        self.alternatives = alternatives
         threading.Thread(target=self._read, args=(client,), name="gemma-remote-chat", daemon=True).start()
         self.wait_for_step(timeout=10)  # the step the weights belong to comes first
 
     def _read(self, client: RunClient) -> None:
         error = None
+        tokens: ChoiceBuilder | None = ChoiceBuilder() if self.alternatives else None
         try:
-            for event in client.chat(self.prompt, self.params):
+            for event in client.chat(self.prompt, self.params, self.alternatives):
                 if "step" in event and self.step < 0:
                     self.set_step(event["step"])
                 if self.cancelled.is_set():
                     break  # closing the connection cancels the reply on the server
+                if tokens is not None and "logprobs" in event:
+                    choices = choices_from_logprobs(event["logprobs"], tokens)
+                    if choices is None:  # not the shape asked for: the text still comes, unshaded
+                        tokens = None
+                    for choice in choices or ():
+                        self.put_token(choice)
                 if "text" in event:
                     self.put(event["text"])
                 if event.get("done"):
@@ -489,9 +502,9 @@ class RemoteEngine:
     def stop(self, save: bool = True) -> Future:
         return self._command("stop" if save else "abort")
 
-    def chat(self, prompt: str, params: SamplingParams) -> ChatJob:
-        check_chat_request(prompt, params)
-        return RemoteChatJob(self.client, prompt, params)
+    def chat(self, prompt: str, params: SamplingParams, alternatives: int = 0) -> ChatJob:
+        check_chat_request(prompt, params, alternatives)
+        return RemoteChatJob(self.client, prompt, params, alternatives)
 
     def inspect(self, prompt: str, top_k: int = 5):
         """One inspected pass on the run's current weights, done by its server (waits for it)."""

@@ -374,6 +374,12 @@ def parse_chat(body: Any, limits: Limits, tokenizer) -> GenerationRequest:
                              logprobs=logprobs, **values)
 
 
+def top_logprobs_field(body: dict) -> int:
+    """/api/chat's ``top_logprobs`` (0-20, 0 when absent): each token's probability and that
+    many alternatives come with the text."""
+    return _integer(body, "top_logprobs", 0, MAX_LOGPROBS) or 0
+
+
 def _chat_logprobs(body: dict) -> int | None:
     """Chat's form: ``logprobs`` true/false, and ``top_logprobs`` alternatives (0-20) with it."""
     wanted = body.get("logprobs")

@@ -51,6 +51,13 @@ def _build(cls: type, data: dict) -> Any:
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def _eval_result(data: dict) -> ev.EvalResult:
+    """An evaluation with its per-layer probe (a server from before the probe sends none)."""
+    layers = tuple(_build(ev.LayerProbe, {**layer, "entropy": tuple(layer["entropy"])})
+                   for layer in data.get("layers", ()))
+    return _build(ev.EvalResult, {**data, "layers": layers})
+
+
 def event_from_wire(data: dict) -> ev.Event:
     try:
         cls = EVENT_TYPES[data["type"]]
@@ -59,6 +66,8 @@ def event_from_wire(data: dict) -> ev.Event:
             fields["state"] = ev.RunState(fields["state"])
         if cls is ev.LayerStats:
             fields["values"] = tuple(fields["values"])
+        if cls is ev.EvalResult:
+            return _eval_result(fields)
         return _build(cls, fields)
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"the run's server sent an event this client cannot read ({err!r}); "
@@ -72,8 +81,8 @@ def snapshot_from_wire(data: dict) -> ev.RunSnapshot:
         fields["latest"] = _build(ev.StepMetrics, fields["latest"]) if fields.get("latest") else None
         fields["train_history"] = tuple(tuple(p) for p in fields["train_history"])
         fields["lr_history"] = tuple(tuple(p) for p in fields["lr_history"])
-        fields["eval_history"] = tuple(_build(ev.EvalResult, e) for e in fields["eval_history"])
-        fields["best_eval"] = _build(ev.EvalResult, fields["best_eval"]) if fields.get("best_eval") else None
+        fields["eval_history"] = tuple(_eval_result(e) for e in fields["eval_history"])
+        fields["best_eval"] = _eval_result(fields["best_eval"]) if fields.get("best_eval") else None
         checkpoint = fields.get("last_checkpoint")
         fields["last_checkpoint"] = _build(ev.CheckpointSaved, checkpoint) if checkpoint else None
         stats = fields.get("layer_stats")

@@ -42,10 +42,10 @@ from gemma_core.run import checkpoints, layout, logs
 from gemma_core.run.history import read_run_history
 from gemma_core.run.samples_log import read_samples
 from gemma_core.tokenizers.tokenizer import Tokenizer
-from gemma_core.train import distributed
+from gemma_core.train import distributed, layer_probe
 from gemma_core.train.evaluation import score_windows
-from gemma_core.train.events import (CheckpointSaved, EvalResult, Event, LayerStats, LogMessage, RunFailed,
-                                     RunFinished, RunSnapshot, RunState, SampleProduced, StateChanged,
+from gemma_core.train.events import (CheckpointSaved, EvalResult, Event, LayerProbe, LayerStats, LogMessage,
+                                     RunFailed, RunFinished, RunSnapshot, RunState, SampleProduced, StateChanged,
                                      StepMetrics, StepSkipped)
 from gemma_core.train.flops import model_flops_utilisation
 from gemma_core.train.optim import describe_optimizer
@@ -117,6 +117,8 @@ class TrainingEngine:
         self._eta = EtaEstimate()
         self._last_checkpoint: CheckpointSaved | None = None
         self._last_eval: EvalResult | None = None
+        self._probe_ids: list[int] | None = None  # the probe prompt in the run's tokens, once made
+        self._probe_skip_said = False
         self._accepting_commands = True  # until the run ends; later ones are answered at once
 
     @classmethod
@@ -234,14 +236,15 @@ class TrainingEngine:
             return None
 
     # ------------------------------------------------------------------ chat
-    def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False) -> ChatJob:
+    def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False,
+             alternatives: int = 0) -> ChatJob:
         """Continue ``prompt`` from the current weights in the background, without stopping
-        training for longer than a few tokens at a time."""
-        check_chat_request(prompt, params)
+        training for longer than a few tokens at a time; ``alternatives``: see ``ChatService.chat``."""
+        check_chat_request(prompt, params, alternatives)
         if self._chat is None:
             return ChatJob.failed(prompt, params, self._step,
                                   "the model is still being prepared; try again in a moment")
-        return self._chat.chat(prompt, params, special_tokens)
+        return self._chat.chat(prompt, params, special_tokens, alternatives)
 
     def compute(self, pieces_of: PiecesOf, per_turn: int = 1) -> ChatJob:
         """Other work on the current weights (an API's scoring), taking turns as chat does."""
@@ -519,15 +522,35 @@ class TrainingEngine:
         with distributed.whole_model(self.ranks, parts.train_module):
             score = score_windows(parts.model, parts.data.val.windows, parts.val_batches,
                                   parts.byte_lengths, parts.device, parts.dtype)
-        result = EvalResult(self._step, self._tokens_seen, score.loss, score.perplexity, score.bits_per_byte)
-        self._append_log(layout.VAL_STREAM, {
-            "step": self._step, "val_loss": score.loss, "perplexity": result.perplexity,
-            "bits_per_byte": result.bits_per_byte, "tokens_seen": self._tokens_seen})
+        layers = self._probe_layers()
+        result = EvalResult(self._step, self._tokens_seen, score.loss, score.perplexity, score.bits_per_byte,
+                            layers=layers)
+        entry = {"step": self._step, "val_loss": score.loss, "perplexity": result.perplexity,
+                 "bits_per_byte": result.bits_per_byte, "tokens_seen": self._tokens_seen}
+        if layers:
+            entry[layer_probe.LOG_KEY] = layer_probe.layers_to_log(layers)
+        self._append_log(layout.VAL_STREAM, entry)
         if score.loss < self._best_val:
             self._best_val = score.loss
             self._checkpointer.save_best_weights()
         self._last_eval = self._publish(result)
         return self._last_eval
+
+    def _probe_layers(self) -> tuple[LayerProbe, ...]:
+        """Each layer on the fixed probe prompt (``layer_probe``), measured by the main rank alone.
+        Under FSDP each rank holds a shard of every layer: nothing is measured, and that is said once."""
+        if not self.ranks.is_main:
+            return ()
+        if self.ranks.active and self.ranks.fsdp:
+            if not self._probe_skip_said:
+                self._probe_skip_said = True
+                self._log("per-layer attention entropy and residual RMS are not measured under --fsdp "
+                          "(each rank holds a shard of every layer); a run without --fsdp logs them")
+            return ()
+        parts = self.parts
+        if self._probe_ids is None:
+            self._probe_ids = layer_probe.probe_token_ids(parts.tokenizer, parts.model_config.context_length)
+        return layer_probe.probe_layers(parts.model, self._probe_ids)
 
     def _sample(self) -> None:
         parts = self.parts

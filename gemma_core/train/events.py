@@ -47,6 +47,20 @@ class StepMetrics:
 
 
 @dataclass(frozen=True)
+class LayerProbe:
+    """One decoder layer on the run's fixed probe prompt, at an evaluation (``train.layer_probe``)."""
+
+    index: int
+    type: str  # "sliding" or "full"
+    entropy: tuple[float, ...]  # nats, per query head: its attention entropy averaged over the queries
+    residual_rms: float  # the residual stream after the layer: RMS over features, mean over positions
+
+    @property
+    def entropy_mean(self) -> float:
+        return sum(self.entropy) / len(self.entropy) if self.entropy else float("nan")
+
+
+@dataclass(frozen=True)
 class EvalResult:
     step: int
     tokens_seen: int
@@ -54,6 +68,9 @@ class EvalResult:
     perplexity: float
     bits_per_byte: float
     run_id: str = ""  # stamped by the run's state store
+    # Each layer on the probe prompt at this step; empty where not measured (an older log,
+    # or a run whose weights are sharded over several ranks).
+    layers: tuple[LayerProbe, ...] = ()
 
 
 @dataclass(frozen=True)

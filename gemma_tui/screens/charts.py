@@ -6,7 +6,9 @@ scalars page), or one chart at a time with tabs where the terminal is small. The
 charts share the studio's x axis (``t``), smoothing (``[`` ``]``) and log scale
 (``l``): the loss chart holds them, so both views always agree. A cursor (arrows, or
 a click) reads every series at one step; ``i`` / ``o`` zoom around it, ``0`` shows
-every step again.
+every step again. ``a`` turns to each layer's attention entropy, then residual RMS, on
+the probe prompt at each evaluation (``LayerHeatChart``), on the same axis and cursor,
+and back to the metrics.
 
 Cost: the screen exists only while shown (closing it removes it), and redraws for
 new data at the loss chart's pace (``RedrawPacer``, the rate ``GemmaStudio`` sets
@@ -23,6 +25,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static, Tab, Tabs
 
 from gemma_tui.metric_history import METRICS, Metric, RunMetrics
+from gemma_tui.widgets.layer_heat_chart import ENTROPY, RESIDUAL_RMS, LayerHeatChart
 from gemma_tui.widgets.loss_chart import LossChart
 from gemma_tui.widgets.metric_chart import ChartView, MetricChart, point_at
 from gemma_tui.widgets.redraw_pacer import RedrawPacer
@@ -68,6 +71,17 @@ class ChartsScreen(Screen[None]):
     }
     ChartsScreen MetricChart.-selected { border: round $primary; border-title-color: $primary; }
     ChartsScreen #charts-readout { height: auto; max-height: 4; padding: 0 1; color: $text; }
+    ChartsScreen LayerHeatChart {
+        display: none;
+        height: 1fr;
+        border: round $primary;
+        border-title-color: $primary;
+        border-title-style: bold;
+        border-subtitle-color: $text-muted;
+    }
+    ChartsScreen.-layers LayerHeatChart { display: block; }
+    ChartsScreen.-layers #charts-grid, ChartsScreen.-layers #charts-tabs,
+    ChartsScreen.-single.-layers #charts-tabs { display: none; }
     """
     BINDINGS = [
         Binding("escape,q,g", "close", "Close", key_display="Esc"),
@@ -83,6 +97,7 @@ class ChartsScreen(Screen[None]):
         # Not in the footer: the tabs strip shows the numbers, and the grid needs no switching.
         Binding("tab", "next_chart(1)", "Next chart", show=False),
         Binding("shift+tab", "next_chart(-1)", "Previous chart", show=False),
+        Binding("a", "layers_page", "Layers"),
         Binding("l", "log_scale", "Log y"),
         Binding("t", "x_axis", "Step/tokens"),
         Binding("left_square_bracket", "smoothing(-1)", "Smooth-", key_display="["),
@@ -98,6 +113,7 @@ class ChartsScreen(Screen[None]):
         self.step_range: tuple[float, float] | None = None  # None: every step
         self._seen = None  # the app's snapshot last taken
         self._pacer = RedrawPacer(self, self._redraw_for_data, 0.5)
+        self.layers_page: str | None = None  # ENTROPY or RESIDUAL_RMS: the per-layer page shown
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -108,6 +124,7 @@ class ChartsScreen(Screen[None]):
         with Grid(id="charts-grid"):
             for key, _, _ in METRICS:
                 yield MetricChart(key, id=f"chart-{key}")
+        yield LayerHeatChart(id="layer-heat")
         yield Static(id="charts-readout", markup=False)
         yield Footer()
 
@@ -186,6 +203,9 @@ class ChartsScreen(Screen[None]):
         with self.app.batch_update():
             for chart in self.query(MetricChart):
                 chart.show(metrics[chart.key], view, self.metrics.version)
+            heat = self.query_one(LayerHeatChart)
+            if self.layers_page is not None and self._seen is not None:
+                heat.show(self._seen.eval_history, view, self.layers_page)
             self.query_one("#charts-readout", Static).update(self.readout(view))
 
     def readout(self, view: ChartView | None = None) -> str:
@@ -196,7 +216,9 @@ class ChartsScreen(Screen[None]):
         extent = self._extent()
         cursor = extent[1] if self.cursor_step is None else self.cursor_step
         parts = [f"step {round(cursor):,}"]
-        for metric in self.metrics.metrics():
+        if self.layers_page is not None:
+            parts.append(self.query_one(LayerHeatChart).cursor_reading() or "no layers measured yet")
+        for metric in () if self.layers_page is not None else self.metrics.metrics():
             parts += self._read(metric, view, round(cursor))
         if self.step_range is not None:
             parts.append(f"zoomed to steps {self.step_range[0]:,.0f}–{self.step_range[1]:,.0f} (0: all)")
@@ -241,6 +263,13 @@ class ChartsScreen(Screen[None]):
     # ----------------------------------------------------------------- actions
     def action_close(self) -> None:
         self.dismiss()
+
+    def action_layers_page(self) -> None:
+        """The metrics, then each layer's attention entropy, then residual RMS, then the metrics."""
+        pages = (None, ENTROPY, RESIDUAL_RMS)
+        self.layers_page = pages[(pages.index(self.layers_page) + 1) % len(pages)]
+        self.set_class(self.layers_page is not None, "-layers")
+        self._draw()
 
     def action_select(self, number: int) -> None:
         self.selected = number % len(METRICS)

@@ -24,11 +24,12 @@ HELP = """\
   bits per byte, grad norm, tokens/s, each optimiser's learning rate, MFU on a GPU), on the
   same `t` `l` `[` `]` as the loss chart; `←` `→` (or a click) move a cursor whose values
   show under the charts, `i` `o` zoom in and out around it, `0` every step again; `Tab` or
-  `1`-`8` the next chart where one shows at a time; `Esc` back
+  `1`-`8` the next chart where one shows at a time; `a` each layer's entropy, then RMS; `Esc` back
 - `/` write to the model in the Chat pane (from anywhere, the settings fields too) · `Esc` cancel
   the reply being written · `c` copy the last reply to the clipboard
 - `z` or `F11` zoom the focused pane (else the chart) to the whole screen; again, or `Esc`, to come back
-- `Tab` move between the Layers pane and the chat fields
+- `Tab` move between the Layers pane and the chat fields · `a` shade the layers by grad norm,
+  attention entropy or residual RMS
 - `i` Inspect: one prompt run through the current weights, looked inside (below); there `↑` `↓`
   (or `PgUp` `PgDn`) change the layer, `←` `→` the head, `/` edits the prompt, `Enter` or `r` runs
   it again, `v` switches the lens table, `Esc` closes
@@ -44,6 +45,8 @@ HELP = """\
 - `F1` or `?` this help
 - `q` quit: while training, stop the run (saving) or keep it training in the background;
   an attached studio detaches and the run goes on
+- `u` the chat's replies shaded by how sure the model was of each token; on a reply `←` `→`
+  or a click on a token show what else it weighed there (Token probabilities, below)
 
 ## Inspect (`i`)
 
@@ -79,7 +82,12 @@ short terminal the axis titles give their rows to the curves.
 **Layers**: one cell per decoder layer, `S` for sliding-window attention and `F`
 for full attention (Gemma 3 has one full layer in six). The shading is each
 layer's gradient norm at the latest step, against the other layers: darker is
-smaller. Arrow keys or a click select a layer; its shapes are listed below (in a
+smaller; `a` shades it instead by attention entropy or residual RMS, measured at each
+evaluation on one fixed probe prompt (a passage of Hamlet). Attention entropy (in nats)
+says how spread out a layer's attention is: high, it reads many tokens a little; low, it
+has learned to look at a few, and a falling entropy is attention sharpening. Residual RMS
+is the size of the running sum each layer adds to; a jump at one layer shows where it
+writes most. Arrow keys or a click select a layer; its shapes are listed below (in a
 short terminal, its type and value only: `z` zooms the pane for the rest).
 
 **Chat**: continues your prompt with the weights as they are at this moment of
@@ -88,6 +96,13 @@ instructions. A reply cut by max tokens or a full context ends with `…` and sa
 which; a prompt too long for the context keeps its last tokens, and says so. On a
 CPU a reply takes turns with training steps. Every exchange is kept in the run
 folder's `chat.jsonl` (prompt, reply, step, settings).
+
+**Token probabilities** (`u`, remembered): each token of a reply is shaded by the
+probability the model gave it, its own before temperature, top-k and top-p change the
+draw: pale where it was sure, strong where it hardly expected that token; the legend under
+the chat names the bands. On a reply (the newest has the focus, `Tab` goes to the others,
+or click a token) `←` `→` pick a token, and the tokens the model weighed there show under
+the reply with their probabilities, the one it wrote marked `▸`.
 
 **Run**: state, progress, speed, losses, the best validation loss and the last
 checkpoint. In a short terminal, the lines that matter most, as many as fit.

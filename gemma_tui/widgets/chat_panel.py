@@ -19,8 +19,10 @@ from textual.widgets import Input, Label, Static
 
 from gemma_core.errors import UserError
 from gemma_core.model.sampling import GenerationStats, SamplingParams
+from gemma_core.model.token_choices import TOP_ALTERNATIVES
 from gemma_tui.engine_api import StudioEngine
 from gemma_tui.widgets.chat_exchange import ChatExchange
+from gemma_tui.widgets.probability_legend import ProbabilityLegend
 
 POLL_SECONDS = 0.1
 
@@ -84,9 +86,11 @@ class ChatPanel(Vertical):
         self.engine = engine
         self.active: ChatExchange | None = None
         self._poll_timer = None
+        self.shows_probabilities = False  # replies' tokens shaded by the model's probability (u)
 
     def compose(self) -> ComposeResult:
         yield VerticalScroll(id="chat-log")
+        yield ProbabilityLegend(id="chat-legend")
         with Container(id="chat-params"):  # a grid: one row, or two where narrow
             for field_id, label, default, placeholder in PARAMETER_FIELDS:
                 yield Label(label, classes="chat-param-label")
@@ -98,6 +102,7 @@ class ChatPanel(Vertical):
     def on_mount(self) -> None:
         self.query_one("#chat-log", VerticalScroll).anchor()
         self.query_one("#chat-params").border_title = "sampling · Tab to edit, / back to the prompt"
+        self.query_one(ProbabilityLegend).display = self.shows_probabilities
         self._poll_timer = self.set_interval(POLL_SECONDS, self._collect, pause=True)
 
     def show_earlier(self, records: list[dict]) -> None:
@@ -154,7 +159,7 @@ class ChatPanel(Vertical):
             self.notify(str(err), title="Sampling settings", severity="error")
             return False
         self.post_message(self.SettingsUsed(settings))
-        exchange = ChatExchange(prompt, params)
+        exchange = ChatExchange(prompt, params, shaded=self.shows_probabilities)
         log = self.query_one("#chat-log", VerticalScroll)
         log.mount(exchange)
         log.anchor()  # a new prompt comes into view, even after scrolling up through old ones
@@ -168,7 +173,9 @@ class ChatPanel(Vertical):
     def _ask_engine(self, exchange: ChatExchange, prompt: str, params: SamplingParams) -> None:
         """Runs in a worker thread; only writes attributes the UI timer reads."""
         try:
-            job = self.engine.chat(prompt, params)
+            # Always with probabilities (a softmax per token): turning the shading on later
+            # shows them on the replies already written.
+            job = self.engine.chat(prompt, params, alternatives=TOP_ALTERNATIVES)
         except Exception as err:  # a failure to show in the transcript, not a crash
             exchange.start_error = str(err) or type(err).__name__
             return
@@ -192,8 +199,10 @@ class ChatPanel(Vertical):
                 self._finish(exchange, "cancelled")
             return
         exchange.add_text(job.take())
+        exchange.add_tokens(job.take_tokens())  # after the text: a job puts a token before its text
         if job.done:
             exchange.add_text(job.take())  # the last pieces, written just before done
+            exchange.add_tokens(job.take_tokens())
             if exchange.cancel_requested:
                 self._finish(exchange, "cancelled")
             elif job.error:
@@ -223,6 +232,23 @@ class ChatPanel(Vertical):
             if exchange.reply:
                 return exchange.reply
         return None
+
+    # ------------------------------------------------------------ probabilities
+    def show_probabilities(self, on: bool) -> None:
+        """Shade every reply's tokens by the model's probability (and show the legend), or not.
+        Turned on, the newest reply takes the focus unless the chat has it, so ← → select
+        its tokens at once."""
+        self.shows_probabilities = on
+        exchanges = list(self.query(ChatExchange))
+        with self.app.batch_update():
+            self.query_one(ProbabilityLegend).display = on
+            for exchange in exchanges:
+                exchange.set_shaded(on)
+        focused = self.screen.focused
+        if on and exchanges and (focused is None or self not in focused.ancestors):
+            self.screen.set_focus(exchanges[-1])
+        elif not on and isinstance(focused, ChatExchange):
+            self.screen.set_focus(None)
 
     # ------------------------------------------------------------- cancelling
     def action_cancel_reply(self) -> None:

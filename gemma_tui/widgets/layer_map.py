@@ -1,9 +1,12 @@
 """Attention layer map: one cell per decoder layer, and the selected layer's details.
 
 Each cell is coloured by the layer's attention type (sliding window or full)
-and shaded by the run's live per-layer statistic (``RunSnapshot.layer_stats``):
-darker cells have smaller values. Arrow keys, Home/End or a click select a
-layer; its window, RoPE base, shapes and parameter count are listed below.
+and shaded by one per-layer statistic, darker cells having smaller values: the
+gradient norm of the latest step (``RunSnapshot.layer_stats``), or the attention
+entropy or residual RMS measured on the fixed probe prompt at the latest evaluation
+(``EvalResult.layers``); ``cycle_shading`` (the studio's ``a``) goes from one to the
+next. Arrow keys, Home/End or a click select a layer; its window, RoPE base, shapes
+and parameter count are listed below.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from textual.message import Message
 from textual.widget import Widget
 
 from gemma_core.model.config import SLIDING, GemmaConfig
-from gemma_core.train.events import LayerStats
+from gemma_core.train.events import EvalResult, LayerStats
 from gemma_tui.formatting import count, number
 from gemma_tui.palette import StudioPalette, studio_palette
 from gemma_tui.widgets.redraw_pacer import RedrawPacer
@@ -27,6 +30,24 @@ CELL_WIDTH = 6  # " 12 S " : layer number and type letter
 SMALL_CELL_WIDTH = 2  # "▸S" : where six numbered cells do not fit in a row, side by side
 GAP = 1  # between numbered cells
 BRIEF_DETAILS = 2  # the selected layer's lines a short terminal shows
+# What the cells can be shaded by, in the order ``cycle_shading`` goes through them.
+GRAD_NORM, ENTROPY, RESIDUAL_RMS = "grad norm", "attention entropy", "residual RMS"
+SHADINGS = (GRAD_NORM, ENTROPY, RESIDUAL_RMS)
+SHORT_NAMES = {GRAD_NORM: "grad norm", ENTROPY: "entropy", RESIDUAL_RMS: "residual RMS"}
+UNITS = {ENTROPY: " nats"}
+
+
+def latest_probe(evals: tuple[EvalResult, ...]) -> EvalResult | None:
+    """The newest evaluation that measured the layers (an older log's have none)."""
+    return next((result for result in reversed(evals) if result.layers), None)
+
+
+def probe_values(shading: str, probe: EvalResult | None) -> LayerStats | None:
+    """The probe's per-layer values for ``shading`` (entropy: the mean over heads)."""
+    if probe is None:
+        return None
+    values = tuple(layer.entropy_mean if shading == ENTROPY else layer.residual_rms for layer in probe.layers)
+    return LayerStats(probe.step, shading, values, probe.run_id)
 
 
 def layer_parameters(cfg: GemmaConfig) -> int:
@@ -48,7 +69,10 @@ def layer_details(cfg: GemmaConfig, index: int, stats: LayerStats | None) -> lis
         lines = [f"Layer {index} of {cfg.n_layers}: full attention",
                  f"attends to the whole context ({cfg.context_length:,} tokens)"]
     if stats is not None and index < len(stats.values):
-        lines.insert(1, f"{stats.name}: {number(stats.values[index])} (step {stats.step:,})")
+        unit = UNITS.get(stats.name, "")
+        lines.insert(1, f"{stats.name}: {number(stats.values[index])}{unit} (step {stats.step:,})")
+    elif stats is not None and not stats.values:  # a mode whose values come at evaluations
+        lines.insert(1, f"{stats.name}: none yet")
     lines += [
         f"RoPE base {cfg.rope_base_for(kind):,.0f} · heads of {d} dims",
         f"{h} query head{'s' if h != 1 else ''}, {kv} key/value head{'s' if kv != 1 else ''}",
@@ -94,6 +118,8 @@ class LayerMap(Widget, can_focus=True):
         self.config: GemmaConfig | None = None
         self.stats: LayerStats | None = None
         self._new_stats: LayerStats | None = None
+        self.shading = GRAD_NORM
+        self.probe: EvalResult | None = None  # the latest evaluation's per-layer probe
         self.pacer = RedrawPacer(self, self._draw_new_stats, max_hz=4.0)  # the app slows it on a CPU
         self.selected = 0
         self._brief = False
@@ -112,6 +138,27 @@ class LayerMap(Widget, can_focus=True):
         self._new_stats = stats
         if stats != self.stats:
             self.pacer.data_changed()
+
+    def show_probe(self, evals: tuple[EvalResult, ...]) -> None:
+        """Take the run's evaluations: the newest that measured the layers shades the cells in
+        the entropy and residual RMS modes (it changes once per evaluation: drawn at once)."""
+        probe = latest_probe(evals)
+        if probe != self.probe:
+            self.probe = probe
+            if self.shading != GRAD_NORM:
+                self.refresh(layout=True)
+
+    def cycle_shading(self) -> str:
+        """Shade by the next statistic (grad norm, attention entropy, residual RMS); returns it."""
+        self.shading = SHADINGS[(SHADINGS.index(self.shading) + 1) % len(SHADINGS)]
+        self.border_subtitle = "" if self.shading == GRAD_NORM else f"shade: {SHORT_NAMES[self.shading]} (a)"
+        self.refresh(layout=True)
+        return self.shading
+
+    @property
+    def shown(self) -> LayerStats | None:
+        """The values the cells are shaded by now, if there are any yet."""
+        return self.stats if self.shading == GRAD_NORM else probe_values(self.shading, self.probe)
 
     @property
     def brief(self) -> bool:
@@ -171,9 +218,9 @@ class LayerMap(Widget, can_focus=True):
         cfg = self.config
         if cfg is None:
             return 1
-        legend = 2 if self.stats is not None and not brief else 1
+        legend = 2 if (self.stats is not None or self.shading != GRAD_NORM) and not brief else 1
         cells = math.ceil(cfg.n_layers / self.columns_at(width))
-        details = len(layer_details(cfg, self.selected, self.stats))
+        details = len(layer_details(cfg, self.selected, self._details_stats()))
         return legend + cells + (min(BRIEF_DETAILS, details) if brief else 1 + details)
 
     # ---------------------------------------------------------------- actions
@@ -215,8 +262,8 @@ class LayerMap(Widget, can_focus=True):
         palette = studio_palette(self.app)
         text = Text()
         text.append_text(self._legend(cfg, palette))
-        values = shade(self.stats.values) if self.stats and len(
-            self.stats.values) == cfg.n_layers else None
+        shown = self.shown
+        values = shade(shown.values) if shown and len(shown.values) == cfg.n_layers else None
         columns, numbered, gap = self.columns, self.cell_width == CELL_WIDTH, self.gap
         for index, kind in enumerate(cfg.layer_types):
             if index % columns == 0:
@@ -233,7 +280,7 @@ class LayerMap(Widget, can_focus=True):
             letter = "S" if kind == SLIDING else "F"
             marker = "▸" if chosen else " "
             text.append(f"{marker}{index:>2} {letter} " if numbered else f"{marker}{letter}", style=style)
-        details = layer_details(cfg, self.selected, self.stats)
+        details = layer_details(cfg, self.selected, self._details_stats())
         if not self.brief:
             text.append("\n")  # a blank line where there is room
         for line in details[:BRIEF_DETAILS] if self.brief else details:
@@ -247,6 +294,24 @@ class LayerMap(Widget, can_focus=True):
         legend.append(f"S sliding ×{sliding}  ")
         legend.append("■ ", Style(color=palette.full.hex))
         legend.append(f"F full ×{cfg.n_layers - sliding}")
-        if self.stats is not None and not self.brief:
-            legend.append(f"\nshade: {self.stats.name} (darker: smaller)", Style(dim=True))
+        if self.brief:
+            return legend
+        shown = self.shown
+        if self.shading == GRAD_NORM:
+            if shown is not None:
+                legend.append(f"\nshade: {shown.name} (darker: smaller)", Style(dim=True))
+        elif shown is None or len(shown.values) != cfg.n_layers:
+            legend.append(f"\nshade: {SHORT_NAMES[self.shading]}: no evaluation yet", Style(dim=True))
+        else:
+            good = [v for v in shown.values if math.isfinite(v)] or [math.nan]
+            legend.append(f"\nshade: {SHORT_NAMES[self.shading]} {number(min(good))}–{number(max(good))}"
+                          f"{UNITS.get(self.shading, '')}", Style(dim=True))
         return legend
+
+    def _details_stats(self) -> LayerStats | None:
+        """What the selected layer's details say of the shading: its value, or that there is
+        none yet (an entropy or RMS mode before the first evaluation)."""
+        shown = self.shown
+        if shown is None and self.shading != GRAD_NORM:
+            return LayerStats(0, self.shading, ())
+        return shown

@@ -78,7 +78,7 @@ async def test_theme_smoothing_and_chat_settings_are_remembered_for_the_next_lau
     assert preferences_path().is_relative_to(tmp_path / "config")  # the user's config folder
     assert saved == {"theme": "gemma-light", "smoothing": 0.9,
                      "chat": {"temperature": "0.5", "top-k": "", "top-p": "", "max-tokens": "96"},
-                     "notifications": True}
+                     "notifications": True, "token_probabilities": False}
 
     again = studio(PreviewEngine())
     async with again.run_test(size=SIZE) as pilot:
