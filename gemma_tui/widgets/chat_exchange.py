@@ -6,6 +6,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
+from textual.containers import ScrollableContainer
+from textual.geometry import Region
 from textual.widgets import Static
 
 from gemma_core.model.sampling import SamplingParams
@@ -77,6 +79,17 @@ class ChatExchange(Static):
         if index != self.selected:
             self.selected = index
             self._redraw()
+            if index is not None:
+                self.call_after_refresh(self._show_alternatives)
+
+    def _show_alternatives(self) -> None:
+        """Scroll the chat so the alternatives, this reply's last line, are in view: on a long
+        reply they would otherwise be drawn below the bottom of the pane."""
+        log = self.parent
+        if isinstance(log, ScrollableContainer):
+            region = self.virtual_region
+            log.scroll_to_region(Region(region.x, region.bottom - 1, region.width, 1), animate=False,
+                                 immediate=True)
 
     def action_move_token(self, step: int) -> None:
         """The next or previous token of the reply shown (the first or last if none is selected)."""
