@@ -28,17 +28,17 @@ from typing import TYPE_CHECKING, Any
 # start) does not pay for torch until something needs it.
 _PUBLIC = {
     "TrainSettings": "gemma_core.train.settings",
-    "TrainingEngine": "gemma_core.train.engine",
+    "TrainingEngine": "gemma_core.api",
     "TrainingFailed": "gemma_core.train.engine",
     "CommandRefused": "gemma_core.train.engine",
     "RunViewer": "gemma_core.run.viewer",
-    "RunSnapshot": "gemma_core.train.events",
-    "RunState": "gemma_core.train.events",
-    "StepMetrics": "gemma_core.train.events",
-    "EvalResult": "gemma_core.train.events",
-    "CheckpointSaved": "gemma_core.train.events",
-    "RunFinished": "gemma_core.train.events",
-    "RunFailed": "gemma_core.train.events",
+    "RunSnapshot": "gemma_core.run.events",
+    "RunState": "gemma_core.run.events",
+    "StepMetrics": "gemma_core.run.events",
+    "EvalResult": "gemma_core.run.events",
+    "CheckpointSaved": "gemma_core.run.events",
+    "RunFinished": "gemma_core.run.events",
+    "RunFailed": "gemma_core.run.events",
     "SamplingParams": "gemma_core.model.generation",
     "ChatJob": "gemma_core.chat",
     "GemmaConfig": "gemma_core.model.config",
@@ -79,8 +79,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from gemma_core.model.presets import PRESETS
     from gemma_core.run.model_dir import load_model_dir
     from gemma_core.run.viewer import RunViewer
-    from gemma_core.train.engine import CommandRefused, TrainingEngine, TrainingFailed
-    from gemma_core.train.events import (CheckpointSaved, EvalResult, RunFailed, RunFinished, RunSnapshot,
+    from gemma_core.api import TrainingEngine
+    from gemma_core.train.engine import CommandRefused, TrainingFailed
+    from gemma_core.run.events import (CheckpointSaved, EvalResult, RunFailed, RunFinished, RunSnapshot,
                                          RunState, StepMetrics)
     from gemma_core.train.settings import TrainSettings
 

@@ -25,7 +25,7 @@ from textual.widgets import Footer, Header
 from gemma_core.errors import UserError, internal_message
 from gemma_core.safe_text import printable
 from gemma_core.telemetry import TelemetrySampler
-from gemma_core.train.events import RunSnapshot, RunState
+from gemma_core.run.events import RunSnapshot, RunState
 from gemma_tui import formatting as fmt
 from gemma_tui import pane_fit
 from gemma_tui.chat_transcript import append_to_transcript, read_transcript

@@ -119,7 +119,7 @@ def run_studio(engine, theme: str | None, debug: bool = False, telemetry=None, *
     input or environment, 1 when something failed that is a bug (in the run or in
     the studio), 0 otherwise.
     """
-    from gemma_core.train.events import RunState
+    from gemma_core.run.events import RunState
     from gemma_tui.app import GemmaStudio, create_app
     from gemma_tui.formatting import resume_command
     from gemma_tui.screens.quit_choice import KEEP
@@ -180,6 +180,7 @@ def require_terminal() -> None:
 def cmd_launch(args: argparse.Namespace) -> int:
     from gemma_core.cli.train import settings_from_args
     from gemma_core.run.layout import check_output_dir
+    from gemma_core.serve.training import serve_training
     from gemma_core.train.engine import TrainingEngine
 
     # A person is watching: a full disk pauses training until they free space.
@@ -188,7 +189,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     # studio that opens only to fail at step 0.
     check_output_dir(Path(settings.output_dir), resume=settings.resume, overwrite=settings.overwrite)
     require_terminal()
-    engine = TrainingEngine(settings, pause_on_disk_full=True)
+    engine = serve_training(TrainingEngine(settings, pause_on_disk_full=True))  # attach, status, control
     engine.start()
     return run_studio(engine, args.theme, args.debug)
 
@@ -231,7 +232,7 @@ def open_finished_run(folder: Path, args: argparse.Namespace) -> int:
 def pick_a_run(args: argparse.Namespace) -> int:
     """The run picker, then the studio on the run chosen (or the comparison of those marked);
     leaving that (q) comes back to the list, on the run left, until the list is left with q."""
-    from gemma_core.run.catalog import find_runs
+    from gemma_core.serve.catalog import find_runs
     from gemma_tui.run_picker import COMPARE, RunPicker
 
     root = Path(args.runs) if args.runs is not None else Path(".")

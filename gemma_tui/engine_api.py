@@ -11,7 +11,7 @@ from typing import Iterator, Protocol
 
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.sampling import GenerationStats, SamplingParams
-from gemma_core.train.events import RunSnapshot
+from gemma_core.run.events import RunSnapshot
 
 
 class ChatJob(Protocol):

@@ -16,7 +16,7 @@ from gemma_core.model.config import GemmaConfig
 from gemma_core.model.sampling import GenerationStats, SamplingParams
 from gemma_core.model.presets import preset
 from gemma_core.train.optim import Schedule
-from gemma_core.train.events import (
+from gemma_core.run.events import (
     CheckpointSaved,
     EvalResult,
     LayerStats,

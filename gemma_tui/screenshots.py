@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from gemma_core.cli.train import add_train_arguments, settings_from_args
-    from gemma_core.train.engine import TrainingEngine
+    from gemma_core.api import TrainingEngine  # serves, as gemma-core train's does
 
     parser = argparse.ArgumentParser(prog="python -m gemma_tui.screenshots")
     parser.add_argument("out", help="the .svg file to write")

@@ -16,8 +16,9 @@ import threading
 from pathlib import Path
 
 from gemma_core.errors import EXIT_INTERRUPTED, UserError
-from gemma_core.run.status import run_status, status_from_files
+from gemma_core.run.status import status_from_files
 from gemma_core.safe_text import printable
+from gemma_core.serve.status import run_status
 
 CONTROL_COMMANDS = ("pause", "resume", "save", "eval", "stop")
 
@@ -73,7 +74,7 @@ def _nulls(value):
 # -------------------------------------------------------------------- control
 def cmd_control(args) -> int:
     from gemma_core.serve.client import RunNotRunning, connect
-    from gemma_core.train.events import CheckpointSaved, EvalResult, RunFinished, StateChanged
+    from gemma_core.run.events import CheckpointSaved, EvalResult, RunFinished, StateChanged
 
     folder = Path(args.output_dir)
     try:

@@ -169,12 +169,13 @@ def cmd_train(args) -> int:
     from rich.text import Text
 
     from gemma_core.safe_text import printable
+    from gemma_core.serve.training import serve_training
     from gemma_core.train.engine import TrainingEngine
-    from gemma_core.train.events import (CheckpointSaved, EvalResult, LogMessage, RunFailed, RunFinished,
+    from gemma_core.run.events import (CheckpointSaved, EvalResult, LogMessage, RunFailed, RunFinished,
                                          SampleProduced, StepMetrics)
 
     settings = settings_from_args(args)
-    engine = TrainingEngine(settings)
+    engine = serve_training(TrainingEngine(settings))  # the run's API, unless --no-serve
     events: queue.Queue = queue.Queue()
     engine.subscribe(events.put)
     # Under torchrun every rank runs this; rank 0 alone speaks.

@@ -20,7 +20,7 @@ from gemma_core.errors import UserError
 from gemma_core.run.layout import TRAIN_LOG, TRAIN_STREAM, VAL_LOG, VAL_STREAM
 from gemma_core.run.log_follower import LogFollower
 from gemma_core.run.logs import numbered_entries
-from gemma_core.train.events import EvalResult, StepMetrics
+from gemma_core.run.events import EvalResult, StepMetrics
 
 
 class BoundedSeries:

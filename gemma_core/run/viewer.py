@@ -25,8 +25,8 @@ from gemma_core.run.checkpoint_state import read_checkpoint_state
 from gemma_core.run.layout import has_checkpoint, newest_checkpoint
 from gemma_core.run.model_dir import load_model_dir
 from gemma_core.run.samples_log import read_samples
-from gemma_core.train.events import CheckpointSaved, LogMessage, RunSnapshot, RunState
-from gemma_core.train.state_store import RunStateStore
+from gemma_core.run.events import CheckpointSaved, LogMessage, RunSnapshot, RunState
+from gemma_core.run.state_store import RunStateStore
 
 
 class NothingToControl(UserError):

@@ -45,7 +45,7 @@ from gemma_core.serve import openai_api
 from gemma_core.serve.connections import answering_with_key
 from gemma_core.serve.openai_api import ApiError, GenerationRequest, Limits
 from gemma_core.serve.wire import to_wire
-from gemma_core.train.events import RunSnapshot
+from gemma_core.run.events import RunSnapshot
 
 POLL_S = 0.02  # how often a streaming reply looks for new text
 LONG_POLL_MAX_S = 25.0

@@ -33,7 +33,7 @@ from gemma_core.model.sampling import SamplingParams
 from gemma_core.serve import server_files
 from gemma_core.serve.wire import event_from_wire, snapshot_from_wire, telemetry_from_wire
 from gemma_core.telemetry import HostReading, TelemetrySample
-from gemma_core.train.events import ENDED_STATES, RunSnapshot, RunState
+from gemma_core.run.events import ENDED_STATES, RunSnapshot, RunState
 
 # How long a run's server has to answer, start to end (a socket timeout alone would let a
 # server trickling a byte at a time hold the caller forever). Generous: a run training on
@@ -413,7 +413,7 @@ class RemoteEngine:
 
         from gemma_core.run.checkpoint_state import read_checkpoint_state
         from gemma_core.run.layout import has_checkpoint, newest_checkpoint
-        from gemma_core.train.events import CheckpointSaved, LogMessage
+        from gemma_core.run.events import CheckpointSaved, LogMessage
 
         last = self._snapshot
         changes: dict = {}
@@ -444,7 +444,7 @@ class RemoteEngine:
         if self._lost is not None and self._snapshot.state not in ENDED_STATES:
             from dataclasses import replace
 
-            from gemma_core.train.events import LogMessage
+            from gemma_core.run.events import LogMessage
             messages = self._snapshot.messages + (LogMessage("error", self._lost),)
             return replace(self._snapshot, state=RunState.FAILED, error=self._lost, messages=messages[-20:],
                            version=self._snapshot.version + 1)

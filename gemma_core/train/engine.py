@@ -6,10 +6,10 @@
 
 Clients (the headless CLI, the studio, a notebook) start it, send it commands
 (pause, unpause, save now, evaluate now, stop) and read what it does through
-events and cumulative snapshots (``events``, ``state_store``). Each command
+events and cumulative snapshots (``run.events``, ``run.state_store``). Each command
 returns a ``Future`` that completes with its outcome; ignore it to fire and
 forget. The engine keeps the thread and the command loop; ``setup`` builds
-the run's parts, ``step`` trains, ``evaluation`` scores, ``run.checkpoints``
+the run's parts, ``step`` trains, ``evaluation`` scores, ``checkpoints``
 saves. It never imports a UI.
 
 On a CPU, chat replies share the cores with training by taking turns: the
@@ -27,7 +27,7 @@ import uuid
 from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -38,25 +38,37 @@ from gemma_core.folder_lock import FolderLock
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.generation import SamplingParams, stream_text
 from gemma_core.model.model import Gemma3Model
-from gemma_core.run import checkpoints, layout, logs
+from gemma_core.run import layout, logs
 from gemma_core.run.history import read_run_history
 from gemma_core.run.samples_log import read_samples
 from gemma_core.tokenizers.tokenizer import Tokenizer
-from gemma_core.train import distributed
+from gemma_core.train import checkpoints, distributed
 from gemma_core.train.evaluation import score_windows
-from gemma_core.train.events import (CheckpointSaved, EvalResult, Event, LayerStats, LogMessage, RunFailed,
+from gemma_core.run.events import (CheckpointSaved, EvalResult, Event, LayerStats, LogMessage, RunFailed,
                                      RunFinished, RunSnapshot, RunState, SampleProduced, StateChanged,
                                      StepMetrics, StepSkipped)
 from gemma_core.train.flops import model_flops_utilisation
 from gemma_core.train.optim import describe_optimizer
 from gemma_core.train.settings import TrainSettings
 from gemma_core.train.setup import ResumePoint, RunParts, claim_run_folder, prepare_run
-from gemma_core.train.state_store import RunStateStore
+from gemma_core.run.state_store import RunStateStore
 from gemma_core.train.step import StepResult, TrainStep
 
 # The commands a run over several ranks acts on, in order of precedence (the
 # studio's pause and chat drive single-process runs only).
 RANK_COMMANDS = ("abort", "stop", "save", "eval")
+
+
+class Companion(Protocol):
+    """Something that lives exactly as long as a run holds its folder, such as the run's HTTP
+    API (``serve.training``): the engine knows nothing of what it does."""
+
+    def start(self) -> None:
+        """On the training thread, rank 0, once the folder is checked and locked and before the
+        data is prepared; raising makes it the run's failure."""
+
+    def close(self) -> None:
+        """As the run ends (after its logs close, before its lock goes); also after a failed start."""
 
 
 class CommandRefused(UserError):
@@ -105,7 +117,8 @@ class TrainingEngine:
         self._step_runner: TrainStep | None = None
         self._checkpointer: checkpoints.Checkpointer | None = None
         self._lock = FolderLock(self.output_dir, "run")
-        self._server = None  # the run's API, once serving
+        self._companions: list[Companion] = []  # live as long as the run holds its folder
+        self._started: list[Companion] = []
         self.trains = True  # for the server: this run takes commands
         self.owns_run = True  # the run lives in this process: a studio quitting asks what to do
         self._step = 0
@@ -123,6 +136,12 @@ class TrainingEngine:
     def resume(cls, output_dir: str | Path, **overrides: Any) -> "TrainingEngine":
         """An engine that continues the run in ``output_dir`` (call ``start`` or ``run``)."""
         return cls(TrainSettings.for_resume(output_dir, **overrides))
+
+    def add_companion(self, companion: Companion) -> None:
+        """Have ``companion`` live exactly as long as this run holds its folder (rank 0 only)."""
+        if self._thread is not None:
+            raise CommandRefused("add companions before start()")
+        self._companions.append(companion)
 
     # ---------------------------------------------------------------- running
     def start(self) -> None:
@@ -267,8 +286,9 @@ class TrainingEngine:
                 layout.check_output_dir(self.output_dir, resume=self.settings.resume,
                                         overwrite=self.settings.overwrite)
                 self._lock.acquire()
-                if self.settings.serve:
-                    self._start_server()
+                for companion in self._companions:
+                    self._started.append(companion)  # closed in finally even when start fails
+                    companion.start()
             parts = prepare_run(self.settings, self.ranks, self._log, cancel=self._stop_requested)
             self._adopt(parts)
             self.ready.set()
@@ -292,30 +312,13 @@ class TrainingEngine:
             distributed.finish(self.ranks)
             self.ready.set()
             self._logs.close()
-            if self._server is not None:
-                self._server.close()
+            for companion in reversed(self._started):
+                companion.close()
             self._lock.release(remove_if_unused=not self._logs_claimed())
             with self._commands_ready:  # commands that arrived too late get their outcome
                 self._accepting_commands = False
                 while self._commands:
                     self._settle(*self._commands.popleft())
-
-    def _start_server(self) -> None:
-        """The run's API on this machine, found through server.json in the run folder."""
-        from gemma_core.serve.openai_api import Limits
-        from gemma_core.serve.server import RunServer, is_loopback
-        from gemma_core.telemetry import TelemetrySampler
-
-        s = self.settings
-        self._server = RunServer(self, self.output_dir.name, host=s.serve_host, port=s.serve_port,
-                                 folder=self.output_dir, limits=Limits(), telemetry=TelemetrySampler(),
-                                 flags=("--serve_host", "--serve_port"))
-        url = self._server.start()
-        self._log(f"serving this run on {url} (gemma-tui attach {self.output_dir}; the key is in "
-                  f"{self.output_dir / 'server.token'})")
-        if not is_loopback(s.serve_host):
-            self._log(f"the run's API listens on {s.serve_host}: anyone who can reach that address and "
-                      "has the key can control the run and read the model", "warning")
 
     def _adopt(self, parts: RunParts) -> None:
         """Take the prepared parts: claim the run folder, restore a resumed run's history."""

@@ -25,18 +25,19 @@ from gemma_core.data.batches import TrainBatches, fixed_validation_batches
 from gemma_core.data.documents import DataOptions, expand_paths
 from gemma_core.data.splits import PreparedData, prepare_datasets
 from gemma_core.data.token_cache import sample_digest
-from gemma_core.device import resolve_device, resolve_dtype
+from gemma_core.device import available_bytes, resolve_device, resolve_dtype
 from gemma_core.errors import UserError
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.model import Gemma3Model
 from gemma_core.model.presets import preset
-from gemma_core.run import checkpoints, layout, logs
+from gemma_core.model.weights import local_tensor, shard_like
+from gemma_core.run import layout, logs
 from gemma_core.run.model_dir import load_tokenizer_of, load_weights, read_config, write_config
 from gemma_core.tokenizers.tokenizer import Tokenizer, load_tokenizer, token_byte_lengths, tokenizer_from_spec
-from gemma_core.train import distributed
+from gemma_core.train import checkpoints, distributed
 from gemma_core.train.evaluation import logits_chunk_rows
 from gemma_core.train.flops import device_peak_flops, training_flops_per_token
-from gemma_core.train.memory import available_bytes, evaluation_bytes, training_bytes
+from gemma_core.train.memory import evaluation_bytes, training_bytes
 from gemma_core.train.optim import TrainingOptimizer, build_optimizer
 from gemma_core.train.settings import TrainSettings
 
@@ -295,8 +296,8 @@ def _restore(saved: tuple, model: Gemma3Model, optimizer: TrainingOptimizer,
     with torch.no_grad():
         for name, tensor in model_tensors.items():
             target = own[name]
-            distributed.local_tensor(target).copy_(
-                distributed.local_tensor(distributed.shard_like(tensor, target)))
+            local_tensor(target).copy_(
+                local_tensor(shard_like(tensor, target)))
     try:
         checkpoints.restore_optimizer_state(optimizer, optimizer_tensors, param_names)
         batches.load_state_dict(state["data"], same_data=isinstance(state.get("data_fingerprint"), dict))

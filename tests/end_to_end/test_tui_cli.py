@@ -9,7 +9,7 @@ import pytest
 
 import gemma_tui.app
 from gemma_core.cli.train import settings_from_args
-from gemma_core.train.events import RunState
+from gemma_core.run.events import RunState
 from gemma_tui import cli
 from gemma_tui.preview import PreviewEngine
 from tests.end_to_end.cli_in_process import run_cli

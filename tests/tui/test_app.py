@@ -13,7 +13,7 @@ import pytest
 
 from gemma_core.errors import UserError
 from gemma_core.model.generation import SamplingParams
-from gemma_core.train.events import RunState
+from gemma_core.run.events import RunState
 from gemma_tui.app import create_app
 from gemma_tui.preview import PreviewEngine, preview_snapshot
 from gemma_tui.screens.confirm import ConfirmScreen

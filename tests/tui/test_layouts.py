@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from gemma_core.train.events import RunState
+from gemma_core.run.events import RunState
 from gemma_tui.app import create_app
 from gemma_tui.preview import PreviewEngine, preview_snapshot
 from gemma_tui.screenshots import screen_text

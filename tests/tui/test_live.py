@@ -16,7 +16,7 @@ import pytest
 from gemma_core.cli.train import settings_from_args
 from gemma_core.run.viewer import RunViewer
 from gemma_core.train.engine import TrainingEngine
-from gemma_core.train.events import RunState
+from gemma_core.run.events import RunState
 from gemma_core.train.settings import TrainSettings
 from gemma_tui.app import create_app
 from gemma_tui.cli import build_parser, with_default_command

@@ -28,7 +28,7 @@ from textual.widget import Widget
 
 from gemma_core.model.presets import preset
 from gemma_core.telemetry import GpuReading, HostReading, TelemetrySample, TorchMemory
-from gemma_core.train.events import LayerStats, RunState
+from gemma_core.run.events import LayerStats, RunState
 from gemma_tui.app import create_app
 from gemma_tui.preview import PreviewEngine, preview_snapshot
 from gemma_tui.screenshots import screen_text

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gemma_core.train.events import EvalResult, LogMessage
+from gemma_core.run.events import EvalResult, LogMessage
 from gemma_tui.app import create_app
 from gemma_tui.compare import CompareApp
 from gemma_tui.preview import PreviewEngine, preview_snapshot
