@@ -390,11 +390,12 @@ class ChatService:
         that owns the cores or on the reply's own thread, never on the caller's: on a CPU a
         long-lived thread that has computed once keeps a second OpenMP team alive, and while
         it lives, training's parallel regions wait for their threads instead of finding them
-        spinning (measured: 20-25% slower training for as long as the caller lived)."""
-        check_chat_request(prompt, params)
+        spinning (training is measurably slower for as long as the caller lives: BENCHMARKS.md).
+
+        The request is checked by the run handle that took it (``check_chat_request``), not here."""
 
         def pieces_of(model: Gemma3Model, dtype: torch.dtype, job: ChatJob) -> Iterator[str]:
-            from gemma_core.model.generation import stream_text
+            from gemma_core.model.generation import stream_text  # torch: clients of jobs go without it
 
             return stream_text(model, self.tokenizer, prompt, params, cancel=job.cancelled, dtype=dtype,
                                stats=job.stats, special_tokens=special_tokens)

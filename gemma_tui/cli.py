@@ -25,6 +25,7 @@ from pathlib import Path
 
 from gemma_core.cli import OneLineParser, debug_first, run_command, safe_output_streams, stop_signals_interrupt
 from gemma_core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, UserError
+from gemma_core.run.handle import RunHandle
 from gemma_core.safe_text import printable
 
 THEME_HELP = ("studio theme: gemma-dark (default), gemma-light, any Textual theme, "
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_studio(engine, theme: str | None, debug: bool = False, telemetry=None, **app_options) -> int:
+def run_studio(engine: RunHandle, theme: str | None, debug: bool = False, telemetry=None, **app_options) -> int:
     """Run the app on ``engine``; whatever happens, the engine's threads end first.
 
     The exit status follows gemma-core's: 2 when the run failed on the user's

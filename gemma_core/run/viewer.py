@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from gemma_core.chat import ChatJob, ChatService, ComputeTurns, FixedWeights, PiecesOf
+from gemma_core.chat import ChatJob, ChatService, ComputeTurns, FixedWeights, PiecesOf, check_chat_request
 from gemma_core.device import resolve_device, resolve_dtype
 from gemma_core.errors import UserError
 from gemma_core.model.generation import SamplingParams
@@ -89,6 +89,7 @@ class RunViewer:
         return self.store.snapshot()
 
     def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False) -> ChatJob:
+        check_chat_request(prompt, params)
         return self._chat.chat(prompt, params, special_tokens)
 
     def compute(self, pieces_of: PiecesOf, per_turn: int = 1) -> ChatJob:

@@ -348,7 +348,7 @@ class RemoteChatJob(ChatJob):
 
 
 class RemoteEngine:
-    """The studio's engine interface for a run in another process, on this machine."""
+    """A ``RunHandle`` (``run.handle``) on a run in another process, on this machine, through its server."""
 
     owns_run = False  # quitting the studio leaves the run training
     POLL_WAIT_S = 10.0

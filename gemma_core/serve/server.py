@@ -26,7 +26,8 @@ from aiohttp import web
 
 from gemma_core import atomic
 from gemma_core.errors import UserError
-from gemma_core.serve.app import RunService, ServedRun, build_app, serving_files
+from gemma_core.run.handle import LocalRun
+from gemma_core.serve.app import RunService, build_app, serving_files
 from gemma_core.serve.connections import CappedSite, connection_cap
 from gemma_core.serve.openai_api import Limits
 
@@ -59,7 +60,7 @@ class RunServer:
     """Serves ``run`` on ``host:port`` (port 0: any free one) until ``close``. ``flags`` name
     the options that chose the host and the port, for the error when neither can be served."""
 
-    def __init__(self, run: ServedRun, name: str, *, host: str = LOOPBACK, port: int = 0,
+    def __init__(self, run: LocalRun, name: str, *, host: str = LOOPBACK, port: int = 0,
                  token: str | None = None, folder: Path | None = None, limits: Limits,
                  telemetry=None, flags: tuple[str, str] = ("host", "port")) -> None:
         self.host, self.port = host, port

@@ -7,7 +7,7 @@ from textual.widgets import Static
 
 from gemma_core.model.sampling import SamplingParams
 from gemma_core.safe_text import printable
-from gemma_tui.engine_api import ChatJob
+from gemma_core.chat import ChatJob
 
 
 class ChatExchange(Static):

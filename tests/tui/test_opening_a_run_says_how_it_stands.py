@@ -18,9 +18,9 @@ from gemma_core.run.events import RunState
 from gemma_core.train.settings import TrainSettings
 from gemma_tui import cli
 from gemma_tui.app import create_app
-from gemma_tui.preview import PreviewEngine, preview_snapshot
+from studio_preview import PreviewEngine, preview_snapshot
 from gemma_tui.run_picker import OPEN, RunPicker
-from gemma_tui.screenshots import screen_text
+from studio_screens import screen_text
 from tests.tui.test_panes import NO_GPU, FixedTelemetry, _utc_clock  # noqa: F401
 
 

@@ -18,7 +18,7 @@ from gemma_core.train.settings import TrainSettings
 from gemma_tui import cli
 from gemma_tui.compare import CompareApp, read_curves, run_names
 from gemma_tui.run_picker import COMPARE, OPEN, RunPicker
-from gemma_tui.screenshots import screen_text
+from studio_screens import screen_text
 from gemma_tui.widgets.compare_chart import CompareChart
 
 
