@@ -232,16 +232,16 @@ class ComputeTurns:
     def serve(self, stop: threading.Event) -> None:
         """Own the cores until ``stop`` is set, running every chunk as it comes: the main
         thread of a process that only answers chats (``gemma-core serve``)."""
-        self.set_training(True)
+        self.own_cores(True)
         try:
             while not stop.is_set():
                 chunk = self._take(wait_s=0.1)
                 if chunk is not None:
                     self._run(chunk)
         finally:
-            self.set_training(False)
+            self.own_cores(False)
 
-    def set_training(self, active: bool) -> None:
+    def own_cores(self, active: bool) -> None:
         """The calling thread owns the cores (``True``) or lets them go (``False``)."""
         with self._condition:
             self._owned = active

@@ -308,7 +308,7 @@ class TrainingEngine:
             self.store.keep_message(LogMessage("error", traceback.format_exc(), self.run_id))
             self._fail(internal_message(err), internal=True)
         finally:
-            self._turns.set_training(False)
+            self._turns.own_cores(False)
             distributed.finish(self.ranks)
             self.ready.set()
             self._logs.close()
@@ -367,7 +367,7 @@ class TrainingEngine:
         s = self.settings
         paused = False
         self._set_state(RunState.RUNNING)
-        self._turns.set_training(True)
+        self._turns.own_cores(True)
         started = time.perf_counter()
         elapsed_before = self._elapsed_before
         rate = None
@@ -376,14 +376,14 @@ class TrainingEngine:
             if command == "pause":
                 if not paused:
                     paused = True
-                    self._turns.set_training(False)
+                    self._turns.own_cores(False)
                     elapsed_before += time.perf_counter() - started
                 future.set_result(self._set_state(RunState.PAUSED))
                 continue
             if command == "unpause":
                 if paused:
                     paused = False
-                    self._turns.set_training(True)
+                    self._turns.own_cores(True)
                     started = time.perf_counter()
                 future.set_result(self._set_state(RunState.RUNNING))
                 continue
@@ -435,7 +435,7 @@ class TrainingEngine:
                 # not write and writes it first when training goes on.
                 self._log(f"{err}; training paused: free some space, then resume", "error")
                 paused = True
-                self._turns.set_training(False)
+                self._turns.own_cores(False)
                 elapsed_before += time.perf_counter() - started
                 self._set_state(RunState.PAUSED)
                 continue
@@ -577,7 +577,7 @@ class TrainingEngine:
         if self.ranks.is_main and self.parts is not None and self._logs_claimed():
             logs.write_seed_outputs(self.output_dir)
         self.exit_reason = reason
-        self._turns.set_training(False)
+        self._turns.own_cores(False)
         # A run stopped before its last step says so: "finished" would hide the steps left.
         stopped_early = reason == "stopped" and self._step < self.settings.max_steps
         self._set_state(RunState.STOPPED if stopped_early else RunState.FINISHED)
@@ -588,7 +588,7 @@ class TrainingEngine:
 
     def _fail(self, message: str, internal: bool = False) -> None:
         self.exit_reason = "failed"
-        self._turns.set_training(False)
+        self._turns.own_cores(False)
         self._publish(RunFailed(self._step, message, internal))
         self._set_state(RunState.FAILED)
 
