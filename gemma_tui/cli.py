@@ -187,8 +187,10 @@ def cmd_launch(args: argparse.Namespace) -> int:
     # A person is watching: a full disk pauses training until they free space.
     settings = settings_from_args(args)
     # A folder that cannot take this run is said now, as gemma-core train says it, not by a
-    # studio that opens only to fail at step 0.
-    check_output_dir(Path(settings.output_dir), resume=settings.resume, overwrite=settings.overwrite)
+    # studio that opens only to fail at step 0 (a resumed run's settings were read from there,
+    # which checked it).
+    if not settings.resume:
+        check_output_dir(Path(settings.output_dir), resume=False, overwrite=settings.overwrite)
     require_terminal()
     engine = serve_training(TrainingEngine(settings, pause_on_disk_full=True))  # attach, status, control
     engine.start()

@@ -364,83 +364,95 @@ class TrainingEngine:
         self._log(describe_optimizer(self.settings, parts.optimizer))
 
     def _loop(self) -> None:
-        s = self.settings
-        paused = False
+        """Train until the last step, carrying out each command between two steps."""
+        loop = _LoopClock(self._elapsed_before)
         self._set_state(RunState.RUNNING)
         self._turns.own_cores(True)
-        started = time.perf_counter()
-        elapsed_before = self._elapsed_before
-        rate = None
-        while self._step < s.max_steps:
-            command, future = self._agreed_command(block=paused)
-            if command == "pause":
-                if not paused:
-                    paused = True
-                    self._turns.own_cores(False)
-                    elapsed_before += time.perf_counter() - started
-                future.set_result(self._set_state(RunState.PAUSED))
+        while self._step < self.settings.max_steps:
+            command, future = self._agreed_command(block=loop.paused)
+            if command is not None:
+                if self._COMMANDS[command](self, loop, future):
+                    return  # the command ended the run
                 continue
-            if command == "unpause":
-                if paused:
-                    paused = False
-                    self._turns.own_cores(True)
-                    started = time.perf_counter()
-                future.set_result(self._set_state(RunState.RUNNING))
-                continue
-            if command == "save":
-                self._resolve(future, self._save_checkpoint)
-                self._set_state(RunState.PAUSED if paused else RunState.RUNNING)
-                continue
-            if command == "eval":
-                self._resolve(future, self._evaluate)
-                self._set_state(RunState.PAUSED if paused else RunState.RUNNING)
-                continue
-            if command in ("stop", "abort"):
-                # A checkpoint needs a step: a run stopped before its first one saves nothing.
-                saved = self._save_checkpoint() if command == "stop" and self._step > 0 else None
-                finished = self._finish("stopped", saved)
-                if future is not None:
-                    future.set_result(finished)
-                return
-            if paused:
-                continue
-
-            t0 = time.perf_counter()
-            result = self._step_runner(self._step)
-            dt = time.perf_counter() - t0
-            tokens = (s.train_batch_size * s.max_length * s.gradient_accumulation_steps
-                      * self.ranks.world_size)  # every rank's, for global tokens/s
-            if result.loss is None:
-                self._skip_step()
-                continue
-            self._skipped_in_a_row = 0
-            self._step += 1
-            self._tokens_seen += tokens
-            rate = tokens / dt if rate is None else 0.8 * rate + 0.2 * tokens / dt
-            elapsed = elapsed_before + time.perf_counter() - started
-            try:
-                self._record_step(result, rate, elapsed)
-                if self._step % s.eval_iters == 0 or self._step == s.max_steps:
-                    self._evaluate()
-                    self._set_state(RunState.RUNNING)
-                if s.sample_every and s.sample_prompt and self._step % s.sample_every == 0:
-                    self._sample()
-                if self._step % s.save_steps == 0 and self._step != s.max_steps:
-                    self._save_checkpoint()
-                    self._set_state(RunState.RUNNING)
-            except DiskFull as err:
-                if not self.pause_on_disk_full:
-                    raise
-                # The studio: wait for the user to free space. The log keeps what it could
-                # not write and writes it first when training goes on.
-                self._log(f"{err}; training paused: free some space, then resume", "error")
-                paused = True
-                self._turns.own_cores(False)
-                elapsed_before += time.perf_counter() - started
-                self._set_state(RunState.PAUSED)
-                continue
-            self._turns.between_steps()
+            if not loop.paused:
+                self._train_one_step(loop)
         self._finish("completed", self._save_checkpoint())
+
+    # Each returns True when it has ended the run.
+    def _on_pause(self, loop: _LoopClock, future: Future) -> bool:
+        if not loop.paused:
+            loop.pause()
+            self._turns.own_cores(False)
+        future.set_result(self._set_state(RunState.PAUSED))
+        return False
+
+    def _on_unpause(self, loop: _LoopClock, future: Future) -> bool:
+        if loop.paused:
+            loop.unpause()
+            self._turns.own_cores(True)
+        future.set_result(self._set_state(RunState.RUNNING))
+        return False
+
+    def _on_save(self, loop: _LoopClock, future: Future | None) -> bool:
+        self._resolve(future, self._save_checkpoint)
+        self._set_state(RunState.PAUSED if loop.paused else RunState.RUNNING)
+        return False
+
+    def _on_eval(self, loop: _LoopClock, future: Future | None) -> bool:
+        self._resolve(future, self._evaluate)
+        self._set_state(RunState.PAUSED if loop.paused else RunState.RUNNING)
+        return False
+
+    def _on_stop(self, loop: _LoopClock, future: Future | None, save: bool = True) -> bool:
+        # A checkpoint needs a step: a run stopped before its first one saves nothing.
+        saved = self._save_checkpoint() if save and self._step > 0 else None
+        finished = self._finish("stopped", saved)
+        if future is not None:
+            future.set_result(finished)
+        return True
+
+    def _on_abort(self, loop: _LoopClock, future: Future | None) -> bool:
+        return self._on_stop(loop, future, save=False)
+
+    _COMMANDS = {"pause": _on_pause, "unpause": _on_unpause, "save": _on_save, "eval": _on_eval,
+                 "stop": _on_stop, "abort": _on_abort}
+
+    def _train_one_step(self, loop: _LoopClock) -> None:
+        s = self.settings
+        t0 = time.perf_counter()
+        result = self._step_runner(self._step)
+        dt = time.perf_counter() - t0
+        tokens = (s.train_batch_size * s.max_length * s.gradient_accumulation_steps
+                  * self.ranks.world_size)  # every rank's, for global tokens/s
+        if result.loss is None:
+            self._skip_step()
+            return
+        self._skipped_in_a_row = 0
+        self._step += 1
+        self._tokens_seen += tokens
+        loop.rate = tokens / dt if loop.rate is None else 0.8 * loop.rate + 0.2 * tokens / dt
+        elapsed = loop.elapsed()
+        try:
+            self._record_step(result, loop.rate, elapsed)
+            if self._step % s.eval_iters == 0 or self._step == s.max_steps:
+                self._evaluate()
+                self._set_state(RunState.RUNNING)
+            if s.sample_every and s.sample_prompt and self._step % s.sample_every == 0:
+                self._sample()
+            if self._step % s.save_steps == 0 and self._step != s.max_steps:
+                self._save_checkpoint()
+                self._set_state(RunState.RUNNING)
+        except DiskFull as err:
+            if not self.pause_on_disk_full:
+                raise
+            # The studio: wait for the user to free space. The log keeps what it could
+            # not write and writes it first when training goes on.
+            self._log(f"{err}; training paused: free some space, then resume", "error")
+            loop.pause()
+            self._turns.own_cores(False)
+            self._set_state(RunState.PAUSED)
+            return
+        self._turns.between_steps()
 
     def _agreed_command(self, block: bool) -> tuple[str | None, Future | None]:
         """This rank's next command; with several ranks, the one every rank acts on now."""
@@ -591,6 +603,28 @@ class TrainingEngine:
         self._turns.own_cores(False)
         self._publish(RunFailed(self._step, message, internal))
         self._set_state(RunState.FAILED)
+
+
+class _LoopClock:
+    """The training loop's pace: paused or not, training time so far (a pause stops the
+    clock; earlier sessions of a resumed run count) and the smoothed tokens per second."""
+
+    def __init__(self, elapsed_before: float) -> None:
+        self.paused = False
+        self.rate: float | None = None
+        self._elapsed_before = elapsed_before
+        self._started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self._started
+
+    def pause(self) -> None:
+        self.paused = True
+        self._elapsed_before += time.perf_counter() - self._started
+
+    def unpause(self) -> None:
+        self.paused = False
+        self._started = time.perf_counter()
 
 
 class EtaEstimate:
