@@ -10,13 +10,21 @@ The path of data through the library:
     tokens -> windows    data.windows, data.splits
     windows -> batches   data.batches
     batches -> step      train.step                           (model.model)
-    step -> events       train.engine                         (run.logs, run.checkpoints)
-    events -> snapshot   train.state_store                    -> any client (CLI, studio)
+    step -> events       train.engine                         (run.logs, train.checkpoints)
+    events -> snapshot   run.state_store                      -> any client (CLI, studio, server)
 
-The folders: ``model`` (the architecture and generation), ``tokenizers``,
-``data``, ``train``, ``run`` (a run's files), ``hf`` (Hugging Face interop),
-``cli`` (the ``gemma-core`` command), ``chat.py`` (answering prompts while
-training). Nothing here imports a UI toolkit.
+The layers, lowest first; each imports only from itself and the layers before it
+(tests/core/test_layers.py):
+
+    assets, errors, safe_text, value_types, folder_lock, atomic, device, telemetry
+      < tokenizers < model < chat, inspect < data < run < hf < train < serve < api < cli
+
+``model`` is the architecture and generation; ``chat`` answers prompts while training;
+``run`` is a run: its events and snapshots, its ``RunHandle``, and its files; ``hf`` is
+Hugging Face interop; ``train`` trains (checkpoints included) and starts no server;
+``serve`` is a run's HTTP API and its clients; ``api`` is the engine the Python API
+gives, which serves its run as ``gemma-core train`` does; ``cli`` is the ``gemma-core``
+command. Nothing here imports a UI toolkit.
 """
 
 from __future__ import annotations

@@ -328,7 +328,7 @@ class GemmaStudio(App):
         """Whether to skip this snapshot to keep the studio's CPU share small.
 
         On a CPU the studio's own drawing takes its time from training's two or so
-        compute threads (every 1% of a core costs about 1.5% of training speed), so
+        compute threads (a share of a core costs training more than that share: BENCHMARKS.md), so
         while a run trains there the panes take a snapshot once a second and the
         chart redraws every few seconds; on a GPU twice a second. A change of state
         (paused, saving, finished) is always shown at once."""
