@@ -23,7 +23,8 @@ import errno
 import sys
 from pathlib import Path
 
-from gemma_core.cli import OneLineParser, debug_first, run_command, safe_output_streams, stop_signals_interrupt
+from gemma_core.cli import OneLineParser, debug_first, run_command, stop_signals_interrupt
+from gemma_core.cli.output import safe_output_streams
 from gemma_core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, UserError
 from gemma_core.run.handle import RunHandle
 from gemma_core.safe_text import printable

@@ -17,8 +17,11 @@ import threading
 import time
 from pathlib import Path
 
-from gemma_core.cli import OutputLost, output_lost
+from gemma_core.cli.output import OutputLost, output_lost
 from gemma_core.errors import EXIT_INTERRUPTED, InternalError, UserError
+from gemma_core.atomic import check_output_file
+from gemma_core.run.checkpoint_state import read_checkpoint_state
+from gemma_core.tokenizers.tokenizer import from_ranks_file, token_byte_lengths, train_bpe, write_ranks
 
 _HELP = {
     "output_dir": "where the run's files go (default: output)",
@@ -255,8 +258,6 @@ class StopSignals:
 
     def _step_on_disk(self) -> int | None:
         """The step of the newest complete checkpoint on disk (what an exit now keeps)."""
-        from gemma_core.run.checkpoint_state import read_checkpoint_state
-
         try:
             return read_checkpoint_state(Path(self.output_dir))["step"]
         except UserError:  # none yet, or unreadable
@@ -297,7 +298,6 @@ def cmd_eval(args) -> int:
     from gemma_core.data import DataOptions, TokenWindows, build_token_cache
     from gemma_core.device import resolve_device, resolve_dtype
     from gemma_core.run.model_dir import load_model_dir
-    from gemma_core.tokenizers.tokenizer import token_byte_lengths
     from gemma_core.train.evaluation import score_windows
 
     if args.batch_size < 1:
@@ -332,9 +332,7 @@ MAX_TRAINED_VOCAB = 2**20  # four times Gemma 3's own vocabulary
 
 
 def cmd_tokenizer_train(args) -> int:
-    from gemma_core.atomic import check_output_file
     from gemma_core.data.documents import DataOptions, iter_text
-    from gemma_core.tokenizers.tokenizer import from_ranks_file, train_bpe, write_ranks
 
     if not 258 <= args.vocab_size <= MAX_TRAINED_VOCAB:
         raise UserError(f"--vocab_size must be from 258 (the bytes, one merge and <|endoftext|>) to "

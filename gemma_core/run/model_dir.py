@@ -20,7 +20,8 @@ from gemma_core.errors import UserError
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.model import Gemma3Model
 from gemma_core.model.weights import full_tensor, stored_tensors
-from gemma_core.tokenizers.tokenizer import Tokenizer, tokenizer_from_spec
+from gemma_core.tokenizers.tokenizer import Tokenizer
+from gemma_core.tokenizers.tokenizer_files import tokenizer_from_spec, write_tokenizer_files
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -54,8 +55,6 @@ def write_config(directory: Path, cfg: GemmaConfig, tokenizer: Tokenizer,
                  extra: dict | None = None) -> None:
     """``config.json``, after the tokenizer: the files loading needs, then the ones other
     programs read (``tokenizer.json``, ``tokenizer_config.json``, tiktoken's pair)."""
-    from gemma_core.tokenizers.tokenizer_files import write_tokenizer_files
-
     payload = cfg.to_dict()
     payload["tokenizer"] = tokenizer.save_into(directory)
     write_tokenizer_files(directory, tokenizer, cfg.context_length)

@@ -47,6 +47,7 @@ from gemma_core.serve.openai_api import ApiError, GenerationRequest, Limits
 from gemma_core.serve.wire import to_wire
 from gemma_core.run.events import RunSnapshot
 from gemma_core.run.handle import LocalRun
+from gemma_core.serve.inspect_work import MAX_PROMPT_CHARS, Refused, inspect_pieces
 
 POLL_S = 0.02  # how often a streaming reply looks for new text
 LONG_POLL_MAX_S = 25.0
@@ -226,7 +227,6 @@ class RunService:
         """``{"prompt": text, "top_k": K}`` -> the inspection's JSON (README, "Look inside"), from
         the current weights, taking its turn as a chat reply does."""
         from gemma_core.inspect import MAX_TOP_K
-        from gemma_core.serve.inspect_work import MAX_PROMPT_CHARS, Refused, inspect_pieces
 
         body = await _json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):

@@ -30,6 +30,7 @@ from gemma_core.run.handle import LocalRun
 from gemma_core.serve.app import RunService, build_app, serving_files
 from gemma_core.serve.connections import CappedSite, connection_cap
 from gemma_core.serve.openai_api import Limits
+from gemma_core.serve import server_files
 
 LOOPBACK = "127.0.0.1"
 MIN_KEY_CHARS = 16  # a key is a password no one types: 16 random characters are out of reach of guessing
@@ -179,8 +180,6 @@ def _quiet_about_clients(loop: asyncio.AbstractEventLoop, context: dict) -> None
 def read_server_files(folder: Path) -> tuple[dict, str] | None:
     """(server.json, token) of a run folder, or None when it has none. Files that are damaged,
     or not to be trusted (see ``server_files``), are a ``UserError`` naming the file."""
-    from gemma_core.serve import server_files
-
     found = server_files.read_server_files(folder)
     if found is None:
         return None

@@ -33,7 +33,8 @@ from gemma_core.model.presets import preset
 from gemma_core.model.weights import local_tensor, shard_like
 from gemma_core.run import layout, logs
 from gemma_core.run.model_dir import WEIGHTS_FILE, load_tokenizer_of, load_weights, read_config, write_config
-from gemma_core.tokenizers.tokenizer import Tokenizer, load_tokenizer, token_byte_lengths, tokenizer_from_spec
+from gemma_core.tokenizers.tokenizer import Tokenizer, load_tokenizer, token_byte_lengths
+from gemma_core.tokenizers.tokenizer_files import tokenizer_from_spec
 from gemma_core.train import checkpoints, distributed
 from gemma_core.train.evaluation import logits_chunk_rows
 from gemma_core.train.flops import device_peak_flops, training_flops_per_token
