@@ -107,7 +107,9 @@ class TrainSettings:
     sample_every: int = 0  # 0: never
     sample_tokens: int = _DEFAULT.sample_tokens
     max_bad_steps: int = 5  # consecutive non-finite steps before the run stops
-    serve: bool = True  # serve the run's API (attach, status, control, OpenAI) while it trains
+    # Serve the run's API (attach, status, control, OpenAI) while it trains: read by the callers
+    # that add the server (serve.training: gemma-core train, gemma-tui launch, gemma_core.TrainingEngine).
+    serve: bool = True
     serve_host: str = "127.0.0.1"  # loopback: only this machine can reach it
     serve_port: int = 0  # 0: any free port (server.json in the run folder says which)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # model fields from --config
