@@ -31,8 +31,8 @@ import torch
 
 from bench.common import report
 from gemma_core.model.generation import SamplingParams
-from gemma_core.train.engine import TrainingEngine
-from gemma_core.train.events import StepMetrics
+from gemma_core.api import TrainingEngine  # serves, as gemma-core train's does
+from gemma_core.run.events import StepMetrics
 from gemma_core.train.settings import TrainSettings
 
 PROMPT = "ROMEO:"

@@ -29,7 +29,7 @@ from gemma_core.model.model import Gemma3Model
 from gemma_core.model.presets import get_preset
 from gemma_core.tokenizers.tokenizer import load_tokenizer
 from gemma_core.train.evaluation import summed_loss
-from gemma_core.train.layer_probe import probe_layers, probe_token_ids
+from gemma_core.run.layer_probe import probe_layers, probe_token_ids
 
 
 def timed(work) -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from bench.common import report
-from gemma_core.train.engine import TrainingEngine
+from gemma_core.api import TrainingEngine  # serves, as gemma-core train's does
 from gemma_core.train.settings import TrainSettings
 
 

@@ -28,7 +28,7 @@ from bench.common import report
 from gemma_core.model.generation import SamplingParams
 from gemma_core.run.layout import TRAIN_STREAM
 from gemma_core.run.logs import read_jsonl
-from gemma_core.train.engine import TrainingEngine
+from gemma_core.api import TrainingEngine  # serves, as gemma-core train's does
 from gemma_core.train.settings import TrainSettings
 
 

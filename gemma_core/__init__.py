@@ -10,13 +10,21 @@ The path of data through the library:
     tokens -> windows    data.windows, data.splits
     windows -> batches   data.batches
     batches -> step      train.step                           (model.model)
-    step -> events       train.engine                         (run.logs, run.checkpoints)
-    events -> snapshot   train.state_store                    -> any client (CLI, studio)
+    step -> events       train.engine                         (run.logs, train.checkpoints)
+    events -> snapshot   run.state_store                      -> any client (CLI, studio, server)
 
-The folders: ``model`` (the architecture and generation), ``tokenizers``,
-``data``, ``train``, ``run`` (a run's files), ``hf`` (Hugging Face interop),
-``cli`` (the ``gemma-core`` command), ``chat.py`` (answering prompts while
-training). Nothing here imports a UI toolkit.
+The layers, lowest first; each imports only from itself and the layers before it
+(tests/core/test_layers.py):
+
+    assets, errors, safe_text, value_types, folder_lock, atomic, device, telemetry
+      < tokenizers < model < chat, inspect < data < run < hf < train < serve < api < cli
+
+``model`` is the architecture and generation; ``chat`` answers prompts while training;
+``run`` is a run: its events and snapshots, its ``RunHandle``, and its files; ``hf`` is
+Hugging Face interop; ``train`` trains (checkpoints included) and starts no server;
+``serve`` is a run's HTTP API and its clients; ``api`` is the engine the Python API
+gives, which serves its run as ``gemma-core train`` does; ``cli`` is the ``gemma-core``
+command. Nothing here imports a UI toolkit.
 """
 
 from __future__ import annotations
@@ -28,17 +36,17 @@ from typing import TYPE_CHECKING, Any
 # start) does not pay for torch until something needs it.
 _PUBLIC = {
     "TrainSettings": "gemma_core.train.settings",
-    "TrainingEngine": "gemma_core.train.engine",
+    "TrainingEngine": "gemma_core.api",
     "TrainingFailed": "gemma_core.train.engine",
     "CommandRefused": "gemma_core.train.engine",
     "RunViewer": "gemma_core.run.viewer",
-    "RunSnapshot": "gemma_core.train.events",
-    "RunState": "gemma_core.train.events",
-    "StepMetrics": "gemma_core.train.events",
-    "EvalResult": "gemma_core.train.events",
-    "CheckpointSaved": "gemma_core.train.events",
-    "RunFinished": "gemma_core.train.events",
-    "RunFailed": "gemma_core.train.events",
+    "RunSnapshot": "gemma_core.run.events",
+    "RunState": "gemma_core.run.events",
+    "StepMetrics": "gemma_core.run.events",
+    "EvalResult": "gemma_core.run.events",
+    "CheckpointSaved": "gemma_core.run.events",
+    "RunFinished": "gemma_core.run.events",
+    "RunFailed": "gemma_core.run.events",
     "SamplingParams": "gemma_core.model.generation",
     "ChatJob": "gemma_core.chat",
     "GemmaConfig": "gemma_core.model.config",
@@ -79,8 +87,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from gemma_core.model.presets import PRESETS
     from gemma_core.run.model_dir import load_model_dir
     from gemma_core.run.viewer import RunViewer
-    from gemma_core.train.engine import CommandRefused, TrainingEngine, TrainingFailed
-    from gemma_core.train.events import (CheckpointSaved, EvalResult, RunFailed, RunFinished, RunSnapshot,
+    from gemma_core.api import TrainingEngine
+    from gemma_core.train.engine import CommandRefused, TrainingFailed
+    from gemma_core.run.events import (CheckpointSaved, EvalResult, RunFailed, RunFinished, RunSnapshot,
                                          RunState, StepMetrics)
     from gemma_core.train.settings import TrainSettings
 

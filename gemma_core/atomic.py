@@ -16,6 +16,7 @@ from typing import Iterator
 from safetensors import SafetensorError
 
 from gemma_core.errors import DiskFull, UserError
+from gemma_core.folder_lock import refuse_if_live
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -100,8 +101,6 @@ def check_output_file(path: Path, overwrite: bool, flag: str = "--output") -> Pa
     """The file a command is about to write, checked before any work: its folder exists,
     it is a regular file (never a device, pipe or folder, whatever --overwrite says) and
     no live run writes beside it. A link is followed: the file it names is written."""
-    from gemma_core.folder_lock import refuse_if_live
-
     path = Path(path)
     if path.is_symlink():
         path = path.resolve()

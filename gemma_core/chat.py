@@ -41,8 +41,8 @@ if TYPE_CHECKING:  # torch is imported where a model is used: a run's clients us
 # while replies have time owed (``ComputeTurns.has_time_left``).
 TOKENS_PER_TURN = 4
 # While a trainer owns the cores, replies get at most this share of their time: replies
-# streamed back to back then leave training 85% of its speed or more (the studio's budget),
-# and are written at about an eighth of the machine's decoding speed, faster than one reads.
+# streamed back to back then leave training within the studio's budget of its speed, and are
+# written at a fraction of the machine's decoding speed, faster than one reads (BENCHMARKS.md).
 CHAT_SHARE_WHILE_TRAINING = 0.12
 CHAT_ALLOWANCE_CAP_S = 0.25  # a reply after a quiet spell starts with a burst of this long
 # A piece that ends a turn early and is not handed to the client: work whose pieces differ
@@ -180,13 +180,13 @@ class ComputeTurns:
     The owner does the work itself, rather than letting the waiting thread go ahead,
     because on a CPU every thread that computes with torch brings its own OpenMP team,
     and two teams on the same cores slow each other down: decoding in a second thread
-    was 11% slower than the same decoding in the thread that had computed before.
+    was slower than the same decoding in the thread that had computed before (BENCHMARKS.md).
 
     Between steps the owner decodes on one thread (``_one_thread``): a decoding step is
     hundreds of tiny operations, and each one a team of two runs waits at a barrier for
     the other thread; on a busy 2-core machine that thread is often not scheduled, and
-    the trainer's thread decoded 15-20x slower per token than with one thread (nano: 49
-    against 3 ms, demo: 215 against 13 ms; bench/chat.py).
+    the trainer's thread decoded many times slower per token than with one thread
+    (bench/chat.py; the figures: BENCHMARKS.md).
     """
 
     def __init__(self, chat_share: float = CHAT_SHARE_WHILE_TRAINING,
@@ -251,16 +251,16 @@ class ComputeTurns:
     def serve(self, stop: threading.Event) -> None:
         """Own the cores until ``stop`` is set, running every chunk as it comes: the main
         thread of a process that only answers chats (``gemma-core serve``)."""
-        self.set_training(True)
+        self.own_cores(True)
         try:
             while not stop.is_set():
                 chunk = self._take(wait_s=0.1)
                 if chunk is not None:
                     self._run(chunk)
         finally:
-            self.set_training(False)
+            self.own_cores(False)
 
-    def set_training(self, active: bool) -> None:
+    def own_cores(self, active: bool) -> None:
         """The calling thread owns the cores (``True``) or lets them go (``False``)."""
         with self._condition:
             self._owned = active
@@ -412,11 +412,12 @@ class ChatService:
         that owns the cores or on the reply's own thread, never on the caller's: on a CPU a
         long-lived thread that has computed once keeps a second OpenMP team alive, and while
         it lives, training's parallel regions wait for their threads instead of finding them
-        spinning (measured: 20-25% slower training for as long as the caller lived)."""
-        check_chat_request(prompt, params, alternatives)
+        spinning (training is measurably slower for as long as the caller lives: BENCHMARKS.md).
+
+        The request is checked by the run handle that took it (``check_chat_request``), not here."""
 
         def pieces_of(model: Gemma3Model, dtype: torch.dtype, job: ChatJob) -> Iterator[str]:
-            from gemma_core.model.generation import stream_text
+            from gemma_core.model.generation import stream_text  # torch: clients of jobs go without it
 
             observe = None
             if alternatives > 0:

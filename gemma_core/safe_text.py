@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from gemma_core.errors import UserError
+
 # C0 controls except tab and newline, DEL, and C1 controls (which include CSI).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -25,8 +27,6 @@ _ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def require_utf8(text: str, what: str) -> None:
     """Refuse text that is not valid Unicode: bytes a terminal passed undecoded (shown by
     Python as lone surrogates), which no tokenizer can encode faithfully."""
-    from gemma_core.errors import UserError
-
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:

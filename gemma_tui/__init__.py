@@ -1,7 +1,7 @@
 """Gemma Studio's terminal UI: a Textual client of ``gemma_core``'s training engine.
 
 ``gemma_core`` never imports this package; this package reaches the engine only
-through its public API (see ``engine_api.py``) and immutable snapshots.
+through its public API (``gemma_core.run.handle.RunHandle``) and immutable snapshots.
 """
 
 from __future__ import annotations

@@ -25,12 +25,12 @@ from textual.widgets import Footer, Header
 from gemma_core.errors import UserError, internal_message
 from gemma_core.safe_text import printable
 from gemma_core.telemetry import TelemetrySampler
-from gemma_core.train.events import RunSnapshot, RunState
+from gemma_core.run.events import RunSnapshot, RunState
+from gemma_core.run.handle import RunHandle
 from gemma_tui import formatting as fmt
 from gemma_tui import pane_fit
 from gemma_tui.chat_transcript import append_to_transcript, read_transcript
 from gemma_tui.chart_export import EXPORTS, ChartExporter, studio_chart
-from gemma_tui.engine_api import StudioEngine
 from gemma_tui import notifications
 from gemma_tui.preferences import Preferences
 from gemma_tui.screens.confirm import ConfirmScreen
@@ -122,7 +122,7 @@ class GemmaStudio(App):
     # key on a Mac): in a page the footer shows the other key bound to the same action.
     WEB_KEYS = {"studio.help": "?", "studio.theme": "T"}
 
-    def __init__(self, engine: StudioEngine, theme: str | None = None,
+    def __init__(self, engine: RunHandle, theme: str | None = None,
                  telemetry: object | None = None, poll_hz: float | None = None,
                  telemetry_hz: float = 1.0, cpu_pace_s: float = 1 / CPU_POLL_HZ,
                  theme_dirs: tuple[Path, ...] | None = None, debug: bool = False) -> None:
@@ -334,7 +334,7 @@ class GemmaStudio(App):
         """Whether to skip this snapshot to keep the studio's CPU share small.
 
         On a CPU the studio's own drawing takes its time from training's two or so
-        compute threads (every 1% of a core costs about 1.5% of training speed), so
+        compute threads (a share of a core costs training more than that share: BENCHMARKS.md), so
         while a run trains there the panes take a snapshot once a second and the
         chart redraws every few seconds; on a GPU twice a second. A change of state
         (paused, saving, finished) is always shown at once."""
@@ -694,7 +694,7 @@ class GemmaStudio(App):
         return run
 
 
-def create_app(engine: StudioEngine, theme: str | None = None, **options) -> GemmaStudio:
-    """The studio for any object with the engine interface (see ``engine_api.py``):
+def create_app(engine: RunHandle, theme: str | None = None, **options) -> GemmaStudio:
+    """The studio for any object with the engine interface (``gemma_core.run.handle.RunHandle``):
     a live ``TrainingEngine``, a ``RunViewer`` or a test double."""
     return GemmaStudio(engine, theme=theme, **options)

@@ -23,8 +23,10 @@ import errno
 import sys
 from pathlib import Path
 
-from gemma_core.cli import OneLineParser, debug_first, run_command, safe_output_streams, stop_signals_interrupt
+from gemma_core.cli import OneLineParser, debug_first, run_command, stop_signals_interrupt
+from gemma_core.cli.output import safe_output_streams
 from gemma_core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, UserError
+from gemma_core.run.handle import RunHandle
 from gemma_core.safe_text import printable
 
 THEME_HELP = ("studio theme: gemma-dark (default), gemma-light, any Textual theme, "
@@ -112,14 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_studio(engine, theme: str | None, debug: bool = False, telemetry=None, **app_options) -> int:
+def run_studio(engine: RunHandle, theme: str | None, debug: bool = False, telemetry=None, **app_options) -> int:
     """Run the app on ``engine``; whatever happens, the engine's threads end first.
 
     The exit status follows gemma-core's: 2 when the run failed on the user's
     input or environment, 1 when something failed that is a bug (in the run or in
     the studio), 0 otherwise.
     """
-    from gemma_core.train.events import RunState
+    from gemma_core.run.events import RunState
     from gemma_tui.app import GemmaStudio, create_app
     from gemma_tui.formatting import resume_command
     from gemma_tui.screens.quit_choice import KEEP
@@ -180,15 +182,18 @@ def require_terminal() -> None:
 def cmd_launch(args: argparse.Namespace) -> int:
     from gemma_core.cli.train import settings_from_args
     from gemma_core.run.layout import check_output_dir
+    from gemma_core.serve.training import serve_training
     from gemma_core.train.engine import TrainingEngine
 
     # A person is watching: a full disk pauses training until they free space.
     settings = settings_from_args(args)
     # A folder that cannot take this run is said now, as gemma-core train says it, not by a
-    # studio that opens only to fail at step 0.
-    check_output_dir(Path(settings.output_dir), resume=settings.resume, overwrite=settings.overwrite)
+    # studio that opens only to fail at step 0 (a resumed run's settings were read from there,
+    # which checked it).
+    if not settings.resume:
+        check_output_dir(Path(settings.output_dir), resume=False, overwrite=settings.overwrite)
     require_terminal()
-    engine = TrainingEngine(settings, pause_on_disk_full=True)
+    engine = serve_training(TrainingEngine(settings, pause_on_disk_full=True))  # attach, status, control
     engine.start()
     return run_studio(engine, args.theme, args.debug)
 
@@ -231,7 +236,7 @@ def open_finished_run(folder: Path, args: argparse.Namespace) -> int:
 def pick_a_run(args: argparse.Namespace) -> int:
     """The run picker, then the studio on the run chosen (or the comparison of those marked);
     leaving that (q) comes back to the list, on the run left, until the list is left with q."""
-    from gemma_core.run.catalog import find_runs
+    from gemma_core.serve.catalog import find_runs
     from gemma_tui.run_picker import COMPARE, RunPicker
 
     root = Path(args.runs) if args.runs is not None else Path(".")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gemma_core.errors import UserError
+from gemma_core.run.handle import RunHandle
 from gemma_core.serve.inspect_work import Refused, inspect_pieces
 
 if TYPE_CHECKING:  # torch comes with the first pass: the studio starts without it
@@ -24,7 +25,7 @@ NOT_READY = "the model is still being prepared; try again in a moment"
 WAIT_S = 900.0  # one pass; on a busy CPU it waits for the training step under way first
 
 
-def run_inspection(engine, prompt: str, top_k: int = 5) -> Inspection:
+def run_inspection(engine: RunHandle, prompt: str, top_k: int = 5) -> Inspection:
     """One inspected pass of ``prompt`` on ``engine``'s current weights; ``UserError`` with a
     line to show when it cannot be done."""
     remote = getattr(engine, "inspect", None)

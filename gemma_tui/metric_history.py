@@ -22,7 +22,7 @@ from gemma_core.errors import UserError
 from gemma_core.run.history import BoundedSeries, step_metrics_from_entry
 from gemma_core.run.layout import TRAIN_STREAM
 from gemma_core.run.log_follower import LogFollower
-from gemma_core.train.events import RunSnapshot
+from gemma_core.run.events import RunSnapshot
 from gemma_tui.series import columns_of, interpolate_x
 
 LINES_PER_READ = 20_000  # about 0.1 s of parsing: the rest is read on the next call

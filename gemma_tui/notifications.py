@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 
 from gemma_core.safe_text import printable
-from gemma_core.train.events import ENDED_STATES, RunSnapshot, RunState
+from gemma_core.run.events import ENDED_STATES, RunSnapshot, RunState
 
 RISING_EVALS = 3  # validation loss higher than the evaluation before, this many times in a row
 OSC9_MAX_CHARS = 200  # a desktop notification shows a line or two

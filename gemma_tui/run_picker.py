@@ -13,7 +13,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
-from gemma_core.run.catalog import RunEntry, find_runs
+from gemma_core.serve.catalog import RunEntry, find_runs
 from gemma_core.safe_text import printable
 from gemma_tui.themes import use_studio_themes
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from collections.abc import Iterable
 
-from gemma_core.train.events import SampleProduced
+from gemma_core.run.events import SampleProduced
 
 SAMPLE, CHAT = "sample", "chat"
 CHATS_SHOWN = 200  # the newest exchanges of the transcript the gallery reads

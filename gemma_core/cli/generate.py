@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import sys
 
+from gemma_core.safe_text import printable, require_utf8
+
 
 def cmd_generate(args) -> int:
     from gemma_core.device import resolve_device, resolve_dtype
     from gemma_core.model.generation import SamplingParams, fit_to_context, stream_text
     from gemma_core.run.model_dir import load_model_dir
-    from gemma_core.safe_text import printable, require_utf8
 
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, seed=args.seed,

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import sys
 
+from gemma_core.errors import UserError
+from gemma_core.run.checkpoint_state import read_checkpoint_state
+from gemma_core.safe_text import one_line, require_utf8
+
 
 def cmd_inspect(args) -> int:
     from gemma_core.device import resolve_device
-    from gemma_core.errors import UserError
     from gemma_core.inspect import MAX_TOP_K, inspect_prompt
     from gemma_core.run.model_dir import load_model_dir
-    from gemma_core.safe_text import require_utf8
 
     if not 1 <= args.top_k <= MAX_TOP_K:
         raise UserError(f"--top_k must be from 1 to {MAX_TOP_K}, got {args.top_k}")
@@ -36,8 +38,6 @@ def checkpoint_step(folder) -> int:
     or before that step."""
     from pathlib import Path
 
-    from gemma_core.errors import UserError
-    from gemma_core.run.checkpoint_state import read_checkpoint_state
 
     try:
         return read_checkpoint_state(Path(folder))["step"]
@@ -51,7 +51,6 @@ def print_inspection(found, checkpoint: str) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from gemma_core.safe_text import one_line
 
     console = Console(highlight=False)
     console.print(Text(one_line(f"{checkpoint}: step {found.step:,}, {len(found.tokens)} tokens")))
@@ -80,8 +79,6 @@ def print_inspection(found, checkpoint: str) -> None:
 
 def shown(token: str) -> str:
     """A token quoted with its spaces visible and its newlines and controls escaped."""
-    from gemma_core.safe_text import one_line
-
     return one_line(repr(token))
 
 

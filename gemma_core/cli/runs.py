@@ -16,8 +16,12 @@ import threading
 from pathlib import Path
 
 from gemma_core.errors import EXIT_INTERRUPTED, UserError
-from gemma_core.run.status import run_status, status_from_files
+from gemma_core.run.status import status_from_files
 from gemma_core.safe_text import printable
+from gemma_core.serve.status import run_status
+from gemma_core.run.events import CheckpointSaved, EvalResult, RunFinished, StateChanged
+from gemma_core.serve.client import RunNotRunning, connect
+from gemma_core.serve.openai_api import Limits
 
 CONTROL_COMMANDS = ("pause", "resume", "save", "eval", "stop")
 
@@ -72,9 +76,6 @@ def _nulls(value):
 
 # -------------------------------------------------------------------- control
 def cmd_control(args) -> int:
-    from gemma_core.serve.client import RunNotRunning, connect
-    from gemma_core.train.events import CheckpointSaved, EvalResult, RunFinished, StateChanged
-
     folder = Path(args.output_dir)
     try:
         client = connect(folder)
@@ -105,7 +106,6 @@ def _resume_hint(folder: Path) -> str:
 # ---------------------------------------------------------------------- serve
 def cmd_serve(args) -> int:
     from gemma_core.run.viewer import RunViewer
-    from gemma_core.serve.openai_api import Limits
     from gemma_core.serve.server import RunServer, is_loopback, new_token
 
     if not 0 <= args.port <= 65535:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gemma_core.model.presets import preset
+from gemma_core.train.config_file import model_config_from_file
+
 
 def _load_model_config(args) -> tuple[object, str]:
     """The model config named by --preset, --config or --checkpoint (default: the seed's)."""
-    from gemma_core.model.presets import preset
     from gemma_core.run.model_dir import read_config
-    from gemma_core.train.config_file import model_config_from_file
 
     if args.checkpoint:
         cfg, _ = read_config(args.checkpoint)

@@ -17,8 +17,11 @@ import threading
 import time
 from pathlib import Path
 
-from gemma_core.cli import OutputLost, output_lost
+from gemma_core.cli.output import OutputLost, output_lost
 from gemma_core.errors import EXIT_INTERRUPTED, InternalError, UserError
+from gemma_core.atomic import check_output_file
+from gemma_core.run.checkpoint_state import read_checkpoint_state
+from gemma_core.tokenizers.tokenizer import from_ranks_file, token_byte_lengths, train_bpe, write_ranks
 
 _HELP = {
     "output_dir": "where the run's files go (default: output)",
@@ -165,36 +168,28 @@ def settings_from_args(args: argparse.Namespace):
 # --------------------------------------------------------------------- train
 def cmd_train(args) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-    from rich.text import Text
 
-    from gemma_core.safe_text import printable
+    from gemma_core.cli.train_progress import TrainProgress
+    from gemma_core.serve.training import serve_training
     from gemma_core.train.engine import TrainingEngine
-    from gemma_core.train.events import (CheckpointSaved, EvalResult, LogMessage, RunFailed, RunFinished,
-                                         SampleProduced, StepMetrics)
 
     settings = settings_from_args(args)
-    engine = TrainingEngine(settings)
+    engine = serve_training(TrainingEngine(settings))  # the run's API, unless --no-serve
     events: queue.Queue = queue.Queue()
     engine.subscribe(events.put)
     # Under torchrun every rank runs this; rank 0 alone speaks.
     console = Console(stderr=False, highlight=False, quiet=not engine.ranks.is_main)
     stop = StopSignals(settings.output_dir)
-    progress = Progress(
-        TextColumn("[bold]step {task.completed:>6.0f}/{task.total:.0f}"), BarColumn(),
-        TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]} tok/s"),
-        TimeRemainingColumn(), console=console, transient=False)
-    task = progress.add_task("train", total=settings.max_steps, loss="-", lr="-", speed="-")
-    failure = None
+    shown = TrainProgress(console, settings.max_steps, settings.output_dir)
     lost: UserError | None = None
     stop.install()
     engine.start()
     try:
-        with progress:
+        with shown.progress:
             while True:
                 if stop.requested and not stop.acted:
                     stop.stop_run(engine)
-                    progress.console.print("stopping: saving a checkpoint...")
+                    shown.print("stopping: saving a checkpoint...")
                 if output_lost() is not None:  # nobody hears the run: stop it
                     stop.stop_run(engine)
                 try:
@@ -203,38 +198,7 @@ def cmd_train(args) -> int:
                     if not engine.is_alive():
                         break
                     continue
-                if isinstance(event, StepMetrics):
-                    progress.update(task, completed=event.step, loss=f"{event.loss:.4f}",
-                                    lr=f"{event.learning_rate:.2e}", speed=f"{event.tokens_per_s:,.0f}")
-                elif isinstance(event, EvalResult):
-                    progress.console.print(
-                        f"step {event.step}: val loss {event.val_loss:.4f}  perplexity "
-                        f"{event.perplexity:.2f}  bits/byte {event.bits_per_byte:.4f}")
-                elif isinstance(event, SampleProduced):
-                    line = Text(f"sample @ {event.step}: ", style="dim")
-                    line.append(printable(event.prompt + event.text))
-                    progress.console.print(line)
-                elif isinstance(event, CheckpointSaved):
-                    progress.console.print(f"[dim]checkpoint saved at step {event.step}[/dim]")
-                elif isinstance(event, LogMessage) and event.level != "info":
-                    progress.console.print(Text(f"{event.level}: {printable(event.text)}"))
-                elif isinstance(event, LogMessage):
-                    progress.console.print(Text(printable(event.text), style="dim"))
-                elif isinstance(event, RunFailed):
-                    failure = event.message
-                elif isinstance(event, RunFinished):
-                    if event.reason == "stopped" and event.checkpoint is None:
-                        progress.console.print(
-                            f"stopped before the first step; no checkpoint was saved in {settings.output_dir} "
-                            "(start again with --overwrite)", soft_wrap=True)
-                    elif event.reason == "stopped":
-                        progress.console.print(
-                            f"stopped at step {event.step}; checkpoint in {event.checkpoint}\n"
-                            f"resume with: gemma-core train --resume --output_dir {settings.output_dir}",
-                            soft_wrap=True)
-                    else:
-                        progress.console.print(f"finished {event.step} steps; outputs in {settings.output_dir}",
-                                               soft_wrap=True)
+                shown.show(event)
     except OutputLost as err:  # printing failed: stop the run with a checkpoint, then say so
         lost = err
     except BaseException:
@@ -248,12 +212,17 @@ def cmd_train(args) -> int:
             if stop.requested:
                 stop.stop_run(engine)
         stop.uninstall()
-    lost = lost or output_lost()
+    return _exit_status(engine, shown.failure, lost or output_lost(), stop, args.debug)
+
+
+def _exit_status(engine, failure: str | None, lost: UserError | None, stop: StopSignals, debug: bool) -> int:
+    """How ``gemma-core train`` ends once its run has: the run's failure raised (said by
+    rank 0 only), lost output said with what was saved, 130 for a stop asked by a signal."""
     if failure is not None:
         if not engine.ranks.is_main:
             return 2  # rank 0 prints the message
         snapshot = engine.snapshot()
-        if args.debug:
+        if debug:
             for message in snapshot.messages:
                 if message.level == "error":
                     print(message.text, file=sys.stderr)
@@ -289,8 +258,6 @@ class StopSignals:
 
     def _step_on_disk(self) -> int | None:
         """The step of the newest complete checkpoint on disk (what an exit now keeps)."""
-        from gemma_core.run.checkpoint_state import read_checkpoint_state
-
         try:
             return read_checkpoint_state(Path(self.output_dir))["step"]
         except UserError:  # none yet, or unreadable
@@ -331,7 +298,6 @@ def cmd_eval(args) -> int:
     from gemma_core.data import DataOptions, TokenWindows, build_token_cache
     from gemma_core.device import resolve_device, resolve_dtype
     from gemma_core.run.model_dir import load_model_dir
-    from gemma_core.tokenizers.tokenizer import token_byte_lengths
     from gemma_core.train.evaluation import score_windows
 
     if args.batch_size < 1:
@@ -366,9 +332,7 @@ MAX_TRAINED_VOCAB = 2**20  # four times Gemma 3's own vocabulary
 
 
 def cmd_tokenizer_train(args) -> int:
-    from gemma_core.atomic import check_output_file
     from gemma_core.data.documents import DataOptions, iter_text
-    from gemma_core.tokenizers.tokenizer import from_ranks_file, train_bpe, write_ranks
 
     if not 258 <= args.vocab_size <= MAX_TRAINED_VOCAB:
         raise UserError(f"--vocab_size must be from 258 (the bytes, one merge and <|endoftext|>) to "

@@ -18,6 +18,7 @@ from gemma_core.data.token_cache import InMemoryDocuments, TokenShards, build_to
 from gemma_core.data.windows import TokenWindows
 from gemma_core.errors import UserError
 from gemma_core.tokenizers.tokenizer import Tokenizer, token_byte_lengths
+from gemma_core.data.corpus import training_works, validation_works
 
 
 # ------------------------------------------------------------------------ splits
@@ -120,7 +121,6 @@ def prepare_datasets(train_path, val_path, test_path, tokenizer: Tokenizer,
         if val_path is not None:
             raise UserError("--val_dataset_path needs --train_dataset_path; without it the bundled Shakespeare "
                             "corpus is used with its own validation works")
-        from gemma_core.data.corpus import training_works, validation_works
 
         train_shards = build("train", InMemoryDocuments(
             "bundled:shakespeare:train", [w.text for w in training_works()]))

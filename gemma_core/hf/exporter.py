@@ -20,14 +20,15 @@ from gemma_core import atomic
 from gemma_core.errors import UserError
 from gemma_core.hf.interop import config_to_hf, state_dict_to_hf
 from gemma_core.run.model_dir import load_model_dir, model_state_for_saving
+from gemma_core.folder_lock import refuse_if_live
+from gemma_core.tokenizers.hf_json import HFTokenizer, TOKENIZER_JSON
+from gemma_core.tokenizers.tokenizer_files import tokenizer_files
 
 HF_WEIGHTS = "model.safetensors"
 
 
 def prepare_output(output: str | Path, overwrite: bool) -> Path:
     """The output directory, created; refuse a non-empty one unless ``overwrite``."""
-    from gemma_core.folder_lock import refuse_if_live
-
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise UserError(f"{output}: exists and is not a directory; choose another --output")
@@ -47,9 +48,6 @@ def prepare_output(output: str | Path, overwrite: bool) -> Path:
 
 def export_hf(checkpoint: str | Path, output: str | Path, overwrite: bool = False) -> Path:
     """Write ``checkpoint`` as a transformers Gemma 3 text model in ``output``."""
-    from gemma_core.tokenizers.hf_json import TOKENIZER_JSON, HFTokenizer
-    from gemma_core.tokenizers.tokenizer_files import tokenizer_files
-
     checkpoint = Path(checkpoint)
     model, tokenizer, _ = load_model_dir(checkpoint, "cpu")
     cfg = model.cfg

@@ -30,6 +30,9 @@ import torch
 from gemma_core import atomic
 from gemma_core.errors import UserError
 from gemma_core.model.config import SLIDING, GemmaConfig
+from gemma_core.hf.gguf_vocab import gguf_vocab
+from gemma_core.hf.interop import state_dict_to_hf
+from gemma_core.run.model_dir import CONFIG_FILE, load_model_dir, model_state_for_saving
 
 ARCHITECTURE = "gemma3"
 # --type: what each stores, shown by --help.
@@ -79,8 +82,6 @@ def check_representable(cfg: GemmaConfig, where: str) -> None:
 # ----------------------------------------------------------------- the tensors
 def gguf_tensors(state: dict[str, torch.Tensor], cfg: GemmaConfig, gguf) -> dict[str, np.ndarray]:
     """Our tensors under llama.cpp's names, transformed as the module docstring says, in f32."""
-    from gemma_core.hf.interop import state_dict_to_hf
-
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, cfg.n_layers)
     q_factor = query_norm_factor(cfg)
     tensors = {}
@@ -146,9 +147,6 @@ def _check_writable(folder: Path, output: Path) -> None:
 def export_gguf(checkpoint: str | Path, output: str | Path, tensor_type: str = "f32",
                 overwrite: bool = False) -> Path:
     """Write ``checkpoint`` as one GGUF file; every check runs before anything is written."""
-    from gemma_core.hf.gguf_vocab import gguf_vocab
-    from gemma_core.run.model_dir import CONFIG_FILE, load_model_dir, model_state_for_saving
-
     if tensor_type not in TENSOR_TYPES:
         raise UserError(f"--type {tensor_type!r} is not a GGUF tensor type here; use one of "
                         f"{', '.join(TENSOR_TYPES)}")

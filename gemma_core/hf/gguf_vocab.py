@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from gemma_core.errors import UserError
 from gemma_core.tokenizers.byte_alphabet import bytes_to_unicode
 from gemma_core.tokenizers.tokenizer import GPT2_PATTERN, TRAIN_PATTERN
+from gemma_core.tokenizers.hf_json import (HFTokenizer, merges_from_ranks, ranks_from_tokenizer_json,
+                                           tiktoken_parts)
 
 # llama.cpp's names for the split patterns it implements, keyed by our patterns
 # (src/llama-vocab.cpp: "gpt-2" -> LLAMA_VOCAB_PRE_TYPE_GPT2, "llama-bpe" -> ..._LLAMA3).
@@ -79,8 +81,6 @@ class GGUFVocab:
 def gguf_vocab(tokenizer, vocab_size: int, where: str = "tokenizer") -> GGUFVocab:
     """The GGUF vocabulary of ``tokenizer`` for a model of ``vocab_size`` ids, or a
     UserError saying why llama.cpp cannot run it."""
-    from gemma_core.tokenizers.hf_json import HFTokenizer, ranks_from_tokenizer_json, tiktoken_parts
-
     if isinstance(tokenizer, HFTokenizer):
         data = tokenizer._data
         convertible = ranks_from_tokenizer_json(data)
@@ -99,7 +99,6 @@ def _placeholder(token_id: int) -> str:
 
 def _byte_level(ranks: dict[bytes, int], specials: dict[str, int], pattern: str, tokenizer,
                 vocab_size: int, where: str) -> GGUFVocab:
-    from gemma_core.tokenizers.hf_json import merges_from_ranks
 
     pre = PRE_TOKENIZERS.get(pattern)
     if pre is None:

@@ -19,11 +19,14 @@ from safetensors.torch import save_file
 from gemma_core import atomic
 from gemma_core.errors import UserError
 from gemma_core.hf.exporter import prepare_output
-from gemma_core.hf.interop import config_from_hf, name_from_hf
+from gemma_core.hf.interop import config_from_hf, name_from_hf, name_to_hf
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.model import Gemma3Model
 from gemma_core.model.weights import stored_tensors
 from gemma_core.run.model_dir import CONFIG_FILE, WEIGHTS_FILE, write_config
+from gemma_core.tokenizers.hf_json import (DETECT, HFTokenizer, check_same_encoding,
+                                           ranks_from_tokenizer_json, require_tokenizers)
+from gemma_core.tokenizers.tokenizer import from_ranks_file, load_tokenizer, write_ranks
 
 TEXT_ARCHITECTURES = ("Gemma3ForCausalLM", "Gemma3TextModel")
 MULTIMODAL_ARCHITECTURES = ("Gemma3ForConditionalGeneration", "Gemma3Model")
@@ -141,7 +144,6 @@ def read_hf_weights(hf_dir: Path, cfg: GemmaConfig, multimodal: bool) -> dict[st
     state, expected = stored_tensors(state, cfg), stored_tensors(expected, cfg)
     missing = sorted(set(expected) - set(state))
     if missing:
-        from gemma_core.hf.interop import name_to_hf
         raise UserError(f"{hf_dir}: tensor {name_to_hf(missing[0])!r} is missing from the weights")
     return state
 
@@ -171,8 +173,6 @@ def _bos_of(hf_dir: Path, text_config: dict, tokenizer) -> int | None | object:
     ``add_bos_token`` true with a ``bos_token`` (Gemma's own files) names it; false
     means none; where the file says nothing, the tokenizer's post-processor decides.
     """
-    from gemma_core.tokenizers.hf_json import DETECT
-
     config_path = hf_dir / "tokenizer_config.json"
     settings = _read_json(config_path) if config_path.is_file() else {}
     add_bos = settings.get("add_bos_token")
@@ -193,16 +193,12 @@ def _bos_of(hf_dir: Path, text_config: dict, tokenizer) -> int | None | object:
 
 def import_tokenizer(hf_dir: Path, output: Path, text_config: dict, override: str | None = None):
     """The tokenizer for the imported checkpoint, its files written into ``output``."""
-    from gemma_core.tokenizers.tokenizer import from_ranks_file, load_tokenizer, write_ranks
-
     if override:
         return load_tokenizer(override)
     path = hf_dir / "tokenizer.json"
     if not path.is_file():
         raise UserError(f"{hf_dir}: no tokenizer.json; pass --tokenizer (gpt2, shakespeare-4k "
                         "or a .tiktoken file) to pair the weights with one of ours")
-    from gemma_core.tokenizers.hf_json import (DETECT, HFTokenizer, check_same_encoding,
-                                               ranks_from_tokenizer_json, require_tokenizers)
 
     data = _read_json(path)
     converted = ranks_from_tokenizer_json(data)

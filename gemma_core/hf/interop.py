@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from gemma_core.errors import UserError
-from gemma_core.model.config import GemmaConfig
+from gemma_core.model.config import GemmaConfig, default_layer_types
 from gemma_core.model.weights import full_state, stored_tensors
 
 # Inside a decoder layer: our name -> transformers' name.
@@ -137,8 +137,6 @@ def _rope_theta(source: str, name: str, params, default: float) -> float:
 
 def config_from_hf(data: dict, source: str = "config.json") -> GemmaConfig:
     """Our config from a Gemma 3 text config (transformers 5.x or 4.5x format)."""
-    from gemma_core.model.config import default_layer_types
-
     def get(key):
         value = data.get(key)
         return _HF_DEFAULTS.get(key) if value is None else value

@@ -88,8 +88,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(
         # A CPU-sized Gemma 3: same shape rules (MQA, QK-norm, 5 sliding : 1 full, two
         # RoPE bases, GeGLU, sandwich norms), small enough to learn in minutes. 256 wide
-        # rather than 384: it steps about 1.35x faster on two CPU cores, which buys more
-        # than the wider model learns per token within ten minutes (BENCHMARKS.md).
+        # rather than 384: it steps faster on two CPU cores, which buys more than the
+        # wider model learns per token within ten minutes (the figures: BENCHMARKS.md).
         "demo", "Gemma 3's shape at a size that learns within minutes on two CPU cores",
         GemmaConfig(
             vocab_size=4096, context_length=1024, emb_dim=256, n_heads=4, n_layers=6,
@@ -97,11 +97,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
             rope_local_base=10_000.0, rope_base=1_000_000.0, sliding_window=128,
             layer_types=default_layer_types(6), dtype="bfloat16",
             query_pre_attn_scalar=64, tie_embeddings=True),
-        # Tuned for learning per token and per second on two CPU cores (BENCHMARKS.md).
-        # Muon for the decoder's matrices ends 0.13 bits per byte below AdamW alone on the
-        # same tokens. torch.compile doubles the CPU throughput, which pays for the
-        # compile time (about 45 s) many times over; evaluations and checkpoints every
-        # 200 and 400 steps cost about 5%.
+        # Tuned for learning per token and per second on two CPU cores. Muon for the
+        # decoder's matrices ends below AdamW alone on the same tokens; torch.compile's
+        # faster steps pay for its compile time many times over; evaluations and
+        # checkpoints every 200 and 400 steps cost little (the figures: BENCHMARKS.md).
         PresetTraining(
             tokenizer="shakespeare-4k", learning_rate=4.5e-3, max_steps=1400, warmup_steps=50,
             eval_iters=200, save_steps=400, gradient_accumulation_steps=1, train_batch_size=8,

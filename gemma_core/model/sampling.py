@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from gemma_core.errors import UserError
+from gemma_core.value_types import field_types, type_mismatch
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -26,9 +29,6 @@ class SamplingParams:
     presence_penalty: float = 0.0
 
     def validate(self) -> None:
-        from gemma_core.errors import UserError
-        from gemma_core.value_types import field_types, type_mismatch
-
         # Each field's type first: a range check on a value of the wrong type gives wrong
         # advice ("must be 1 or more, got 5" for the text "5").
         for name, hint in field_types(SamplingParams).items():
@@ -71,8 +71,6 @@ def fit_to_context(prompt_tokens: int, max_new_tokens: int, context: int) -> int
     Raises ``UserError`` when the prompt alone fills the context: cutting it
     silently would answer another question than the one asked.
     """
-    from gemma_core.errors import UserError
-
     if prompt_tokens >= context:
         raise UserError(f"the prompt is {prompt_tokens:,} tokens but the model's context is {context:,}; "
                         "shorten the prompt")

@@ -28,3 +28,21 @@ def full_state(stored: dict[str, torch.Tensor], cfg: GemmaConfig) -> dict[str, t
     if (cfg.tie_embeddings or HEAD not in state) and EMBEDDING in state:
         state[HEAD] = state[EMBEDDING]
     return state
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """A sharded (FSDP2) tensor gathered whole; any other tensor as it is."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a sharded tensor; any other tensor as it is."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``full`` sharded the way ``like`` is (loading a checkpoint under FSDP2); else ``full``."""
+    if not hasattr(like, "device_mesh"):
+        return full
+    from torch.distributed.tensor import distribute_tensor
+    return distribute_tensor(full.to(like.device), like.device_mesh, like.placements)

@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from gemma_core.errors import UserError
-from gemma_core.run.layout import TRAIN_LOG, TRAIN_STREAM, VAL_LOG, VAL_STREAM
+from gemma_core.run.layout import TRAIN_LOG, TRAIN_STREAM, VAL_LOG, VAL_STREAM, has_checkpoint
 from gemma_core.run.log_follower import LogFollower
 from gemma_core.run.logs import numbered_entries
-from gemma_core.train.events import EvalResult, StepMetrics
-from gemma_core.train.layer_probe import layers_from_log
+from gemma_core.run.events import EvalResult, StepMetrics
+from gemma_core.folder_lock import holder_of
+from gemma_core.run.checkpoint_state import read_checkpoint_state
+from gemma_core.run.layer_probe import layers_from_log
 
 
 class BoundedSeries:
@@ -285,10 +287,6 @@ class LossCurveFollower:
 
 def run_has_ended(folder: Path) -> bool:
     """No process writes the run and its checkpoint reached its last step: its logs are final."""
-    from gemma_core.folder_lock import holder_of
-    from gemma_core.run.checkpoint_state import read_checkpoint_state
-    from gemma_core.run.layout import has_checkpoint
-
     if holder_of(folder) is not None or not has_checkpoint(folder):
         return False
     try:

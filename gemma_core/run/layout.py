@@ -30,6 +30,7 @@ from pathlib import Path
 from gemma_core import atomic
 from gemma_core.errors import UserError
 from gemma_core.tokenizers.tokenizer_files import TOKENIZER_FILES
+from gemma_core.folder_lock import refuse_if_live
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -133,8 +134,6 @@ def check_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
     Changes nothing on disk: a run that then fails on its inputs leaves the folder
     as it was. ``claim_output_dir`` makes the changes once the run is set to start.
     """
-    from gemma_core.folder_lock import refuse_if_live
-
     refuse_if_live(path, "a second run")
     if not resume and not holds_run(path):
         foreign = foreign_entries(path)

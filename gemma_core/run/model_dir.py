@@ -15,13 +15,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gemma_core import atomic
+from gemma_core.device import available_bytes
 from gemma_core.errors import UserError
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.model import Gemma3Model
-from gemma_core.model.weights import stored_tensors
-from gemma_core.tokenizers.tokenizer import Tokenizer, tokenizer_from_spec
-from gemma_core.train.distributed import full_tensor
-from gemma_core.train.memory import check_room_to_load
+from gemma_core.model.weights import full_tensor, stored_tensors
+from gemma_core.tokenizers.tokenizer import Tokenizer
+from gemma_core.tokenizers.tokenizer_files import tokenizer_from_spec, write_tokenizer_files
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -55,8 +55,6 @@ def write_config(directory: Path, cfg: GemmaConfig, tokenizer: Tokenizer,
                  extra: dict | None = None) -> None:
     """``config.json``, after the tokenizer: the files loading needs, then the ones other
     programs read (``tokenizer.json``, ``tokenizer_config.json``, tiktoken's pair)."""
-    from gemma_core.tokenizers.tokenizer_files import write_tokenizer_files
-
     payload = cfg.to_dict()
     payload["tokenizer"] = tokenizer.save_into(directory)
     write_tokenizer_files(directory, tokenizer, cfg.context_length)
@@ -154,9 +152,19 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu"
     directory = Path(directory)
     cfg, data = read_config(directory)
     tokenizer = load_tokenizer_of(directory, data, cfg)
-    check_room_to_load(cfg, torch.device(device), str(directory / CONFIG_FILE))
+    _check_room_to_load(cfg, torch.device(device), str(directory / CONFIG_FILE))
     with torch.device(device):
         model = Gemma3Model(cfg)
     load_weights(directory / WEIGHTS_FILE, model)
     model.eval()
     return model, tokenizer, data
+
+
+def _check_room_to_load(cfg: GemmaConfig, device: torch.device, where: str) -> None:
+    """Refuse, before allocating anything, a model whose weights cannot fit: float32 weights
+    plus a copy of them as read from the file."""
+    need = 8 * cfg.num_parameters()
+    free = available_bytes(device)
+    if free is not None and need > free:
+        raise UserError(f"{where}: the model has {cfg.num_parameters():,} parameters; loading it needs "
+                        f"about {need / 2**30:,.1f} GiB but {free / 2**30:,.1f} GiB is free on {device}")

@@ -18,7 +18,7 @@ from gemma_core.errors import UserError
 from gemma_core.run.checkpoint_state import read_checkpoint_state
 from gemma_core.run.history import eval_result_from_entry
 from gemma_core.run.layout import CONFIG, TRAIN_STREAM, VAL_STREAM, has_checkpoint
-from gemma_core.train.events import EvalResult
+from gemma_core.run.events import EvalResult
 
 # Where and how a run was started, not what it trained: these differ between any two runs
 # (their folders) or say nothing about the curves, so they never get a column.

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from gemma_core.run.layout import SAMPLES
-from gemma_core.train.events import SampleProduced
+from gemma_core.run.events import SampleProduced
 
 SAMPLE_STEPS_KEPT = 48
 

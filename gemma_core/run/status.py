@@ -1,6 +1,5 @@
-"""How a run stands, as JSON values: from its server while it is live, from its files when
-not (finished, stopped, or its process gone). ``gemma-core status`` prints it; the studio's
-run picker lists it for every run under a folder."""
+"""How a run stands, as JSON values, read from its files: a run that is finished, stopped, or
+whose process is gone. (A live run is asked through its server: serve/status.py.)"""
 
 from __future__ import annotations
 
@@ -9,67 +8,14 @@ import os
 from pathlib import Path
 
 from gemma_core.errors import UserError
+from gemma_core.run import layout
+from gemma_core.run.checkpoint_state import read_checkpoint_state
+from gemma_core.run.events import CheckpointSaved
+from gemma_core.run.history import read_run_history
+from gemma_core.run.state_store import RunStateStore
 
-_ON_STDERR = object()  # connect's own default: a note on stderr before talking to a remote host
-
-
-def run_status(folder: Path, announce=_ON_STDERR) -> dict:
-    """A run's state as JSON values: from its server when it is live, from its files when not.
-
-    A live run whose server is slow is never called dead: while its process lives it is "not
-    answering" (with how long it was waited for), or "live" when its key is another user's.
-    ``announce``: see ``connect`` (None: a run serving on a non-loopback host is refused)."""
-    from gemma_core.serve.client import KeyNotReadable, ProcessGone, RunNotAnswering, RunNotRunning, connect
-
-    _require_readable_folder(folder)
-    kwargs = {} if announce is _ON_STDERR else {"announce": announce}
-    try:
-        snap = connect(folder, **kwargs).snapshot()
-        return _status_of(snap, live=True, state=snap.state.value)
-    except RunNotAnswering as err:
-        return _live_but_unseen(folder, err, "not answering", not_answering_s=err.waited_s)
-    except KeyNotReadable as err:
-        return _live_but_unseen(folder, err, "live")
-    except ProcessGone:
-        return status_from_files(folder, died=True)
-    except RunNotRunning:
-        return status_from_files(folder, died=_server_files_left(folder))
-
-
-def _live_but_unseen(folder: Path, why, state: str, **extra) -> dict:
-    """A live run this client cannot ask: how it stands from its files, said to be live."""
-    try:
-        status = status_from_files(folder, died=False)
-    except UserError:
-        raise why from None
-    status.pop("resume_command", None)  # it is running: resuming it would make two writers
-    status.update(state=state, live=True, problem=str(why), **extra)
-    return status
-
-
-def _server_files_left(folder: Path) -> bool:
-    """Whether the run left its server files behind (it stopped answering without removing them)."""
-    from gemma_core.serve import server_files
-
-    try:
-        return server_files.read_server_files(folder) is not None
-    except UserError:
-        return True
-
-
-def _require_readable_folder(folder: Path) -> None:
-    try:
-        os.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):
-        raise UserError(f"{folder}: run folder not found") from None
-    except PermissionError:
-        raise UserError(f"{folder}: cannot read this folder (permission denied); run this as the user who "
-                        "owns it, or give it read permission") from None
-    except OSError as err:
-        raise UserError(f"{folder}: cannot read this folder ({err.strerror})") from None
-
-
-def _status_of(snap, live: bool, state: str) -> dict:
+def status_of(snap, live: bool, state: str) -> dict:
+    """A snapshot as the JSON values ``gemma-core status`` prints."""
     latest = snap.latest
     last_eval = snap.eval_history[-1] if snap.eval_history else None
     checkpoint = snap.last_checkpoint
@@ -103,8 +49,6 @@ def status_from_files(folder: Path, died: bool) -> dict:
 
 def _require_readable_files(folder: Path) -> None:
     """A file of the run this user may not read is said, not taken for a missing one."""
-    from gemma_core.run import layout
-
     names = (layout.CONFIG, layout.TRAIN_STREAM, layout.VAL_STREAM, layout.TRAIN_LOG, layout.CHECKPOINT,
              f"{layout.CHECKPOINT}/{layout.STATE}", layout.PREVIOUS_CHECKPOINT,
              f"{layout.PREVIOUS_CHECKPOINT}/{layout.STATE}")
@@ -121,11 +65,6 @@ def _require_readable_files(folder: Path) -> None:
 
 
 def _status_from_files(folder: Path, died: bool) -> dict:
-    from gemma_core.run import layout
-    from gemma_core.run.checkpoint_state import read_checkpoint_state
-    from gemma_core.run.history import read_run_history
-    from gemma_core.train.state_store import RunStateStore
-
     if not layout.holds_run(folder):
         raise UserError(f"{folder}: holds no run (no config.json, logs or checkpoint)")
     state = read_checkpoint_state(folder) if layout.has_checkpoint(folder) else None
@@ -136,7 +75,6 @@ def _status_from_files(folder: Path, died: bool) -> dict:
     store.load_history(read_run_history(folder, max_steps), position_from_logs=True)
     snap = store.snapshot()
     if state is not None:
-        from gemma_core.train.events import CheckpointSaved
         saved = CheckpointSaved(state["step"], str(layout.newest_checkpoint(folder)), state.get("saved_at", 0.0))
         store.set_position(step=state["step"], tokens_seen=state["tokens_seen"],
                            skipped_steps=state.get("skipped_steps", 0), last_checkpoint=saved)
@@ -147,7 +85,7 @@ def _status_from_files(folder: Path, died: bool) -> dict:
         kind = "died"  # its process ended without a word: killed, or the machine went down
     else:
         kind = "stopped"
-    status = _status_of(snap, live=False, state=kind)
+    status = status_of(snap, live=False, state=kind)
     if kind != "finished":
         status["resume_command"] = (f"gemma-core train --resume --output_dir {folder}" if state is not None
                                     else f"gemma-core train --overwrite --output_dir {folder} (no checkpoint "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from gemma_core.chat import ChatJob, ChatService, ComputeTurns, FixedWeights, PiecesOf
+from gemma_core.chat import ChatJob, ChatService, ComputeTurns, FixedWeights, PiecesOf, check_chat_request
 from gemma_core.device import resolve_device, resolve_dtype
 from gemma_core.errors import UserError
 from gemma_core.model.generation import SamplingParams
@@ -25,8 +25,8 @@ from gemma_core.run.checkpoint_state import read_checkpoint_state
 from gemma_core.run.layout import has_checkpoint, newest_checkpoint
 from gemma_core.run.model_dir import load_model_dir
 from gemma_core.run.samples_log import read_samples
-from gemma_core.train.events import CheckpointSaved, LogMessage, RunSnapshot, RunState
-from gemma_core.train.state_store import RunStateStore
+from gemma_core.run.events import CheckpointSaved, LogMessage, RunSnapshot, RunState
+from gemma_core.run.state_store import RunStateStore
 
 
 class NothingToControl(UserError):
@@ -90,6 +90,7 @@ class RunViewer:
 
     def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False,
              alternatives: int = 0) -> ChatJob:
+        check_chat_request(prompt, params, alternatives)
         return self._chat.chat(prompt, params, special_tokens, alternatives)
 
     def compute(self, pieces_of: PiecesOf, per_turn: int = 1) -> ChatJob:

@@ -35,38 +35,27 @@ import os
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
-from gemma_core.chat import ChatJob, PiecesOf
+from gemma_core.chat import ChatJob
 from gemma_core.errors import OneLineError, internal_message
 from gemma_core.model.sampling import SamplingParams
+from gemma_core.model.token_choices import logprobs_entry
 from gemma_core.serve import openai_api
 from gemma_core.serve.connections import answering_with_key
 from gemma_core.serve.openai_api import ApiError, GenerationRequest, Limits
 from gemma_core.serve.wire import to_wire
-from gemma_core.train.events import RunSnapshot
+from gemma_core.run.events import RunSnapshot
+from gemma_core.run.handle import LocalRun
+from gemma_core.serve.inspect_work import MAX_PROMPT_CHARS, Refused, inspect_pieces
 
 POLL_S = 0.02  # how often a streaming reply looks for new text
 LONG_POLL_MAX_S = 25.0
 COMMAND_TIMEOUT_S = 600.0  # a checkpoint of a large model can take minutes
 COMMANDS = {"pause": "pause", "unpause": "unpause", "resume": "unpause", "save": "save_now",
             "eval": "eval_now", "stop": "stop", "abort": "stop"}
-
-
-class ServedRun(Protocol):
-    """What the server needs from a run: a live ``TrainingEngine`` or a finished ``RunViewer``."""
-
-    trains: bool  # training here: commands mean something
-    model_config: Any
-    tokenizer: Any
-
-    def snapshot(self) -> RunSnapshot: ...
-    def subscribe(self, callback) -> Any: ...
-    def unsubscribe(self, callback) -> None: ...
-    def chat(self, prompt: str, params: SamplingParams, special_tokens: bool = False) -> ChatJob: ...
-    def compute(self, pieces_of: PiecesOf, per_turn: int = 1) -> ChatJob: ...
 
 
 def model_id(name: str, step: int) -> str:
@@ -77,7 +66,7 @@ def model_id(name: str, step: int) -> str:
 class RunService:
     """The request handlers of one served run."""
 
-    def __init__(self, run: ServedRun, name: str, token: str, limits: Limits, telemetry=None) -> None:
+    def __init__(self, run: LocalRun, name: str, token: str, limits: Limits, telemetry=None) -> None:
         self.run = run
         self.name = name
         self.token = token
@@ -243,7 +232,6 @@ class RunService:
         """``{"prompt": text, "top_k": K}`` -> the inspection's JSON (README, "Look inside"), from
         the current weights, taking its turn as a chat reply does."""
         from gemma_core.inspect import MAX_TOP_K
-        from gemma_core.serve.inspect_work import MAX_PROMPT_CHARS, Refused, inspect_pieces
 
         body = await _json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
@@ -559,8 +547,6 @@ def _token_logprobs(job: ChatJob, top: int) -> dict:
     """The tokens recorded since the last event, for /api/chat (nothing unless asked)."""
     if not top:
         return {}
-    from gemma_core.model.token_choices import logprobs_entry
-
     return {"logprobs": {"content": [logprobs_entry(choice, top) for choice in job.take_tokens()]}}
 
 

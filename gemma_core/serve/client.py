@@ -34,7 +34,7 @@ from gemma_core.model.token_choices import ChoiceBuilder, choices_from_logprobs
 from gemma_core.serve import server_files
 from gemma_core.serve.wire import event_from_wire, snapshot_from_wire, telemetry_from_wire
 from gemma_core.telemetry import HostReading, TelemetrySample
-from gemma_core.train.events import ENDED_STATES, RunSnapshot, RunState
+from gemma_core.run.events import CheckpointSaved, ENDED_STATES, LogMessage, RunSnapshot, RunState
 
 # How long a run's server has to answer, start to end (a socket timeout alone would let a
 # server trickling a byte at a time hold the caller forever). Generous: a run training on
@@ -57,10 +57,8 @@ INSPECT_MAX_BYTES = 256 << 20
 class RunNotRunning(UserError):
     """The folder's run has no live server: finished, stopped, or its process died."""
 
-
 class ProcessGone(RunNotRunning):
     """The run's server files are there but its process is not: killed, or the machine restarted."""
-
 
 class RunNotAnswering(UserError):
     """The run's process is alive, but its server did not answer in time (busy, or stuck)."""
@@ -73,14 +71,11 @@ class RunNotAnswering(UserError):
 class KeyNotReadable(UserError):
     """The run is live, but its key (server.token) is another user's, or unreadable here."""
 
-
 class NotTheRunsServer(UserError):
     """What answers on the recorded port is not the run's server."""
 
-
 class CommandFailed(UserError):
     """The run refused a command, or did not complete it."""
-
 
 class RunClient:
     def __init__(self, url: str, token: str, folder: Path | None = None, pid: int | None = None) -> None:
@@ -361,7 +356,7 @@ class RemoteChatJob(ChatJob):
 
 
 class RemoteEngine:
-    """The studio's engine interface for a run in another process, on this machine."""
+    """A ``RunHandle`` (``run.handle``) on a run in another process, on this machine, through its server."""
 
     owns_run = False  # quitting the studio leaves the run training
     POLL_WAIT_S = 10.0
@@ -426,7 +421,6 @@ class RemoteEngine:
 
         from gemma_core.run.checkpoint_state import read_checkpoint_state
         from gemma_core.run.layout import has_checkpoint, newest_checkpoint
-        from gemma_core.train.events import CheckpointSaved, LogMessage
 
         last = self._snapshot
         changes: dict = {}
@@ -457,7 +451,6 @@ class RemoteEngine:
         if self._lost is not None and self._snapshot.state not in ENDED_STATES:
             from dataclasses import replace
 
-            from gemma_core.train.events import LogMessage
             messages = self._snapshot.messages + (LogMessage("error", self._lost),)
             return replace(self._snapshot, state=RunState.FAILED, error=self._lost, messages=messages[-20:],
                            version=self._snapshot.version + 1)

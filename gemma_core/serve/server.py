@@ -26,9 +26,11 @@ from aiohttp import web
 
 from gemma_core import atomic
 from gemma_core.errors import UserError
-from gemma_core.serve.app import RunService, ServedRun, build_app, serving_files
+from gemma_core.run.handle import LocalRun
+from gemma_core.serve.app import RunService, build_app, serving_files
 from gemma_core.serve.connections import CappedSite, connection_cap
 from gemma_core.serve.openai_api import Limits
+from gemma_core.serve import server_files
 
 LOOPBACK = "127.0.0.1"
 MIN_KEY_CHARS = 16  # a key is a password no one types: 16 random characters are out of reach of guessing
@@ -59,7 +61,7 @@ class RunServer:
     """Serves ``run`` on ``host:port`` (port 0: any free one) until ``close``. ``flags`` name
     the options that chose the host and the port, for the error when neither can be served."""
 
-    def __init__(self, run: ServedRun, name: str, *, host: str = LOOPBACK, port: int = 0,
+    def __init__(self, run: LocalRun, name: str, *, host: str = LOOPBACK, port: int = 0,
                  token: str | None = None, folder: Path | None = None, limits: Limits,
                  telemetry=None, flags: tuple[str, str] = ("host", "port")) -> None:
         self.host, self.port = host, port
@@ -178,8 +180,6 @@ def _quiet_about_clients(loop: asyncio.AbstractEventLoop, context: dict) -> None
 def read_server_files(folder: Path) -> tuple[dict, str] | None:
     """(server.json, token) of a run folder, or None when it has none. Files that are damaged,
     or not to be trusted (see ``server_files``), are a ``UserError`` naming the file."""
-    from gemma_core.serve import server_files
-
     found = server_files.read_server_files(folder)
     if found is None:
         return None

@@ -9,7 +9,7 @@ from typing import Any
 
 from gemma_core.errors import UserError
 from gemma_core.telemetry import GpuReading, HostReading, TelemetrySample, TorchMemory
-from gemma_core.train import events as ev
+from gemma_core.run import events as ev
 
 EVENT_TYPES = {cls.__name__: cls for cls in (
     ev.StepMetrics, ev.EvalResult, ev.CheckpointSaved, ev.LayerStats, ev.SampleProduced, ev.LogMessage,

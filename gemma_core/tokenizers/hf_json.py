@@ -1,8 +1,9 @@
 """Hugging Face ``tokenizer.json`` files: built from our tiktoken ranks, read back, or used as is.
 
-* ``tokenizer_json_from_tiktoken`` writes a byte-level BPE that encodes exactly as
-  the tiktoken encoding does (the usual tiktoken -> HF conversion), literal
-  ``<|endoftext|>`` text included: that is text, as in ours;
+* ``tokenizer_json_from_tiktoken`` returns the text of a byte-level BPE that encodes
+  exactly as the tiktoken encoding does (the usual tiktoken -> HF conversion), literal
+  ``<|endoftext|>`` text included: that is text, as in ours; ``tokenizer_files`` writes
+  it beside every run's and export's other tokenizer files;
 * ``ranks_from_tokenizer_json`` recovers tiktoken ranks from such a file, or says
   why it cannot (a SentencePiece-style tokenizer such as Gemma's own);
 * ``HFTokenizer`` runs any ``tokenizer.json`` through the ``tokenizers`` library,

@@ -196,22 +196,6 @@ def load_tokenizer(name_or_path: str) -> Tokenizer:
     return Tokenizer(encoding, name=name_or_path, pattern=encoding._pat_str)
 
 
-def tokenizer_from_spec(spec: dict, directory: Path | None = None) -> Tokenizer:
-    """Rebuild the tokenizer a checkpoint recorded."""
-    kind = spec.get("kind")
-    if kind == "file":
-        if directory is None:
-            raise UserError("tokenizer spec of kind 'file' needs the checkpoint directory")
-        path = directory / spec.get("file", "tokenizer.tiktoken")
-        return from_ranks_file(path, pattern=spec.get("pattern", TRAIN_PATTERN))
-    if kind in ("builtin", "tiktoken") and isinstance(spec.get("name"), str):
-        return load_tokenizer(spec["name"])
-    if kind == "hf":  # a tokenizer.json that tiktoken cannot express (Gemma's own)
-        from gemma_core.tokenizers.hf_json import hf_tokenizer_from_spec
-        return hf_tokenizer_from_spec(spec, directory)
-    raise UserError(f"{directory or 'config'}: unreadable tokenizer entry {spec!r} in config.json")
-
-
 # ----------------------------------------------------------------- bits per byte
 def token_byte_lengths(tokenizer: Tokenizer) -> np.ndarray:
     """UTF-8 bytes each token id stands for; special tokens (EOS) and unused ids count 0.

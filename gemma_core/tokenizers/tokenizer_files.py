@@ -23,6 +23,9 @@ and ``encode_ordinary`` reads it as text. A tokenizer with a chat template
 (an imported instruction-tuned Gemma) is the exception: its template's markers
 must be read as tokens, so transformers gets ``split_special_tokens`` false.
 
+``tokenizer_from_spec`` rebuilds the tokenizer a checkpoint's config recorded, in any of
+these forms.
+
 Building ``tokenizer.json`` for a 50k-token vocabulary takes about 0.7 s, so it is
 built once when a run starts and copied into each checkpoint.
 """
@@ -34,6 +37,12 @@ import json
 import shutil
 from pathlib import Path
 
+from gemma_core.errors import UserError
+from gemma_core.tokenizers.hf_json import (HFTokenizer, hf_tokenizer_from_spec, tiktoken_parts,
+                                           tokenizer_json_from_tiktoken)
+from gemma_core.tokenizers.tokenizer import (EOS_TOKEN, TRAIN_PATTERN, Tokenizer, from_ranks_file,
+                                             load_tokenizer, ranks_text)
+
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 TIKTOKEN_RANKS = "tokenizer.tiktoken"
@@ -43,8 +52,6 @@ TOKENIZER_FILES = (TOKENIZER_JSON, TOKENIZER_CONFIG, TIKTOKEN_RANKS, TIKTOKEN_PA
 
 def token_text(tokenizer, token_id: int) -> str:
     """A token's text, as transformers names special tokens."""
-    from gemma_core.tokenizers.tokenizer import EOS_TOKEN
-
     try:
         return tokenizer.token_bytes(token_id).decode("utf-8")
     except (KeyError, UnicodeDecodeError):
@@ -78,9 +85,6 @@ def tokenizer_config(tokenizer, context_length: int) -> dict:
 def tokenizer_files(tokenizer, context_length: int, where: str = "") -> dict[str, str]:
     """Each file's name and text. An imported ``tokenizer.json`` is not among them: its
     tokenizer's ``save_into`` copies it, as loading needs it."""
-    from gemma_core.tokenizers.hf_json import HFTokenizer, tiktoken_parts, tokenizer_json_from_tiktoken
-    from gemma_core.tokenizers.tokenizer import ranks_text
-
     files = {TOKENIZER_CONFIG: json.dumps(tokenizer_config(tokenizer, context_length), indent=2) + "\n"}
     if isinstance(tokenizer, HFTokenizer):
         return files
@@ -115,3 +119,18 @@ def copy_tokenizer_files(source: Path, target: Path) -> None:
         if (source / name).is_file() and not (source / name).is_symlink():
             with atomic.atomic_path(target / name) as tmp:
                 shutil.copyfile(source / name, tmp)
+
+
+def tokenizer_from_spec(spec: dict, directory: Path | None = None) -> Tokenizer:
+    """Rebuild the tokenizer a checkpoint recorded."""
+    kind = spec.get("kind")
+    if kind == "file":
+        if directory is None:
+            raise UserError("tokenizer spec of kind 'file' needs the checkpoint directory")
+        path = directory / spec.get("file", "tokenizer.tiktoken")
+        return from_ranks_file(path, pattern=spec.get("pattern", TRAIN_PATTERN))
+    if kind in ("builtin", "tiktoken") and isinstance(spec.get("name"), str):
+        return load_tokenizer(spec["name"])
+    if kind == "hf":  # a tokenizer.json that tiktoken cannot express (Gemma's own)
+        return hf_tokenizer_from_spec(spec, directory)
+    raise UserError(f"{directory or 'config'}: unreadable tokenizer entry {spec!r} in config.json")

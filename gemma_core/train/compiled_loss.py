@@ -3,9 +3,8 @@
 Each decoder layer is compiled on its own, and so is the head (final norm, LM
 head, float32 cross-entropy). Layers of one kind share their compiled code, so
 compile time does not grow with depth; fusing the head keeps the float32 logits
-out of memory. On the demo model with two CPU cores this compiles in about 40 s
-against about 60 s for the whole loss as one graph, and steps about 20% faster
-(BENCHMARKS.md).
+out of memory. On the demo model with two CPU cores this compiles faster than the
+whole loss as one graph, and steps faster (the figures: BENCHMARKS.md).
 
 Only the training calls go through the compiled code: evaluation and generation
 run the plain model, whose shapes vary from call to call.

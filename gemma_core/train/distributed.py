@@ -192,24 +192,6 @@ def whole_model(ranks: Ranks, wrapped: nn.Module):
 
 
 # -------------------------------------------------------- whole tensors back
-def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
-    """A sharded (FSDP2) tensor gathered whole; any other tensor as it is."""
-    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
-
-
-def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
-    """This rank's shard of a sharded tensor; any other tensor as it is."""
-    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
-
-
-def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``full`` sharded the way ``like`` is (loading a checkpoint under FSDP2); else ``full``."""
-    if not hasattr(like, "device_mesh"):
-        return full
-    from torch.distributed.tensor import distribute_tensor
-    return distribute_tensor(full.to(like.device), like.device_mesh, like.placements)
-
-
 def squared_norms_summed(ranks: Ranks, norms_squared: torch.Tensor) -> torch.Tensor:
     """Per-rank partial sums of squares made global (FSDP2 shards hold parts of each gradient)."""
     if ranks.active and ranks.fsdp:

@@ -6,10 +6,10 @@
 
 Clients (the headless CLI, the studio, a notebook) start it, send it commands
 (pause, unpause, save now, evaluate now, stop) and read what it does through
-events and cumulative snapshots (``events``, ``state_store``). Each command
+events and cumulative snapshots (``run.events``, ``run.state_store``). Each command
 returns a ``Future`` that completes with its outcome; ignore it to fire and
 forget. The engine keeps the thread and the command loop; ``setup`` builds
-the run's parts, ``step`` trains, ``evaluation`` scores, ``run.checkpoints``
+the run's parts, ``step`` trains, ``evaluation`` scores, ``checkpoints``
 saves. It never imports a UI.
 
 On a CPU, chat replies share the cores with training by taking turns: the
@@ -27,7 +27,7 @@ import uuid
 from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -38,25 +38,37 @@ from gemma_core.folder_lock import FolderLock
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.generation import SamplingParams, stream_text
 from gemma_core.model.model import Gemma3Model
-from gemma_core.run import checkpoints, layout, logs
+from gemma_core.run import layer_probe, layout, logs
+from gemma_core.run.events import (CheckpointSaved, EvalResult, Event, LayerProbe, LayerStats, LogMessage,
+                                   RunFailed, RunFinished, RunSnapshot, RunState, SampleProduced, StateChanged,
+                                   StepMetrics, StepSkipped)
 from gemma_core.run.history import read_run_history
 from gemma_core.run.samples_log import read_samples
+from gemma_core.run.state_store import RunStateStore
 from gemma_core.tokenizers.tokenizer import Tokenizer
-from gemma_core.train import distributed, layer_probe
+from gemma_core.train import checkpoints, distributed
 from gemma_core.train.evaluation import score_windows
-from gemma_core.train.events import (CheckpointSaved, EvalResult, Event, LayerProbe, LayerStats, LogMessage,
-                                     RunFailed, RunFinished, RunSnapshot, RunState, SampleProduced, StateChanged,
-                                     StepMetrics, StepSkipped)
 from gemma_core.train.flops import model_flops_utilisation
 from gemma_core.train.optim import describe_optimizer
 from gemma_core.train.settings import TrainSettings
 from gemma_core.train.setup import ResumePoint, RunParts, claim_run_folder, prepare_run
-from gemma_core.train.state_store import RunStateStore
 from gemma_core.train.step import StepResult, TrainStep
 
 # The commands a run over several ranks acts on, in order of precedence (the
 # studio's pause and chat drive single-process runs only).
 RANK_COMMANDS = ("abort", "stop", "save", "eval")
+
+
+class Companion(Protocol):
+    """Something that lives exactly as long as a run holds its folder, such as the run's HTTP
+    API (``serve.training``): the engine knows nothing of what it does."""
+
+    def start(self) -> None:
+        """On the training thread, rank 0, once the folder is checked and locked and before the
+        data is prepared; raising makes it the run's failure."""
+
+    def close(self) -> None:
+        """As the run ends (after its logs close, before its lock goes); also after a failed start."""
 
 
 class CommandRefused(UserError):
@@ -105,7 +117,8 @@ class TrainingEngine:
         self._step_runner: TrainStep | None = None
         self._checkpointer: checkpoints.Checkpointer | None = None
         self._lock = FolderLock(self.output_dir, "run")
-        self._server = None  # the run's API, once serving
+        self._companions: list[Companion] = []  # live as long as the run holds its folder
+        self._started: list[Companion] = []
         self.trains = True  # for the server: this run takes commands
         self.owns_run = True  # the run lives in this process: a studio quitting asks what to do
         self._step = 0
@@ -125,6 +138,12 @@ class TrainingEngine:
     def resume(cls, output_dir: str | Path, **overrides: Any) -> "TrainingEngine":
         """An engine that continues the run in ``output_dir`` (call ``start`` or ``run``)."""
         return cls(TrainSettings.for_resume(output_dir, **overrides))
+
+    def add_companion(self, companion: Companion) -> None:
+        """Have ``companion`` live exactly as long as this run holds its folder (rank 0 only)."""
+        if self._thread is not None:
+            raise CommandRefused("add companions before start()")
+        self._companions.append(companion)
 
     # ---------------------------------------------------------------- running
     def start(self) -> None:
@@ -270,8 +289,9 @@ class TrainingEngine:
                 layout.check_output_dir(self.output_dir, resume=self.settings.resume,
                                         overwrite=self.settings.overwrite)
                 self._lock.acquire()
-                if self.settings.serve:
-                    self._start_server()
+                for companion in self._companions:
+                    self._started.append(companion)  # closed in finally even when start fails
+                    companion.start()
             parts = prepare_run(self.settings, self.ranks, self._log, cancel=self._stop_requested)
             self._adopt(parts)
             self.ready.set()
@@ -291,34 +311,17 @@ class TrainingEngine:
             self.store.keep_message(LogMessage("error", traceback.format_exc(), self.run_id))
             self._fail(internal_message(err), internal=True)
         finally:
-            self._turns.set_training(False)
+            self._turns.own_cores(False)
             distributed.finish(self.ranks)
             self.ready.set()
             self._logs.close()
-            if self._server is not None:
-                self._server.close()
+            for companion in reversed(self._started):
+                companion.close()
             self._lock.release(remove_if_unused=not self._logs_claimed())
             with self._commands_ready:  # commands that arrived too late get their outcome
                 self._accepting_commands = False
                 while self._commands:
                     self._settle(*self._commands.popleft())
-
-    def _start_server(self) -> None:
-        """The run's API on this machine, found through server.json in the run folder."""
-        from gemma_core.serve.openai_api import Limits
-        from gemma_core.serve.server import RunServer, is_loopback
-        from gemma_core.telemetry import TelemetrySampler
-
-        s = self.settings
-        self._server = RunServer(self, self.output_dir.name, host=s.serve_host, port=s.serve_port,
-                                 folder=self.output_dir, limits=Limits(), telemetry=TelemetrySampler(),
-                                 flags=("--serve_host", "--serve_port"))
-        url = self._server.start()
-        self._log(f"serving this run on {url} (gemma-tui attach {self.output_dir}; the key is in "
-                  f"{self.output_dir / 'server.token'})")
-        if not is_loopback(s.serve_host):
-            self._log(f"the run's API listens on {s.serve_host}: anyone who can reach that address and "
-                      "has the key can control the run and read the model", "warning")
 
     def _adopt(self, parts: RunParts) -> None:
         """Take the prepared parts: claim the run folder, restore a resumed run's history."""
@@ -364,83 +367,95 @@ class TrainingEngine:
         self._log(describe_optimizer(self.settings, parts.optimizer))
 
     def _loop(self) -> None:
-        s = self.settings
-        paused = False
+        """Train until the last step, carrying out each command between two steps."""
+        loop = _LoopClock(self._elapsed_before)
         self._set_state(RunState.RUNNING)
-        self._turns.set_training(True)
-        started = time.perf_counter()
-        elapsed_before = self._elapsed_before
-        rate = None
-        while self._step < s.max_steps:
-            command, future = self._agreed_command(block=paused)
-            if command == "pause":
-                if not paused:
-                    paused = True
-                    self._turns.set_training(False)
-                    elapsed_before += time.perf_counter() - started
-                future.set_result(self._set_state(RunState.PAUSED))
+        self._turns.own_cores(True)
+        while self._step < self.settings.max_steps:
+            command, future = self._agreed_command(block=loop.paused)
+            if command is not None:
+                if self._COMMANDS[command](self, loop, future):
+                    return  # the command ended the run
                 continue
-            if command == "unpause":
-                if paused:
-                    paused = False
-                    self._turns.set_training(True)
-                    started = time.perf_counter()
-                future.set_result(self._set_state(RunState.RUNNING))
-                continue
-            if command == "save":
-                self._resolve(future, self._save_checkpoint)
-                self._set_state(RunState.PAUSED if paused else RunState.RUNNING)
-                continue
-            if command == "eval":
-                self._resolve(future, self._evaluate)
-                self._set_state(RunState.PAUSED if paused else RunState.RUNNING)
-                continue
-            if command in ("stop", "abort"):
-                # A checkpoint needs a step: a run stopped before its first one saves nothing.
-                saved = self._save_checkpoint() if command == "stop" and self._step > 0 else None
-                finished = self._finish("stopped", saved)
-                if future is not None:
-                    future.set_result(finished)
-                return
-            if paused:
-                continue
-
-            t0 = time.perf_counter()
-            result = self._step_runner(self._step)
-            dt = time.perf_counter() - t0
-            tokens = (s.train_batch_size * s.max_length * s.gradient_accumulation_steps
-                      * self.ranks.world_size)  # every rank's, for global tokens/s
-            if result.loss is None:
-                self._skip_step()
-                continue
-            self._skipped_in_a_row = 0
-            self._step += 1
-            self._tokens_seen += tokens
-            rate = tokens / dt if rate is None else 0.8 * rate + 0.2 * tokens / dt
-            elapsed = elapsed_before + time.perf_counter() - started
-            try:
-                self._record_step(result, rate, elapsed)
-                if self._step % s.eval_iters == 0 or self._step == s.max_steps:
-                    self._evaluate()
-                    self._set_state(RunState.RUNNING)
-                if s.sample_every and s.sample_prompt and self._step % s.sample_every == 0:
-                    self._sample()
-                if self._step % s.save_steps == 0 and self._step != s.max_steps:
-                    self._save_checkpoint()
-                    self._set_state(RunState.RUNNING)
-            except DiskFull as err:
-                if not self.pause_on_disk_full:
-                    raise
-                # The studio: wait for the user to free space. The log keeps what it could
-                # not write and writes it first when training goes on.
-                self._log(f"{err}; training paused: free some space, then resume", "error")
-                paused = True
-                self._turns.set_training(False)
-                elapsed_before += time.perf_counter() - started
-                self._set_state(RunState.PAUSED)
-                continue
-            self._turns.between_steps()
+            if not loop.paused:
+                self._train_one_step(loop)
         self._finish("completed", self._save_checkpoint())
+
+    # Each returns True when it has ended the run.
+    def _on_pause(self, loop: _LoopClock, future: Future) -> bool:
+        if not loop.paused:
+            loop.pause()
+            self._turns.own_cores(False)
+        future.set_result(self._set_state(RunState.PAUSED))
+        return False
+
+    def _on_unpause(self, loop: _LoopClock, future: Future) -> bool:
+        if loop.paused:
+            loop.unpause()
+            self._turns.own_cores(True)
+        future.set_result(self._set_state(RunState.RUNNING))
+        return False
+
+    def _on_save(self, loop: _LoopClock, future: Future | None) -> bool:
+        self._resolve(future, self._save_checkpoint)
+        self._set_state(RunState.PAUSED if loop.paused else RunState.RUNNING)
+        return False
+
+    def _on_eval(self, loop: _LoopClock, future: Future | None) -> bool:
+        self._resolve(future, self._evaluate)
+        self._set_state(RunState.PAUSED if loop.paused else RunState.RUNNING)
+        return False
+
+    def _on_stop(self, loop: _LoopClock, future: Future | None, save: bool = True) -> bool:
+        # A checkpoint needs a step: a run stopped before its first one saves nothing.
+        saved = self._save_checkpoint() if save and self._step > 0 else None
+        finished = self._finish("stopped", saved)
+        if future is not None:
+            future.set_result(finished)
+        return True
+
+    def _on_abort(self, loop: _LoopClock, future: Future | None) -> bool:
+        return self._on_stop(loop, future, save=False)
+
+    _COMMANDS = {"pause": _on_pause, "unpause": _on_unpause, "save": _on_save, "eval": _on_eval,
+                 "stop": _on_stop, "abort": _on_abort}
+
+    def _train_one_step(self, loop: _LoopClock) -> None:
+        s = self.settings
+        t0 = time.perf_counter()
+        result = self._step_runner(self._step)
+        dt = time.perf_counter() - t0
+        tokens = (s.train_batch_size * s.max_length * s.gradient_accumulation_steps
+                  * self.ranks.world_size)  # every rank's, for global tokens/s
+        if result.loss is None:
+            self._skip_step()
+            return
+        self._skipped_in_a_row = 0
+        self._step += 1
+        self._tokens_seen += tokens
+        loop.rate = tokens / dt if loop.rate is None else 0.8 * loop.rate + 0.2 * tokens / dt
+        elapsed = loop.elapsed()
+        try:
+            self._record_step(result, loop.rate, elapsed)
+            if self._step % s.eval_iters == 0 or self._step == s.max_steps:
+                self._evaluate()
+                self._set_state(RunState.RUNNING)
+            if s.sample_every and s.sample_prompt and self._step % s.sample_every == 0:
+                self._sample()
+            if self._step % s.save_steps == 0 and self._step != s.max_steps:
+                self._save_checkpoint()
+                self._set_state(RunState.RUNNING)
+        except DiskFull as err:
+            if not self.pause_on_disk_full:
+                raise
+            # The studio: wait for the user to free space. The log keeps what it could
+            # not write and writes it first when training goes on.
+            self._log(f"{err}; training paused: free some space, then resume", "error")
+            loop.pause()
+            self._turns.own_cores(False)
+            self._set_state(RunState.PAUSED)
+            return
+        self._turns.between_steps()
 
     def _agreed_command(self, block: bool) -> tuple[str | None, Future | None]:
         """This rank's next command; with several ranks, the one every rank acts on now."""
@@ -597,7 +612,7 @@ class TrainingEngine:
         if self.ranks.is_main and self.parts is not None and self._logs_claimed():
             logs.write_seed_outputs(self.output_dir)
         self.exit_reason = reason
-        self._turns.set_training(False)
+        self._turns.own_cores(False)
         # A run stopped before its last step says so: "finished" would hide the steps left.
         stopped_early = reason == "stopped" and self._step < self.settings.max_steps
         self._set_state(RunState.STOPPED if stopped_early else RunState.FINISHED)
@@ -608,9 +623,31 @@ class TrainingEngine:
 
     def _fail(self, message: str, internal: bool = False) -> None:
         self.exit_reason = "failed"
-        self._turns.set_training(False)
+        self._turns.own_cores(False)
         self._publish(RunFailed(self._step, message, internal))
         self._set_state(RunState.FAILED)
+
+
+class _LoopClock:
+    """The training loop's pace: paused or not, training time so far (a pause stops the
+    clock; earlier sessions of a resumed run count) and the smoothed tokens per second."""
+
+    def __init__(self, elapsed_before: float) -> None:
+        self.paused = False
+        self.rate: float | None = None
+        self._elapsed_before = elapsed_before
+        self._started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self._started
+
+    def pause(self) -> None:
+        self.paused = True
+        self._elapsed_before += time.perf_counter() - self._started
+
+    def unpause(self) -> None:
+        self.paused = False
+        self._started = time.perf_counter()
 
 
 class EtaEstimate:

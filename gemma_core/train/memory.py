@@ -14,11 +14,8 @@ their gradient. Real peaks are higher, never lower.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from gemma_core.errors import UserError
 from gemma_core.model.config import GemmaConfig
 
 
@@ -29,23 +26,6 @@ def training_bytes(cfg: GemmaConfig, n_parameters: int, batch: int, length: int,
     per_token_layer = 4 * 4 * cfg.emb_dim + width * (attention + 3 * cfg.hidden_dim)
     per_token = cfg.n_layers * per_token_layer + 2 * 4 * cfg.vocab_size
     return 16 * n_parameters + batch * length * per_token
-
-
-def available_bytes(device: torch.device) -> int | None:
-    """Memory free for this process on the device, or None when it cannot be told."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            fields = dict(line.split(":", 1) for line in f)
-        return int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def evaluation_bytes(cfg: GemmaConfig, n_parameters: int, batch: int, length: int,
@@ -61,13 +41,3 @@ def evaluation_bytes(cfg: GemmaConfig, n_parameters: int, batch: int, length: in
     per_token = 4 * 4 * cfg.emb_dim + width * (attention + 3 * cfg.hidden_dim)
     logits = min(batch * length, logits_chunk_rows) * cfg.vocab_size * 4 * 2
     return 16 * n_parameters + batch * length * per_token + logits
-
-
-def check_room_to_load(cfg: GemmaConfig, device: torch.device, where: str) -> None:
-    """Refuse, before allocating anything, a model whose weights cannot fit: float32 weights
-    plus a copy of them as read from the file."""
-    need = 8 * cfg.num_parameters()
-    free = available_bytes(device)
-    if free is not None and need > free:
-        raise UserError(f"{where}: the model has {cfg.num_parameters():,} parameters; loading it needs "
-                        f"about {need / 2**30:,.1f} GiB but {free / 2**30:,.1f} GiB is free on {device}")

@@ -23,6 +23,8 @@ from typing import Any
 from gemma_core.errors import UserError
 from gemma_core.model.config import ATTENTION_KERNELS, GemmaConfig
 from gemma_core.model.presets import DEFAULT_PRESET, PRESETS, get_preset
+from gemma_core.run.checkpoint_state import read_checkpoint_state
+from gemma_core.run.layout import check_output_dir
 from gemma_core.train.config_file import read_settings_file
 from gemma_core.train.optim import MUON_NEEDS, OPTIMIZERS, SCHEDULES, Schedule, muon_available
 from gemma_core.value_types import field_types, type_mismatch
@@ -105,7 +107,9 @@ class TrainSettings:
     sample_every: int = 0  # 0: never
     sample_tokens: int = _DEFAULT.sample_tokens
     max_bad_steps: int = 5  # consecutive non-finite steps before the run stops
-    serve: bool = True  # serve the run's API (attach, status, control, OpenAI) while it trains
+    # Serve the run's API (attach, status, control, OpenAI) while it trains: read by the callers
+    # that add the server (serve.training: gemma-core train, gemma-tui launch, gemma_core.TrainingEngine).
+    serve: bool = True
     serve_host: str = "127.0.0.1"  # loopback: only this machine can reach it
     serve_port: int = 0  # 0: any free port (server.json in the run folder says which)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # model fields from --config
@@ -148,9 +152,6 @@ class TrainSettings:
         A run trained on ``train_texts``/``val_texts`` needs them passed again (its
         checkpoint keeps only their fingerprint, and checks it).
         """
-        from gemma_core.run.checkpoint_state import read_checkpoint_state
-        from gemma_core.run.layout import check_output_dir
-
         output_dir = Path(output_dir)
         check_output_dir(output_dir, resume=True, overwrite=False)  # says why not, if not
         saved = read_checkpoint_state(output_dir).get("settings")

@@ -25,18 +25,20 @@ from gemma_core.data.batches import TrainBatches, fixed_validation_batches
 from gemma_core.data.documents import DataOptions, expand_paths
 from gemma_core.data.splits import PreparedData, prepare_datasets
 from gemma_core.data.token_cache import sample_digest
-from gemma_core.device import resolve_device, resolve_dtype
+from gemma_core.device import available_bytes, resolve_device, resolve_dtype
 from gemma_core.errors import UserError
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.model import Gemma3Model
 from gemma_core.model.presets import preset
-from gemma_core.run import checkpoints, layout, logs
-from gemma_core.run.model_dir import load_tokenizer_of, load_weights, read_config, write_config
-from gemma_core.tokenizers.tokenizer import Tokenizer, load_tokenizer, token_byte_lengths, tokenizer_from_spec
-from gemma_core.train import distributed
+from gemma_core.model.weights import local_tensor, shard_like
+from gemma_core.run import layout, logs
+from gemma_core.run.model_dir import WEIGHTS_FILE, load_tokenizer_of, load_weights, read_config, write_config
+from gemma_core.tokenizers.tokenizer import Tokenizer, load_tokenizer, token_byte_lengths
+from gemma_core.tokenizers.tokenizer_files import tokenizer_from_spec
+from gemma_core.train import checkpoints, distributed
 from gemma_core.train.evaluation import logits_chunk_rows
 from gemma_core.train.flops import device_peak_flops, training_flops_per_token
-from gemma_core.train.memory import available_bytes, evaluation_bytes, training_bytes
+from gemma_core.train.memory import evaluation_bytes, training_bytes
 from gemma_core.train.optim import TrainingOptimizer, build_optimizer
 from gemma_core.train.settings import TrainSettings
 
@@ -83,10 +85,43 @@ class RunParts:
 
 def prepare_run(settings: TrainSettings, ranks: distributed.Ranks, log: Log,
                 cancel: threading.Event | None = None) -> RunParts:
+    """The run's parts, every check passed before anything large is allocated. The run folder
+    was checked by the engine (rank 0), before it took the folder's lock."""
     s = settings
-    output_dir = Path(s.output_dir)
-    if ranks.is_main:
-        layout.check_output_dir(output_dir, resume=s.resume, overwrite=s.overwrite)
+    device, dtype, device_name, dtype_name = _start_device(s, ranks)
+    cfg, tokenizer, saved = _model_and_tokenizer(s)
+    _check_fits(s, cfg, tokenizer)
+    n_parameters = cfg.num_parameters()
+    _check_memory(s, cfg, n_parameters, dtype, device, device_name)  # before anything is allocated
+
+    _check_data_outside_run(s, Path(s.output_dir))
+    data = _prepare_data(s, ranks, device, tokenizer, log, cancel)
+    fingerprint = data_fingerprint(data, s, tokenizer)
+    if saved is not None:
+        if not check_same_data(Path(s.output_dir), saved[2], fingerprint):
+            log("this checkpoint records no fingerprint of its data (an older version wrote it): "
+                "resuming without checking that the data is the same", "warning")
+
+    model, kernel, train_module, param_names, optimizer = _build_model(s, ranks, cfg, device)
+    batches = TrainBatches(data.train.windows, s.train_batch_size, seed=s.seed,
+                           rank=ranks.rank, world_size=ranks.world_size)
+    resumed = None
+    if saved is not None:
+        resumed = _restore(saved, model, optimizer, param_names, batches,
+                           Path(s.output_dir) / layout.CHECKPOINT)
+    return RunParts(
+        device=device, dtype=dtype, device_name=device_name, dtype_name=dtype_name,
+        tokenizer=tokenizer, model_config=cfg, data=data, data_fingerprint=fingerprint, model=model,
+        kernel=kernel, n_parameters=n_parameters, train_module=train_module, param_names=param_names,
+        optimizer=optimizer, batches=batches,
+        val_batches=fixed_validation_batches(data.val.windows, s.val_batch_size, s.eval_batches),
+        byte_lengths=torch.from_numpy(token_byte_lengths(tokenizer)),
+        flops_per_token=training_flops_per_token(cfg, s.max_length),
+        peak_flops=device_peak_flops(device, dtype), resumed=resumed)
+
+
+def _start_device(s: TrainSettings, ranks: distributed.Ranks) -> tuple[torch.device, torch.dtype, str, str]:
+    """The device and dtype to train in (and their names), every random generator seeded."""
     device = distributed.start(ranks, resolve_device(s.device))
     dtype = resolve_dtype(s.dtype, device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -94,27 +129,30 @@ def prepare_run(settings: TrainSettings, ranks: distributed.Ranks, log: Log,
     torch.manual_seed(s.seed)
     random.seed(s.seed)
     np.random.seed(s.seed)
+    return device, dtype, device_name, dtype_name
 
-    saved = None
+
+def _model_and_tokenizer(s: TrainSettings) -> tuple[GemmaConfig, Tokenizer, tuple | None]:
+    """The model's config and tokenizer: a resumed run's (with its checkpoint's tensors and
+    state), a model directory's to continue from, or a preset's."""
+    output_dir = Path(s.output_dir)
     if s.resume:
         model_tensors, optimizer_tensors, state = checkpoints.load_checkpoint(output_dir)
         cfg = GemmaConfig.from_dict(state["model"], source=str(output_dir / layout.CHECKPOINT / layout.STATE))
-        tokenizer = tokenizer_from_spec(state["tokenizer"], output_dir)
         saved = (model_tensors, optimizer_tensors, state)
-    else:
-        cfg = preset(s.preset)
-        if s.model_overrides:
-            cfg = GemmaConfig.from_dict(cfg.to_dict() | s.model_overrides, source="--config [model]")
-        if s.init_from:  # continue pretraining a checkpoint, with its own tokenizer
-            cfg, data = read_config(s.init_from)
-            tokenizer = load_tokenizer_of(s.init_from, data, cfg)
-        else:
-            tokenizer = load_tokenizer(s.tiktoken_encoder_name)
-    _check_fits(s, cfg, tokenizer)
-    n_parameters = cfg.num_parameters()
-    _check_memory(s, cfg, n_parameters, dtype, device, device_name)  # before anything is allocated
+        return cfg, tokenizer_from_spec(state["tokenizer"], output_dir), saved
+    cfg = preset(s.preset)
+    if s.model_overrides:
+        cfg = GemmaConfig.from_dict(cfg.to_dict() | s.model_overrides, source="--config [model]")
+    if s.init_from:  # continue pretraining a checkpoint, with its own tokenizer
+        cfg, data = read_config(s.init_from)
+        return cfg, load_tokenizer_of(s.init_from, data, cfg), None
+    return cfg, load_tokenizer(s.tiktoken_encoder_name), None
 
-    _check_data_outside_run(s, output_dir)
+
+def _prepare_data(s: TrainSettings, ranks: distributed.Ranks, device: torch.device, tokenizer: Tokenizer,
+                  log: Log, cancel: threading.Event | None) -> PreparedData:
+    """The token windows to train and validate on, tokenized once into the cache."""
     log(f"preparing data (tokenizer {tokenizer.name}, max_length {s.max_length})", "info")
     quarters: dict[str, int] = {}
 
@@ -136,16 +174,15 @@ def prepare_run(settings: TrainSettings, ranks: distributed.Ranks, log: Log,
         log(note, "warning")
     log(f"train: {data.train.n_tokens:,} tokens in {len(data.train.windows):,} windows; "
         f"validation: {data.val.n_tokens:,} tokens", "info")
-    fingerprint = data_fingerprint(data, s, tokenizer)
-    if saved is not None:
-        if not check_same_data(output_dir, saved[2], fingerprint):
-            log("this checkpoint records no fingerprint of its data (an older version wrote it): "
-                "resuming without checking that the data is the same", "warning")
+    return data
 
+
+def _build_model(s: TrainSettings, ranks: distributed.Ranks, cfg: GemmaConfig, device: torch.device):
+    """The model on its device (a model directory's weights in it when continuing one), wrapped
+    for the ranks, and its optimizer: (model, kernel, train_module, param_names, optimizer)."""
     with torch.device(device):
         model = Gemma3Model(cfg)
     if s.init_from and not s.resume:
-        from gemma_core.run.model_dir import WEIGHTS_FILE
         load_weights(Path(s.init_from) / WEIGHTS_FILE, model)
     kernel = model.set_attention_kernel(s.attention)
     # Wrap before building the optimizer: FSDP2 replaces the parameters with sharded ones.
@@ -154,20 +191,7 @@ def prepare_run(settings: TrainSettings, ranks: distributed.Ranks, log: Log,
     optimizer = build_optimizer(model, s.learning_rate, s.weight_decay, s.betas, device,
                                 fused=not ranks.fsdp, optimizer=s.optimizer,
                                 muon_learning_rate=s.muon_learning_rate, muon_momentum=s.muon_momentum)
-    batches = TrainBatches(data.train.windows, s.train_batch_size, seed=s.seed,
-                           rank=ranks.rank, world_size=ranks.world_size)
-    resumed = None
-    if saved is not None:
-        resumed = _restore(saved, model, optimizer, param_names, batches, output_dir / layout.CHECKPOINT)
-    return RunParts(
-        device=device, dtype=dtype, device_name=device_name, dtype_name=dtype_name,
-        tokenizer=tokenizer, model_config=cfg, data=data, data_fingerprint=fingerprint, model=model,
-        kernel=kernel, n_parameters=n_parameters, train_module=train_module, param_names=param_names,
-        optimizer=optimizer, batches=batches,
-        val_batches=fixed_validation_batches(data.val.windows, s.val_batch_size, s.eval_batches),
-        byte_lengths=torch.from_numpy(token_byte_lengths(tokenizer)),
-        flops_per_token=training_flops_per_token(cfg, s.max_length),
-        peak_flops=device_peak_flops(device, dtype), resumed=resumed)
+    return model, kernel, train_module, param_names, optimizer
 
 
 def claim_run_folder(settings: TrainSettings, parts: RunParts, run_id: str) -> logs.RunLogs:
@@ -295,8 +319,8 @@ def _restore(saved: tuple, model: Gemma3Model, optimizer: TrainingOptimizer,
     with torch.no_grad():
         for name, tensor in model_tensors.items():
             target = own[name]
-            distributed.local_tensor(target).copy_(
-                distributed.local_tensor(distributed.shard_like(tensor, target)))
+            local_tensor(target).copy_(
+                local_tensor(shard_like(tensor, target)))
     try:
         checkpoints.restore_optimizer_state(optimizer, optimizer_tensors, param_names)
         batches.load_state_dict(state["data"], same_data=isinstance(state.get("data_fingerprint"), dict))

@@ -17,6 +17,7 @@ from gemma_core.chat import LiveWeights
 from gemma_core.data.batches import TrainBatches
 from gemma_core.device import autocast
 from gemma_core.model.model import Gemma3Model
+from gemma_core.model.weights import full_tensor, local_tensor
 from gemma_core.train import distributed
 from gemma_core.train.compiled_loss import CompiledLoss
 from gemma_core.train.optim import TrainingOptimizer
@@ -102,7 +103,7 @@ class TrainStep:
         else:
             total_norm = torch.nn.utils.get_total_norm(
                 [p.grad for p in self.model.parameters() if p.grad is not None])
-        grad_norm = float(distributed.full_tensor(total_norm))
+        grad_norm = float(full_tensor(total_norm))
         if not (math.isfinite(mean_loss) and math.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
             return StepResult(None, grad_norm if math.isfinite(grad_norm) else float("nan"), layer_norms, rates)
@@ -114,7 +115,7 @@ class TrainStep:
     def _layer_grad_norms(self) -> tuple[float, ...]:
         """Each decoder layer's gradient norm, with one device sync for all of them."""
         squares = torch.stack([
-            torch.stack([torch.linalg.vector_norm(distributed.local_tensor(p.grad))
+            torch.stack([torch.linalg.vector_norm(local_tensor(p.grad))
                          for p in layer.parameters() if p.grad is not None]).square().sum()
             for layer in self.model.layers])
         squares = distributed.squared_norms_summed(self.ranks, squares)  # FSDP2: add the shards

@@ -13,7 +13,7 @@ from textual.widgets import Static
 from gemma_core.model.sampling import SamplingParams
 from gemma_core.model.token_choices import TokenChoice
 from gemma_core.safe_text import printable
-from gemma_tui.engine_api import ChatJob
+from gemma_core.chat import ChatJob
 from gemma_tui.palette import studio_palette
 from gemma_tui.token_shading import alternatives_text, append_shaded, spans
 

@@ -20,7 +20,7 @@ from textual.widgets import Input, Label, Static
 from gemma_core.errors import UserError
 from gemma_core.model.sampling import GenerationStats, SamplingParams
 from gemma_core.model.token_choices import TOP_ALTERNATIVES
-from gemma_tui.engine_api import StudioEngine
+from gemma_core.run.handle import RunHandle
 from gemma_tui.widgets.chat_exchange import ChatExchange
 from gemma_tui.widgets.probability_legend import ProbabilityLegend
 
@@ -81,7 +81,7 @@ class ChatPanel(Vertical):
         Binding("escape", "cancel_reply", "Cancel reply", show=True),
     ]
 
-    def __init__(self, engine: StudioEngine, *, id: str | None = None) -> None:
+    def __init__(self, engine: RunHandle, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.engine = engine
         self.active: ChatExchange | None = None

@@ -25,7 +25,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
-from gemma_core.train.events import EvalResult
+from gemma_core.run.events import EvalResult
 from gemma_tui.formatting import number
 from gemma_tui.palette import studio_palette
 from gemma_tui.widgets.metric_chart import ChartView

@@ -21,7 +21,7 @@ from textual.message import Message
 from textual.widget import Widget
 
 from gemma_core.model.config import SLIDING, GemmaConfig
-from gemma_core.train.events import EvalResult, LayerStats
+from gemma_core.run.events import EvalResult, LayerStats
 from gemma_tui.formatting import count, number
 from gemma_tui.palette import StudioPalette, studio_palette
 from gemma_tui.widgets.redraw_pacer import RedrawPacer

@@ -8,7 +8,7 @@ from textual.color import Color
 from textual.content import Content
 from textual_plotext import PlotextPlot
 
-from gemma_core.train.events import RunSnapshot
+from gemma_core.run.events import RunSnapshot
 from gemma_tui.palette import studio_palette
 from gemma_tui.series import HistoryColumns, columns_of, downsample, ema, finite, interpolate_x, log10
 from gemma_tui.widgets.redraw_pacer import RedrawPacer

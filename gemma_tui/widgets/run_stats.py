@@ -7,7 +7,7 @@ import math
 from textual.content import Content
 
 from gemma_core.safe_text import printable
-from gemma_core.train.events import RunSnapshot, RunState, StepMetrics
+from gemma_core.run.events import RunSnapshot, RunState, StepMetrics
 from gemma_tui import formatting as fmt
 from gemma_tui.pane_fit import BORDER, PaneWants
 from gemma_tui.widgets.steady_static import SteadyStatic

@@ -25,7 +25,7 @@ def nano_model() -> Gemma3Model:
 
 def test_two_waiting_replies_never_decode_together_or_while_a_step_runs():
     turns = ComputeTurns()
-    turns.set_training(True)
+    turns.own_cores(True)
     intervals: list[tuple[str, float, float]] = []
     lock = threading.Lock()
 
@@ -46,7 +46,7 @@ def test_two_waiting_replies_never_decode_together_or_while_a_step_runs():
     while any(t.is_alive() for t in replies) and time.monotonic() < deadline:
         busy("trainer")  # a training step
         turns.between_steps()
-    turns.set_training(False)
+    turns.own_cores(False)
     for thread in replies:
         thread.join(5)
     assert sum(1 for who, *_ in intervals if who.startswith("reply")) == 20
@@ -57,7 +57,7 @@ def test_two_waiting_replies_never_decode_together_or_while_a_step_runs():
 
 def test_a_reply_streamed_back_to_back_gets_its_share_of_a_training_run_not_more():
     turns = ComputeTurns(chat_share=0.2, allowance_cap_s=0.02)
-    turns.set_training(True)
+    turns.own_cores(True)
     spent = {"trainer": 0.0, "reply": 0.0}
     done = threading.Event()
 
@@ -78,7 +78,7 @@ def test_a_reply_streamed_back_to_back_gets_its_share_of_a_training_run_not_more
         busy("trainer", 0.01)  # a training step
         turns.between_steps()
     done.set()
-    turns.set_training(False)
+    turns.own_cores(False)
     thread.join(5)
     share = spent["reply"] / (spent["reply"] + spent["trainer"])
     assert 0.12 < share < 0.26  # about 0.2; without the budget a chunk after every step: 0.5
@@ -157,14 +157,14 @@ def test_the_thread_that_owns_the_cores_does_each_replys_work_and_reports_its_er
 
 def test_a_reply_waiting_when_the_trainer_lets_go_does_its_work_itself():
     turns = ComputeTurns()
-    turns.set_training(True)
+    turns.own_cores(True)
     ran_on: list[threading.Thread] = []
     reply = threading.Thread(target=turns.run_chunk, args=(lambda: ran_on.append(threading.current_thread()),))
     reply.start()
     deadline = time.monotonic() + 5
     while not turns._waiting and time.monotonic() < deadline:
         time.sleep(0.01)
-    turns.set_training(False)  # paused before the next step: no gap will come
+    turns.own_cores(False)  # paused before the next step: no gap will come
     reply.join(5)
     assert ran_on == [reply] and not turns._waiting
 
@@ -283,7 +283,7 @@ class FakeTrainer:
     def __init__(self, chat_share: float = 0.2, allowance_cap_s: float = 0.05) -> None:
         self.clock = FakeClock()
         self.turns = ComputeTurns(chat_share=chat_share, allowance_cap_s=allowance_cap_s, clock=self.clock)
-        self.turns.set_training(True)
+        self.turns.own_cores(True)
         self.service = ChatService(FixedWeights(CPU_MODEL, step=3), None, torch.float32, self.turns)
         self.jobs: list[ChatJob] = []
         self.decoded: list[str] = []  # the thread that decoded each token
@@ -314,7 +314,7 @@ class FakeTrainer:
         assert self.turns._waiting, "the reply never asked for a turn"
 
     def close(self) -> None:
-        self.turns.set_training(False)  # what is left of the replies runs on their own threads
+        self.turns.own_cores(False)  # what is left of the replies runs on their own threads
         for starter in self._starters:
             starter.join(60)
         for job in self.jobs:
@@ -377,7 +377,7 @@ def test_a_turn_between_training_steps_decodes_on_one_thread_and_gives_the_threa
     torch.set_num_threads(2)
     try:
         turns = ComputeTurns()
-        turns.set_training(True)
+        turns.own_cores(True)
         seen: list[int] = []
         reply = threading.Thread(target=turns.run_chunk, args=(lambda: seen.append(torch.get_num_threads()),))
         reply.start()
@@ -386,7 +386,7 @@ def test_a_turn_between_training_steps_decodes_on_one_thread_and_gives_the_threa
             time.sleep(0.005)
         turns.between_steps()
         reply.join(60)
-        turns.set_training(False)
+        turns.own_cores(False)
         assert seen == [1]
         assert torch.get_num_threads() == 2  # training goes on with all its threads
     finally:

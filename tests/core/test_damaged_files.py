@@ -16,7 +16,7 @@ from gemma_core.run.history import read_run_history
 from gemma_core.run.logs import read_jsonl
 from gemma_core.tokenizers.tokenizer import load_tokenizer
 from gemma_core.train.engine import TrainingEngine
-from gemma_core.train.events import RunState
+from gemma_core.run.events import RunState
 from gemma_core.train.settings import TrainSettings
 
 

@@ -30,7 +30,8 @@ from gemma_core.tokenizers.hf_json import (
     ranks_from_tokenizer_json,
     require_tokenizers,
 )
-from gemma_core.tokenizers.tokenizer import load_tokenizer, tokenizer_from_spec
+from gemma_core.tokenizers.tokenizer import load_tokenizer
+from gemma_core.tokenizers.tokenizer_files import tokenizer_from_spec
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")

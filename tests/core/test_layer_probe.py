@@ -17,9 +17,9 @@ from gemma_core.serve.wire import event_from_wire, snapshot_from_wire, to_wire
 from gemma_core.tokenizers.tokenizer import load_tokenizer
 from gemma_core.train.distributed import Ranks
 from gemma_core.train.engine import TrainingEngine
-from gemma_core.train.events import EvalResult, LayerProbe, LogMessage, RunState
-from gemma_core.train.layer_probe import PROBE_TEXT, probe_token_ids
-from gemma_tui.preview import preview_snapshot
+from gemma_core.run.events import EvalResult, LayerProbe, LogMessage, RunState
+from gemma_core.run.layer_probe import PROBE_TEXT, probe_token_ids
+from studio_preview import preview_snapshot
 from tests.core.test_training import nano_settings
 
 STEPS, EVAL_EVERY = 6, 3

@@ -9,9 +9,9 @@ import torch
 from test_training import nano_settings
 
 from gemma_core.model.model import Gemma3Model
-from gemma_core.run import checkpoints
+from gemma_core.train import checkpoints
 from gemma_core.train.engine import TrainingEngine
-from gemma_core.train.events import RunState
+from gemma_core.run.events import RunState
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch
 from gemma_core.errors import UserError
 from gemma_core.model.model import Gemma3Model
 from gemma_core.model.presets import preset
-from gemma_core.run.checkpoints import optimizer_state_tensors, restore_optimizer_state
+from gemma_core.train.checkpoints import optimizer_state_tensors, restore_optimizer_state
 from gemma_core.train.optim import Schedule, build_optimizer, describe_optimizer
 from gemma_core.train.settings import TrainSettings
 from tests.end_to_end.cli_in_process import run_cli

@@ -15,7 +15,7 @@ from gemma_core.cli.train import settings_from_args
 from gemma_core.data.corpus import training_works, validation_works
 from gemma_core.errors import UserError
 from gemma_core.model.presets import DEFAULT_PRESET, PRESETS
-from gemma_core.train.events import StateChanged, StepMetrics
+from gemma_core.run.events import StateChanged, StepMetrics
 
 
 def test_default_settings_are_the_default_preset_and_train_as_shipped():

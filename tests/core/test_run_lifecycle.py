@@ -14,7 +14,7 @@ from gemma_core.data.corpus import bundled_works
 from gemma_core.errors import UserError
 from gemma_core.run import layout
 from gemma_core.train.engine import TrainingEngine
-from gemma_core.train.events import LogMessage, RunFinished, RunState, SampleProduced, StepMetrics
+from gemma_core.run.events import LogMessage, RunFinished, RunState, SampleProduced, StepMetrics
 from gemma_core.train.settings import TrainSettings
 
 

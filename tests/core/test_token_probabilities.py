@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import torch
 
-from gemma_core.chat import ChatService, FixedWeights
+from gemma_core.chat import ChatService, FixedWeights, check_chat_request
 from gemma_core.errors import UserError
 from gemma_core.model.model import Gemma3Model
 from gemma_core.model.presets import preset
@@ -125,10 +125,9 @@ def test_a_reply_that_did_not_ask_computes_and_carries_no_probabilities(model, m
 
 
 @pytest.mark.parametrize("bad", [-1, 21, 2.5, True, "5"])
-def test_a_number_of_alternatives_out_of_range_is_refused_at_the_call(model, bad):
-    service = ChatService(FixedWeights(model, STEP), TOKENIZER, torch.float32)
+def test_a_number_of_alternatives_out_of_range_is_refused_by_the_check_every_run_handle_makes(bad):
     with pytest.raises(UserError, match="alternatives must be a whole number from 0 to 20"):
-        service.chat(PROMPT, GREEDY, alternatives=bad)
+        check_chat_request(PROMPT, GREEDY, bad)
 
 
 def test_a_character_split_over_two_tokens_belongs_to_the_second():

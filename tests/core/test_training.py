@@ -9,9 +9,10 @@ import pytest
 from safetensors.torch import load_file
 
 from gemma_core.errors import UserError
-from gemma_core.run import checkpoints, layout, logs
+from gemma_core.run import layout, logs
+from gemma_core.train import checkpoints
 from gemma_core.train.engine import TrainingEngine
-from gemma_core.train.events import EvalResult, RunState, StepMetrics
+from gemma_core.run.events import EvalResult, RunState, StepMetrics
 from gemma_core.train.optim import Schedule
 from gemma_core.train.settings import TrainSettings
 from tests.end_to_end.cli_in_process import run_cli

@@ -6,8 +6,8 @@ import json
 
 from gemma_core.serve.wire import event_from_wire, snapshot_from_wire, telemetry_from_wire, to_wire
 from gemma_core.telemetry import GpuReading, HostReading, TelemetrySample, TorchMemory
-from gemma_core.train import events as ev
-from gemma_tui.preview import preview_snapshot
+from gemma_core.run import events as ev
+from studio_preview import preview_snapshot
 
 
 def test_a_snapshot_travels_as_json_and_comes_back_equal():

@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 
 from gemma_core import cli as core_cli
+from gemma_core.cli import output as core_output
 
 PROGRAMS = {"gemma_core": "gemma-core", "gemma_tui": "gemma-tui"}
 DEADLINE_S = 120.0  # a refusal takes well under a second; a busy machine gets a wide margin
@@ -189,7 +190,7 @@ def run_cli_together(*commands: tuple[str, ...], tool: str = "gemma_core",
 
     stdout = ThreadsOwnStream(out_of_thread, stray_out)
     stderr = ThreadsOwnStream(err_of_thread, stray_err)
-    with _as_a_subprocess(PROGRAMS[tool], [], core_cli.GuardedOutput(stdout), stderr):
+    with _as_a_subprocess(PROGRAMS[tool], [], core_output.GuardedOutput(stdout), stderr):
         workers = [threading.Thread(target=run, args=(i,), name=f"command {' '.join(argv)}", daemon=True)
                    for i, argv in enumerate(argvs)]
         started = time.monotonic()

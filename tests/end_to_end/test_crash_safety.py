@@ -17,7 +17,8 @@ import sys
 import time
 
 from gemma_core.data.corpus import bundled_works
-from gemma_core.run import checkpoints, layout
+from gemma_core.run import layout
+from gemma_core.train import checkpoints
 
 KILLS = 20
 MAX_STEPS = 60

@@ -14,9 +14,10 @@ from safetensors import SafetensorError
 
 from gemma_core.cli import main
 from gemma_core.data.corpus import bundled_works
-from gemma_core.run import checkpoints, layout, logs
+from gemma_core.run import layout, logs
+from gemma_core.train import checkpoints
 from gemma_core.train.engine import TrainingEngine
-from gemma_core.train.events import CheckpointSaved, RunState
+from gemma_core.run.events import CheckpointSaved, RunState
 from gemma_core.train.settings import TrainSettings
 
 

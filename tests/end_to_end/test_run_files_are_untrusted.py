@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from gemma_core.errors import UserError
-from gemma_core.run.catalog import find_runs
+from gemma_core.serve.catalog import find_runs
 from gemma_core.serve.client import connect
 from gemma_tui.run_picker import row_of
 from tests.end_to_end.cli_in_process import TEST_THREAD, run_cli, run_cli_together
@@ -528,7 +528,7 @@ def run_as_other(prefix: list[str], code: str, *args: str, home: Path) -> subpro
 
 
 CLI = "import sys; from gemma_core.cli import main; sys.argv[0] = 'gemma-core'; sys.exit(main(sys.argv[1:]))"
-PICKER = ("import sys, json; from pathlib import Path; from gemma_core.run.catalog import find_runs; "
+PICKER = ("import sys, json; from pathlib import Path; from gemma_core.serve.catalog import find_runs; "
           "print(json.dumps([[e.folder.name, e.state, e.problem] for e in find_runs(Path(sys.argv[1]))]))")
 
 

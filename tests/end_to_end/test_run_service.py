@@ -20,7 +20,7 @@ import pytest
 from gemma_core.data.corpus import bundled_works
 from gemma_core.serve.client import RemoteEngine, RunNotRunning, connect
 from gemma_core.serve.server import read_server_files
-from gemma_core.train.events import RunState
+from gemma_core.run.events import RunState
 from tests.end_to_end.cli_in_process import run_cli
 
 openai = pytest.importorskip("openai")

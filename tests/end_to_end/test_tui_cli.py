@@ -9,9 +9,9 @@ import pytest
 
 import gemma_tui.app
 from gemma_core.cli.train import settings_from_args
-from gemma_core.train.events import RunState
+from gemma_core.run.events import RunState
 from gemma_tui import cli
-from gemma_tui.preview import PreviewEngine
+from studio_preview import PreviewEngine
 from tests.end_to_end.cli_in_process import run_cli
 
 
@@ -88,7 +88,7 @@ def test_studio_exit_always_stops_and_joins_the_engine(monkeypatch):
 def test_the_studio_exits_with_its_runs_failure(monkeypatch, capsys, internal, code):
     from dataclasses import replace
 
-    from gemma_tui.preview import preview_snapshot
+    from studio_preview import preview_snapshot
 
     open_and_quit_at_once(monkeypatch)
     failed = replace(preview_snapshot(state=RunState.FAILED, error="the reason"), error_internal=internal)

@@ -13,12 +13,12 @@ import pytest
 
 from gemma_core.errors import UserError
 from gemma_core.model.generation import SamplingParams
-from gemma_core.train.events import RunState
+from gemma_core.run.events import RunState
 from gemma_tui.app import create_app
-from gemma_tui.preview import PreviewEngine, preview_snapshot
+from studio_preview import PreviewEngine, preview_snapshot
 from gemma_tui.screens.confirm import ConfirmScreen
 from gemma_tui.screens.quit_choice import KEEP, QuitChoiceScreen
-from gemma_tui.screenshots import screen_text
+from studio_screens import screen_text
 from gemma_tui.widgets.chat_exchange import ChatExchange
 from gemma_tui.widgets.chat_panel import ChatPanel, read_sampling_params
 from gemma_tui.widgets.layer_map import LayerMap

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gemma_tui.preview import PreviewEngine, preview_snapshot
+from studio_preview import PreviewEngine, preview_snapshot
 from gemma_tui.screens.charts import ChartsScreen
-from gemma_tui.screenshots import screen_text
+from studio_screens import screen_text
 from gemma_tui.widgets.loss_chart import LossChart
 from gemma_tui.widgets.metric_chart import MetricChart
 from tests.tui.test_app import studio, until

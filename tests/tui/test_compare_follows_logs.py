@@ -22,7 +22,7 @@ import gemma_tui.compare as compare
 from gemma_core.run.history import LossCurveFollower
 from gemma_core.run.log_follower import LogFollower
 from gemma_core.train.engine import TrainingEngine
-from gemma_core.train.events import RunState
+from gemma_core.run.events import RunState
 from gemma_core.train.settings import TrainSettings
 from gemma_tui.compare import CompareApp
 from gemma_tui.widgets.compare_chart import CompareChart

@@ -29,8 +29,8 @@ from gemma_core.run.run_summary import RunSummary, RunSummaryFollower, differing
 from gemma_tui.app import create_app
 from gemma_tui.chart_export import compared_chart
 from gemma_tui.compare import CompareApp
-from gemma_tui.preview import PreviewEngine, preview_snapshot
-from gemma_tui.screenshots import screen_text
+from studio_preview import PreviewEngine, preview_snapshot
+from studio_screens import screen_text
 from gemma_tui.series import ema
 from gemma_tui.widgets.compare_chart import CompareChart
 from gemma_tui.widgets.compare_table import CompareTable

@@ -10,10 +10,10 @@ from textual.widgets import Input
 from gemma_core.model.sampling import GenerationStats
 
 from gemma_tui.preferences import preferences_path
-from gemma_tui.preview import PreviewEngine, preview_snapshot
+from studio_preview import PreviewEngine, preview_snapshot
 from gemma_tui.screens.confirm import ConfirmScreen
 from gemma_tui.screens.help import HelpScreen
-from gemma_tui.screenshots import screen_text
+from studio_screens import screen_text
 from gemma_tui.widgets.chat_exchange import ChatExchange
 from gemma_tui.widgets.chat_panel import ChatPanel, finish_note
 from gemma_tui.widgets.layer_map import LayerMap

@@ -24,9 +24,9 @@ from gemma_core.model.model import Gemma3Model
 from gemma_core.tokenizers.tokenizer import load_tokenizer
 from gemma_tui.app import create_app
 from gemma_tui.inspection import NOT_HERE
-from gemma_tui.preview import PreviewEngine
+from studio_preview import PreviewEngine
 from gemma_tui.screens.inspect import FALLBACK_PROMPT, InspectScreen, default_prompt
-from gemma_tui.screenshots import screen_text
+from studio_screens import screen_text
 from gemma_tui.widgets.attention_map import AttentionMap
 from gemma_tui.widgets.lens_table import LAST, POSITIONS, LensTable
 from gemma_tui.widgets.token_strip import TokenStrip

@@ -8,9 +8,8 @@ from dataclasses import replace
 import pytest
 
 from gemma_core.model.presets import preset
-from gemma_tui.preview import PreviewEngine, preview_snapshot
-from gemma_tui.screens.charts import ChartsScreen
-from gemma_tui.screenshots import screen_text
+from studio_preview import PreviewEngine, preview_snapshot
+from studio_screens import screen_text
 from gemma_tui.widgets.layer_heat_chart import LayerHeatChart
 from gemma_tui.widgets.layer_map import LayerMap
 from tests.tui.test_app import studio, until

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from gemma_core.train.events import RunState
+from gemma_core.run.events import RunState
 from gemma_tui.app import create_app
-from gemma_tui.preview import PreviewEngine, preview_snapshot
-from gemma_tui.screenshots import screen_text
+from studio_preview import PreviewEngine, preview_snapshot
+from studio_screens import screen_text
 from gemma_tui.widgets.chat_panel import ChatPanel
 from gemma_tui.widgets.gpu_panel import GpuPanel
 from gemma_tui.widgets.layer_map import LayerMap

@@ -16,13 +16,13 @@ import pytest
 from gemma_core.cli.train import settings_from_args
 from gemma_core.run.viewer import RunViewer
 from gemma_core.train.engine import TrainingEngine
-from gemma_core.train.events import RunState
+from gemma_core.run.events import RunState
 from gemma_core.train.settings import TrainSettings
 from gemma_tui.app import create_app
 from gemma_tui.cli import build_parser, with_default_command
 from gemma_tui.screens.confirm import ConfirmScreen
 from gemma_tui.screens.quit_choice import QuitChoiceScreen
-from gemma_tui.screenshots import screen_text
+from studio_screens import screen_text
 from gemma_tui.widgets.chat_exchange import ChatExchange
 from gemma_tui.widgets.chat_panel import ChatPanel
 from gemma_tui.widgets.layer_map import LayerMap

@@ -9,8 +9,8 @@ from dataclasses import replace
 from textual.app import App, ComposeResult
 
 from gemma_core.run.history import BoundedSeries
-from gemma_core.train.events import EvalResult
-from gemma_tui.preview import preview_snapshot
+from gemma_core.run.events import EvalResult
+from studio_preview import preview_snapshot
 from gemma_tui.widgets.loss_chart import LossChart
 
 

@@ -14,13 +14,13 @@ import pytest
 from gemma_core.run.history import read_run_history
 from gemma_core.run.viewer import RunViewer
 from gemma_core.train.engine import TrainingEngine
-from gemma_core.train.events import RunState
+from gemma_core.run.events import RunState
 from gemma_core.train.settings import TrainSettings
 from gemma_tui import cli
 from gemma_tui.app import create_app
-from gemma_tui.preview import PreviewEngine, preview_snapshot
+from studio_preview import PreviewEngine, preview_snapshot
 from gemma_tui.run_picker import OPEN, RunPicker
-from gemma_tui.screenshots import screen_text
+from studio_screens import screen_text
 from tests.tui.test_panes import NO_GPU, FixedTelemetry, _utc_clock  # noqa: F401
 
 
@@ -111,7 +111,7 @@ def test_q_in_a_run_opened_from_the_picker_goes_back_to_the_list_on_that_run(tmp
 
 
 async def test_the_picker_starts_on_the_run_left_and_says_why_one_could_not_be_shown(tmp_path):
-    from gemma_core.run.catalog import find_runs
+    from gemma_core.serve.catalog import find_runs
 
     for name in ("a", "b", "c"):
         (tmp_path / name).mkdir()

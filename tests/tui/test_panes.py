@@ -4,7 +4,7 @@ Why text, not pytest-textual-snapshot: that plugin pins pytest<9 (we run 9).
 Why text, not SVG: a text snapshot shows in a review diff exactly which cells
 changed. Colour is checked separately, by asserting on the SVG export.
 
-The data is deterministic (``gemma_tui.preview``; a fixed telemetry sample; UTC
+The data is deterministic (``tests/studio_preview.py``; a fixed telemetry sample; UTC
 clock), so a snapshot only changes when drawing changes. After a deliberate
 change, or a Textual upgrade (textual is pinned exactly for this), regenerate:
 
@@ -28,10 +28,10 @@ from textual.widget import Widget
 
 from gemma_core.model.presets import preset
 from gemma_core.telemetry import GpuReading, HostReading, TelemetrySample, TorchMemory
-from gemma_core.train.events import LayerStats, RunState
+from gemma_core.run.events import LayerStats, RunState
 from gemma_tui.app import create_app
-from gemma_tui.preview import PreviewEngine, preview_snapshot
-from gemma_tui.screenshots import screen_text
+from studio_preview import PreviewEngine, preview_snapshot
+from studio_screens import screen_text
 from gemma_tui.themes import discover_themes
 from gemma_tui.widgets.chat_panel import ChatPanel
 from gemma_tui.widgets.gpu_panel import GpuPanel

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from gemma_core.run.catalog import find_runs
+from gemma_core.serve.catalog import find_runs
 from gemma_core.train.engine import TrainingEngine
-from gemma_core.train.events import RunState
+from gemma_core.run.events import RunState
 from gemma_core.train.settings import TrainSettings
 from gemma_tui import cli
 from gemma_tui.compare import CompareApp, read_curves, run_names
 from gemma_tui.run_picker import COMPARE, OPEN, RunPicker
-from gemma_tui.screenshots import screen_text
+from studio_screens import screen_text
 from gemma_tui.widgets.compare_chart import CompareChart
 
 

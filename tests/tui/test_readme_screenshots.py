@@ -15,13 +15,13 @@ import pytest
 
 from gemma_core.run.viewer import RunViewer
 from gemma_core.train.engine import TrainingEngine
-from gemma_core.train.events import RunState
+from gemma_core.run.events import RunState
 from gemma_core.train.settings import TrainSettings
 from gemma_tui.app import create_app
 from gemma_tui.screens.charts import ChartsScreen
 from gemma_tui.screens.inspect import InspectScreen
 from gemma_tui.screens.samples import SamplesScreen
-from gemma_tui.screenshots import screen_text
+from studio_screens import screen_text
 from gemma_tui.widgets.chat_exchange import ChatExchange
 from tests.tui.test_panes import NO_GPU, FixedTelemetry
 

@@ -18,15 +18,15 @@ from textual.widgets import DataTable
 from gemma_core.run.layout import CHAT_TRANSCRIPT, SAMPLES
 from gemma_core.run.samples_log import SampleHistory, read_samples
 from gemma_core.serve.wire import snapshot_from_wire, to_wire
-from gemma_core.train.events import EvalResult, RunState, SampleProduced
-from gemma_core.train.state_store import RunStateStore
+from gemma_core.run.events import EvalResult, RunState, SampleProduced
+from gemma_core.run.state_store import RunStateStore
 from gemma_tui import notifications
 from gemma_tui.app import create_app
 from gemma_tui.notifications import RunWatcher, alert_sequence, terminal_shows_osc9
 from gemma_tui.preferences import Preferences
-from gemma_tui.preview import PreviewEngine, preview_snapshot
+from studio_preview import PreviewEngine, preview_snapshot
 from gemma_tui.screens.samples import SamplesScreen
-from gemma_tui.screenshots import screen_text
+from studio_screens import screen_text
 from tests.tui.test_panes import NO_GPU, FixedTelemetry, check_snapshot
 
 ROMEO = {100: " the the and the of the the", 300: " And what art thou, that speak so loud",

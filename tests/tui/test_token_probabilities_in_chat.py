@@ -7,7 +7,7 @@ tokens the model weighed there with their probabilities; `u` again takes it all 
 choice is remembered; every theme's shades keep the text readable.
 
 The engine is the preview's: each word of its reply is a token with a made-up, fixed
-probability (gemma_tui/preview_tokens.py), so the screens are the same on every run. The
+probability (tests/studio_preview_tokens.py), so the screens are the same on every run. The
 numbers themselves are checked against the model in tests/core/test_token_probabilities.py.
 Snapshots: regenerate with GEMMA_TUI_UPDATE_SNAPSHOTS=1 (see tests/tui/test_panes.py).
 """
@@ -21,9 +21,9 @@ import pytest
 from gemma_tui.app import create_app
 from gemma_tui.palette import studio_palette
 from gemma_tui.preferences import Preferences
-from gemma_tui.preview import PreviewChatJob, PreviewEngine
-from gemma_tui.preview_tokens import SURENESS
-from gemma_tui.screenshots import screen_text
+from studio_preview import PreviewChatJob, PreviewEngine
+from studio_preview_tokens import SURENESS
+from studio_screens import screen_text
 from gemma_tui.token_shading import BANDS, MIN_INK_CONTRAST, band_of, ink_on, shade_of
 from gemma_tui.widgets.chat_exchange import ChatExchange
 from gemma_tui.widgets.chat_panel import ChatPanel

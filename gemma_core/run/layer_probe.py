@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gemma_core.errors import UserError
-from gemma_core.train.events import LayerProbe
+from gemma_core.run.events import LayerProbe
 
 if TYPE_CHECKING:
     from gemma_core.model.model import Gemma3Model

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gemma_core.errors import UserError
 from gemma_core.run import layout
-from gemma_core.run.status import run_status
+from gemma_core.serve.status import run_status
 
 SEARCH_DEPTH = 3  # runs/x is found from the project folder, a/b/runs/x is not
 SKIPPED = {"node_modules", "__pycache__", "site-packages"}  # never hold runs; can be huge

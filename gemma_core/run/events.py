@@ -48,7 +48,7 @@ class StepMetrics:
 
 @dataclass(frozen=True)
 class LayerProbe:
-    """One decoder layer on the run's fixed probe prompt, at an evaluation (``train.layer_probe``)."""
+    """One decoder layer on the run's fixed probe prompt, at an evaluation (``run.layer_probe``)."""
 
     index: int
     type: str  # "sliding" or "full"

@@ -16,7 +16,7 @@ from typing import Callable
 
 from gemma_core.run.history import BoundedSeries, RunHistory
 from gemma_core.run.samples_log import SampleHistory
-from gemma_core.train.events import (CheckpointSaved, EvalResult, Event, LayerStats, LogMessage, RunFailed,
+from gemma_core.run.events import (CheckpointSaved, EvalResult, Event, LayerStats, LogMessage, RunFailed,
                                      RunSnapshot, RunState, SampleProduced, StateChanged, StepMetrics,
                                      StepSkipped)
 

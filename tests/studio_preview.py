@@ -1,6 +1,6 @@
 """A run that does not train: fixed, deterministic data for tests and screenshots.
 
-``PreviewEngine`` has the engine interface (see ``engine_api.py``) and serves
+``PreviewEngine`` is a ``RunHandle`` (``gemma_core.run.handle``) and serves
 one ``RunSnapshot`` built by ``preview_snapshot``: curves from a formula and a
 seeded random generator, no clock, no threads. Pane snapshot tests depend on
 that: the same inputs always draw the same screen.
@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 import random
+from concurrent.futures import Future
 from dataclasses import replace
 
 from gemma_core.model.config import GemmaConfig
 from gemma_core.model.sampling import GenerationStats, SamplingParams
 from gemma_core.model.presets import preset
-from gemma_tui.preview_tokens import preview_choices
+from studio_preview_tokens import preview_choices
 from gemma_core.train.optim import Schedule
-from gemma_core.train.events import (
+from gemma_core.run.events import (
     CheckpointSaved,
     EvalResult,
     LayerProbe,
@@ -135,6 +136,13 @@ class PreviewChatJob:
             yield self.take()
 
 
+def _done() -> Future:
+    """A command's outcome, already there: the preview does what it is told at once."""
+    future: Future = Future()
+    future.set_result(None)
+    return future
+
+
 class PreviewEngine:
     """Serves a fixed snapshot; records every control call in ``calls``."""
 
@@ -146,6 +154,7 @@ class PreviewEngine:
         self.model_config = model_config if model_config is not None else preset("seed-270m")
         self.reply = reply
         self.owns_run = True
+        self.trains = True
         self.calls: list[str] = []
         self.chat_requests: list[tuple[str, SamplingParams]] = []
         self._alive = alive
@@ -159,24 +168,29 @@ class PreviewEngine:
     def _state(self, state: RunState) -> None:
         self._snapshot = replace(self._snapshot, state=state, version=self._snapshot.version + 1)
 
-    def pause(self) -> None:
+    def pause(self) -> Future:
         self.calls.append("pause")
         self._state(RunState.PAUSED)
+        return _done()
 
-    def unpause(self) -> None:
+    def unpause(self) -> Future:
         self.calls.append("unpause")
         self._state(RunState.RUNNING)
+        return _done()
 
-    def save_now(self) -> None:
+    def save_now(self) -> Future:
         self.calls.append("save_now")
+        return _done()
 
-    def eval_now(self) -> None:
+    def eval_now(self) -> Future:
         self.calls.append("eval_now")
+        return _done()
 
-    def stop(self, save: bool = True) -> None:
+    def stop(self, save: bool = True) -> Future:
         self.calls.append(f"stop(save={save})")
         self._alive = False
         self._state(RunState.STOPPED)  # before its last step, like a real run stopped with x
+        return _done()
 
     def join(self, timeout: float | None = None) -> bool:
         return not self._alive

@@ -1,4 +1,5 @@
-"""The screen as text or SVG: for snapshot tests and the README's screenshot.
+"""The screen as text or SVG: for snapshot tests and the README's screenshot (a test helper,
+not part of the studio).
 
 ``screen_text`` renders exactly what ``App.export_screenshot`` renders, but
 as plain text: a snapshot kept as text shows in a review diff which words and
@@ -55,14 +56,14 @@ def capture(engine, out_path: str, seconds: float, prompt: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m gemma_tui.screenshots OUT.svg [--seconds N] [--prompt TEXT] [train flags]``:
+    """``python tests/studio_screens.py OUT.svg [--seconds N] [--prompt TEXT] [train flags]``:
     the README's screenshot, from a real run."""
     import argparse
 
     from gemma_core.cli.train import add_train_arguments, settings_from_args
-    from gemma_core.train.engine import TrainingEngine
+    from gemma_core.api import TrainingEngine  # serves, as gemma-core train's does
 
-    parser = argparse.ArgumentParser(prog="python -m gemma_tui.screenshots")
+    parser = argparse.ArgumentParser(prog="python tests/studio_screens.py")
     parser.add_argument("out", help="the .svg file to write")
     parser.add_argument("--seconds", type=float, default=180.0, help="training time before the shot")
     parser.add_argument("--prompt", default="ROMEO:", help="a chat prompt to show ('' for none)")

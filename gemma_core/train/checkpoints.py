@@ -27,13 +27,14 @@ from safetensors.torch import load_file, save_file
 
 from gemma_core import atomic
 from gemma_core.errors import DiskFull, UserError
+from gemma_core.model.weights import full_tensor, shard_like
 from gemma_core.run import logs
 from gemma_core.run.layout import (BUILDING_CHECKPOINT, CHECKPOINT, PREVIOUS_CHECKPOINT, STATE, WEIGHTS,
                                    checkpoint_folders)
 from gemma_core.run.checkpoint_state import MAX_COUNT, check_state, read_checkpoint_state  # noqa: F401
 from gemma_core.run.model_dir import model_state_for_saving, save_weights
 from gemma_core.tokenizers.tokenizer_files import copy_tokenizer_files
-from gemma_core.train.distributed import Ranks, full_tensor, shard_like
+from gemma_core.train.distributed import Ranks
 from gemma_core.train.optim import TrainingOptimizer
 
 MODEL_TENSORS = "model.safetensors"
