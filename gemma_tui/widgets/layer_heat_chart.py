@@ -176,11 +176,16 @@ class LayerHeatChart(Widget):
         unit = self.view.token_unit if self.view.x_axis == "tokens" else ""
         line = [" "] * width
         left, right = f"{low:,.4g}{unit}", f"{high:,.4g}{unit}"
-        line[:len(left)] = left
-        if len(right) < width - len(left):
+        cursor, at = self.view.cursor, None
+        if cursor is not None and high > low and low <= cursor <= high:
+            at = min(width - 1, int((cursor - low) / (high - low) * width))
+        # An end's number the cursor would land on is left out rather than overprinted ("1,40▲"):
+        # the readout names the cursor's step.
+        if at is None or at >= len(left) + 1:
+            line[:len(left)] = left
+        if len(right) < width - len(left) and (at is None or at < width - len(right) - 1):
             line[width - len(right):] = right
-        cursor = self.view.cursor
-        if cursor is not None and high > low and low <= cursor <= high:  # drawn last: always seen
-            line[min(width - 1, int((cursor - low) / (high - low) * width))] = "▲"
+        if at is not None:
+            line[at] = "▲"
         name = "tokens" if self.view.x_axis == "tokens" else "step"
         return Text(name.ljust(LABEL_WIDTH)[:LABEL_WIDTH] + "".join(line)[:width], Style(dim=True))
