@@ -1,6 +1,6 @@
-"""The README's pictures of the studio's views are taken here, from a real run: a nano model
-trained for a few hundred steps with samples and evaluations, then opened as ``gemma-tui open``
-opens it. Each test checks that its view shows what the README says it shows, and saves the
+"""The README's pictures of the studio are taken here, from real runs: the studio on a nano
+run as it trains and answers a prompt, and its views of a nano model trained for a hundred-odd
+steps with samples and evaluations, opened as ``gemma-tui open`` opens it. Each test checks that its view shows what the README says it shows, and saves the
 picture as SVG; ``GEMMA_STUDIO_SCREENSHOTS=docs`` saves it into docs/ for the README, otherwise
 into the test's temporary folder (so a picture that can no longer be taken fails here first)."""
 
@@ -120,3 +120,29 @@ async def test_the_studio_screenshot_shows_layers_by_entropy_and_a_reply_by_prob
         await pilot.pause(0.3)
         text = saved(app, "layers-and-probabilities", tmp_path)
     assert "shade: entropy" in text and "probability" in text and "token 2 of" in text
+
+
+async def test_the_studio_screenshot_shows_a_run_training_and_a_reply_from_its_weights(tmp_path, corpus):
+    train_path, val_path = corpus
+    engine = TrainingEngine(TrainSettings.for_preset(
+        preset="nano", output_dir=str(tmp_path / "live"), train_dataset_path=str(train_path),
+        val_dataset_path=str(val_path), cache_dir=str(tmp_path / "cache"), device="cpu", dtype="fp32",
+        max_steps=2_000, eval_iters=60, eval_batches=2, save_steps=100_000, seed=1, serve=False))
+    app = create_app(engine, poll_hz=20)
+    engine.start()
+    try:
+        async with app.run_test(size=(160, 45)) as pilot:
+            await until(pilot, lambda: len(engine.snapshot().eval_history) >= 3 or not engine.is_alive(),
+                        "three evaluations", deadline_s=600)
+            app.chat_panel.send("ROMEO:")
+            await until(pilot, lambda: not app.chat_panel.busy, "the reply", deadline_s=600)
+            app.screen.set_focus(None)
+            app.query_one("#chat-log").scroll_home(animate=False)  # the prompt and how the reply starts
+            await pilot.pause(1.5)  # a poll or two: the screen shows the latest step
+            text = saved(app, "studio", tmp_path)
+            app.shut_down()  # as a user quits: training stopped, the thread joined
+            await until(pilot, lambda: not engine.is_alive(), "the run to stop", deadline_s=600)
+    finally:
+        engine.stop(save=False)
+        engine.join(timeout=600)
+    assert "RUNNING" in text and "model @ step" in text and "ROMEO:" in text
