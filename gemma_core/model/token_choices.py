@@ -84,6 +84,25 @@ def finite(logprob: float) -> float:
     return max(NO_CHANCE, logprob)
 
 
+def token_bytes_of(tokenizer, token_id: int) -> bytes:
+    """A token's bytes; none for an id past the tokenizer's vocabulary (a model's vocabulary
+    may be padded past its tokenizer's: those ids stand for nothing)."""
+    return tokenizer.token_bytes(token_id) if 0 <= token_id < tokenizer.n_vocab else b""
+
+
+def model_choice(logits, token_id: int, top_n: int,
+                 bytes_of: Callable[[int], bytes]) -> tuple[float, list[tuple[bytes, float]]]:
+    """The model's own log-probability of ``token_id`` at ``logits``, and its ``top_n``
+    likeliest tokens there as (bytes, log-probability), likeliest first: one ``log_softmax``
+    and one ``topk`` on logits already computed."""
+    import torch
+
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    values, ids = torch.topk(logprobs, min(top_n, logprobs.shape[-1]))
+    likeliest = [(bytes_of(t), finite(v)) for t, v in zip(ids.tolist(), values.tolist())]
+    return finite(float(logprobs[token_id])), likeliest
+
+
 class ChoiceBuilder:
     """Makes a reply's ``TokenChoice``s in order, each with the characters it completes: a
     character split over two tokens belongs to the second."""
@@ -111,18 +130,14 @@ class ChoicesFromLogits:
         self.builder = ChoiceBuilder()
 
     def _bytes(self, token_id: int) -> bytes:
-        # A model's vocabulary may be padded past its tokenizer's: those ids stand for nothing.
-        return self.tokenizer.token_bytes(token_id) if 0 <= token_id < self.tokenizer.n_vocab else b""
+        return token_bytes_of(self.tokenizer, token_id)
 
     def observe(self, token_id: int, logits) -> None:
         if token_id in self.ends:
             return
-        import torch
-
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        values, ids = torch.topk(logprobs, min(self.top_n, logprobs.shape[-1]))
-        likeliest = [Alternative(self._bytes(t), finite(v)) for t, v in zip(ids.tolist(), values.tolist())]
-        self.record(self.builder.choice(self._bytes(token_id), finite(float(logprobs[token_id])), likeliest))
+        logprob, likeliest = model_choice(logits, token_id, self.top_n, self._bytes)
+        self.record(self.builder.choice(self._bytes(token_id), logprob,
+                                        [Alternative(t, lp) for t, lp in likeliest]))
 
 
 def ends_of(params, eos_id: int | None) -> set[int]:
@@ -131,14 +146,19 @@ def ends_of(params, eos_id: int | None) -> set[int]:
 
 
 # ------------------------------------------------------------ the API's shape
-def logprobs_entry(choice: TokenChoice, top_n: int) -> dict:
-    """``choice`` as one entry of a chat completion's ``logprobs.content``: exactly ``top_n``
+def chat_logprobs_entry(token: bytes, logprob: float, top: Iterable[tuple[bytes, float]], top_n: int) -> dict:
+    """A token as one entry of a chat completion's ``logprobs.content``: exactly ``top_n``
     alternatives (the chosen token among them only if it is among the likeliest)."""
     def entry(token: bytes, logprob: float) -> dict:
         return {"token": token_name(token), "logprob": logprob, "bytes": list(token)}
 
-    return entry(choice.token_bytes, choice.logprob) | {
-        "top_logprobs": [entry(a.token_bytes, a.logprob) for a in choice.alternatives[:top_n]]}
+    return entry(token, logprob) | {"top_logprobs": [entry(b, lp) for b, lp in list(top)[:top_n]]}
+
+
+def logprobs_entry(choice: TokenChoice, top_n: int) -> dict:
+    """``choice`` as one entry of a chat completion's ``logprobs.content``."""
+    return chat_logprobs_entry(choice.token_bytes, choice.logprob,
+                               ((a.token_bytes, a.logprob) for a in choice.alternatives), top_n)
 
 
 def choices_from_logprobs(logprobs: Any, builder: ChoiceBuilder) -> list[TokenChoice] | None:

@@ -23,11 +23,8 @@ from gemma_core.chat import END_OF_TURN, TOKENS_PER_TURN, ChatJob
 from gemma_core.model.generation import Utf8Stream, sample_next, stream_text
 from gemma_core.model.sampling import MAX_SEED, GenerationStats, SamplingParams
 from gemma_core.model.scoring import score_sequences
+from gemma_core.model.token_choices import finite, model_choice, token_bytes_of
 from gemma_core.serve.openai_api import GenerationRequest
-
-# The log-probability reported for a token the model gives no chance at all (as OpenAI does).
-NO_CHANCE = -9999.0
-
 
 @dataclass
 class TokenLogprob:
@@ -156,8 +153,7 @@ class TokenLedger:
         self._last_id: int | None = None
 
     def _bytes(self, token_id: int) -> bytes:
-        # A model's vocabulary may be padded past its tokenizer's: those ids stand for nothing.
-        return self.tokenizer.token_bytes(token_id) if 0 <= token_id < self.tokenizer.n_vocab else b""
+        return token_bytes_of(self.tokenizer, token_id)
 
     def _add(self, token_id: int, logprob: float | None, top: list[tuple[bytes, float]] | None) -> None:
         token = self._bytes(token_id)
@@ -171,8 +167,8 @@ class TokenLedger:
             if self.top_n is None or i == 0:
                 self._add(token_id, None, None)
                 continue
-            logprob = _finite(score.token_logprobs[i - 1])
-            top = [(self._bytes(t), _finite(lp)) for t, lp in score.top[i - 1]]
+            logprob = finite(score.token_logprobs[i - 1])
+            top = [(self._bytes(t), finite(lp)) for t, lp in score.top[i - 1]]
             self._add(token_id, logprob, _with_chosen(top, self._bytes(token_id), logprob))
         self._sent_chars = self._chars
         self._ready.extend(self._pending)
@@ -183,10 +179,7 @@ class TokenLedger:
         if self.top_n is None:
             self._last_id = token_id
             return
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        values, ids = torch.topk(logprobs, min(self.top_n, logprobs.shape[-1]))
-        top = [(self._bytes(t), _finite(v)) for t, v in zip(ids.tolist(), values.tolist())]
-        logprob = _finite(float(logprobs[token_id]))
+        logprob, top = model_choice(logits, token_id, self.top_n, self._bytes)
         self._add(token_id, logprob, _with_chosen(top, self._bytes(token_id), logprob))
 
     def emitted(self, text: str) -> None:
@@ -215,7 +208,3 @@ def _with_chosen(top: list[tuple[bytes, float]], chosen: bytes, logprob: float) 
     """The alternatives, with the chosen token among them (a sampled token may be outside the
     top N: clients such as lm-evaluation-harness compare it with the best)."""
     return top if any(t == chosen for t, _ in top) else top + [(chosen, logprob)]
-
-
-def _finite(value: float) -> float:
-    return value if value > NO_CHANCE else NO_CHANCE

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gemma_core.model.sampling import MAX_SEED
+from gemma_core.model.token_choices import chat_logprobs_entry, token_name
 
 MAX_STOP_STRINGS = 16  # lm-evaluation-harness adds the EOS text to a task's own stop strings
 MAX_LOGPROBS = 20  # alternatives per token, as vLLM's default bound
@@ -505,29 +506,16 @@ def _choice(request: GenerationRequest, index: int, text: str, tokens: list, rea
     return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
 
 
-def token_text(token: bytes) -> str:
-    """A token as logprobs name it: its text, or its bytes spelled out where they are not
-    whole UTF-8 characters (as vLLM does), so that no two tokens share a name."""
-    try:
-        return token.decode("utf-8")
-    except UnicodeDecodeError:
-        return "bytes:" + "".join(f"\\x{b:02x}" for b in token)
-
-
 def legacy_logprobs(tokens: list) -> dict:
     """The completions endpoint's shape: parallel lists, and a dict of alternatives per token
     (null for an echoed prompt's first token, which nothing predicts)."""
-    return {"tokens": [token_text(t.token) for t in tokens],
+    return {"tokens": [token_name(t.token) for t in tokens],
             "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": [None if t.top is None else {token_text(b): lp for b, lp in t.top} for t in tokens],
+            "top_logprobs": [None if t.top is None else {token_name(b): lp for b, lp in t.top} for t in tokens],
             "text_offset": [t.offset for t in tokens]}
 
 
 def chat_logprobs(tokens: list, top_n: int) -> dict:
     """The chat endpoint's shape: one entry per token, with its bytes and exactly ``top_n``
     alternatives (the chosen token is among them only if it is among the likeliest)."""
-    def entry(token: bytes, logprob: float) -> dict:
-        return {"token": token_text(token), "logprob": logprob, "bytes": list(token)}
-
-    return {"content": [entry(t.token, t.logprob) | {"top_logprobs": [entry(b, lp) for b, lp in (t.top or [])[:top_n]]}
-                        for t in tokens]}
+    return {"content": [chat_logprobs_entry(t.token, t.logprob, t.top or [], top_n) for t in tokens]}
