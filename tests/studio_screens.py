@@ -9,9 +9,20 @@ cells moved, where an SVG diff shows only that something did.
 from __future__ import annotations
 
 import io
+import time
 
 from rich.console import Console
 from textual.app import App
+
+
+async def until(pilot, condition, what: str, deadline_s: float = 180.0) -> None:
+    """Let the studio run until ``condition()`` holds; fail naming ``what`` after ``deadline_s``
+    (generous: a busy machine is slow, a condition that never holds is a failure)."""
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {deadline_s:.0f} s for {what}")
+        await pilot.pause(0.05)
 
 
 def screen_text(app: App) -> str:
@@ -30,7 +41,6 @@ def capture(engine, out_path: str, seconds: float, prompt: str | None = None,
     """Watch ``engine`` train for ``seconds``, ask ``prompt``, save the screen as SVG,
     then quit as a user would (checkpoint saved, threads joined)."""
     import asyncio
-    import time
     from pathlib import Path
 
     from gemma_tui.app import create_app

@@ -7,7 +7,6 @@ into the test's temporary folder (so a picture that can no longer be taken fails
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -21,7 +20,7 @@ from gemma_tui.app import create_app
 from gemma_tui.screens.charts import ChartsScreen
 from gemma_tui.screens.inspect import InspectScreen
 from gemma_tui.screens.samples import SamplesScreen
-from studio_screens import screen_text
+from studio_screens import screen_text, until
 from gemma_tui.widgets.chat_exchange import ChatExchange
 from tests.tui.test_panes import NO_GPU, FixedTelemetry
 
@@ -52,14 +51,6 @@ def studio(run: Path):
     return create_app(RunViewer(run, device="cpu"), telemetry=FixedTelemetry(NO_GPU), poll_hz=20)
 
 
-async def until(pilot, condition, what: str, deadline_s: float = 180.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {deadline_s:.0f} s for {what}")
-        await pilot.pause(0.05)
-
-
 def saved(app, name: str, tmp_path: Path) -> str:
     """Save the screen as ``name``.svg (docs/ when asked) and return its text."""
     folder = DOCS if os.environ.get("GEMMA_STUDIO_SCREENSHOTS") == "docs" else tmp_path
@@ -69,26 +60,25 @@ def saved(app, name: str, tmp_path: Path) -> str:
     return " ".join(screen_text(app).split())
 
 
-async def test_the_charts_screenshot_shows_every_logged_metric_of_the_run(trained_run, tmp_path):
-    app = studio(trained_run)
+async def screenshot_of_view(run: Path, key: str, view: type, name: str, tmp_path: Path) -> str:
+    """Open ``run``, press ``key``, wait for the ``view`` screen and save it as ``name``."""
+    app = studio(run)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause(0.5)
-        await pilot.press("g")
-        await until(pilot, lambda: isinstance(app.screen, ChartsScreen), "the Charts screen")
+        await pilot.press(key)
+        await until(pilot, lambda: isinstance(app.screen, view), f"the {view.__name__}")
         await pilot.pause(0.5)
-        text = saved(app, "charts", tmp_path)
+        return saved(app, name, tmp_path)
+
+
+async def test_the_charts_screenshot_shows_every_logged_metric_of_the_run(trained_run, tmp_path):
+    text = await screenshot_of_view(trained_run, "g", ChartsScreen, "charts", tmp_path)
     for metric in ("loss", "grad", "tokens/s", "learning rate"):
         assert metric in text.lower(), metric
 
 
 async def test_the_samples_screenshot_shows_the_prompt_at_each_step(trained_run, tmp_path):
-    app = studio(trained_run)
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.5)
-        await pilot.press("w")
-        await until(pilot, lambda: isinstance(app.screen, SamplesScreen), "the Samples screen")
-        await pilot.pause(0.5)
-        text = saved(app, "samples", tmp_path)
+    text = await screenshot_of_view(trained_run, "w", SamplesScreen, "samples", tmp_path)
     assert PROMPT in text
     assert all(f"{step}" in text for step in (30, 90, 120))
 

@@ -14,7 +14,6 @@ Snapshots: regenerate with GEMMA_TUI_UPDATE_SNAPSHOTS=1 (see tests/tui/test_pane
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -23,7 +22,7 @@ from gemma_tui.palette import studio_palette
 from gemma_tui.preferences import Preferences
 from studio_preview import PreviewChatJob, PreviewEngine
 from studio_preview_tokens import SURENESS
-from studio_screens import screen_text
+from studio_screens import screen_text, until
 from gemma_tui.token_shading import BANDS, MIN_INK_CONTRAST, band_of, ink_on, shade_of
 from gemma_tui.widgets.chat_exchange import ChatExchange
 from gemma_tui.widgets.chat_panel import ChatPanel
@@ -37,14 +36,6 @@ WORDS = REPLY.split(" ")
 def studio(engine=None):
     return create_app(engine or PreviewEngine(alive=True, reply=REPLY), telemetry=FixedTelemetry(NO_GPU),
                       telemetry_hz=0.001, poll_hz=20)
-
-
-async def until(pilot, condition, what: str, deadline_s: float = 60.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {deadline_s:.0f} s for {what}")
-        await pilot.pause(0.05)
 
 
 async def ask(pilot, prompt: str = "Hamlet") -> ChatExchange:
