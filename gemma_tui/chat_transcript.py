@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 
 from gemma_core.run.layout import CHAT_TRANSCRIPT
+from gemma_core.run.logs import damaged_lines_note, read_shown_jsonl
 from gemma_tui.widgets.chat_exchange import ChatExchange
 
 
@@ -58,28 +58,16 @@ def read_transcript(output_dir: str | Path, limit: int = EARLIER_SHOWN) -> tuple
     lines that are not whole exchanges (a torn last line, a damaged one) are skipped and
     counted, never shown half-read."""
     path = Path(output_dir) / CHAT_TRANSCRIPT
-    kept: deque[dict] = deque(maxlen=limit)
-    skipped = 0
     try:
-        with open(path, "rb") as transcript:
-            for raw in transcript:
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-                    record = None
-                if (isinstance(record, dict) and isinstance(record.get("prompt"), str)
-                        and isinstance(record.get("reply"), str)):
-                    kept.append(record)
-                else:
-                    skipped += 1
-    except FileNotFoundError:
-        return [], None
+        kept, skipped = read_shown_jsonl(path, _exchange, keep=limit)
     except OSError as err:
         return [], f"{path}: cannot read ({err.strerror})"
-    note = f"{path}: {skipped:,} damaged line{'s' if skipped != 1 else ''} left out" if skipped else None
-    return list(kept), note
+    return kept, damaged_lines_note(path, skipped)
+
+
+def _exchange(record: dict) -> dict | None:
+    """A whole exchange: its prompt and reply are text."""
+    return record if isinstance(record.get("prompt"), str) and isinstance(record.get("reply"), str) else None
 
 
 def earlier_exchange_text(record: dict):

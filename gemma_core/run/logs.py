@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from gemma_core import atomic
 from gemma_core.errors import DiskFull, UserError
 from gemma_core.run.layout import LOSS_PLOT, SAMPLES, TRAIN_LOG, TRAIN_STREAM, VAL_LOG, VAL_STREAM, VOCAB
 from gemma_core.tokenizers.byte_alphabet import bytes_to_unicode
 from gemma_core.tokenizers.tokenizer import Tokenizer
+
+T = TypeVar("T")
 
 
 class NoLog:
@@ -130,6 +135,38 @@ class RunLogs:
 def read_jsonl(path: Path) -> list[dict]:
     """Entries of a JSON-lines log (see ``numbered_entries``)."""
     return [entry for _, entry in numbered_entries(path)]
+
+
+def read_shown_jsonl(path: Path, parse: Callable[[dict], T | None],
+                     keep: int | None = None) -> tuple[list[T], int]:
+    """The records of a JSON-lines file that is untrusted and only shown (samples, chat): each
+    non-blank line that is a JSON object ``parse`` accepts (it returns None for one it does
+    not); any other line is skipped and counted, never a reason to refuse the run. ``keep``:
+    only the last that many. A missing file has none; another ``OSError`` is the caller's."""
+    kept: deque[T] = deque(maxlen=keep)
+    skipped = 0
+    try:
+        with open(path, "rb") as lines:
+            for raw in lines:
+                if not raw.strip():
+                    continue
+                try:
+                    entry = json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                    entry = None
+                record = parse(entry) if isinstance(entry, dict) else None
+                if record is None:
+                    skipped += 1
+                else:
+                    kept.append(record)
+    except FileNotFoundError:
+        return [], 0
+    return list(kept), skipped
+
+
+def damaged_lines_note(path: Path, skipped: int) -> str | None:
+    """What a reader of a shown file says about the lines it left out, if any."""
+    return f"{path}: {skipped:,} damaged line{'s' if skipped != 1 else ''} left out" if skipped else None
 
 
 def numbered_entries(path: Path) -> list[tuple[int, dict]]:

@@ -9,10 +9,10 @@ stay spread over the whole run and a snapshot stays small.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from gemma_core.run.layout import SAMPLES
+from gemma_core.run.logs import damaged_lines_note, read_shown_jsonl
 from gemma_core.run.events import SampleProduced
 
 SAMPLE_STEPS_KEPT = 48
@@ -46,34 +46,14 @@ def read_samples(output_dir: Path) -> tuple[list[SampleProduced], str | None]:
     out. The file is untrusted and only shown: a damaged or torn line is skipped and counted,
     never a reason to refuse the run."""
     path = Path(output_dir) / SAMPLES
-    samples: list[SampleProduced] = []
-    skipped = 0
     try:
-        with open(path, "rb") as log:
-            for raw in log:
-                if not raw.strip():
-                    continue
-                sample = _sample_from_line(raw)
-                if sample is None:
-                    skipped += 1
-                else:
-                    samples.append(sample)
-    except FileNotFoundError:
-        return [], None
+        samples, skipped = read_shown_jsonl(path, _sample_from_entry)
     except OSError as err:
         return [], f"{path}: cannot read ({err.strerror}); its samples are not shown"
-    note = (f"{path}: {skipped:,} damaged line{'s' if skipped != 1 else ''} left out"
-            if skipped else None)
-    return samples, note
+    return samples, damaged_lines_note(path, skipped)
 
 
-def _sample_from_line(raw: bytes) -> SampleProduced | None:
-    try:
-        entry = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None
-    if not isinstance(entry, dict):
-        return None
+def _sample_from_entry(entry: dict) -> SampleProduced | None:
     step, prompt, text = entry.get("step"), entry.get("prompt"), entry.get("text")
     if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0
             and isinstance(prompt, str) and isinstance(text, str)):
